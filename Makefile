@@ -1,0 +1,37 @@
+# Two entry points for people: `make demo` and `make test`. Both install what is missing first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: deps system-deps test lint unit demo test-real-cluster clean
+
+deps: system-deps $(STAMP)
+
+system-deps:
+	@scripts/install-system-deps
+
+# The venv is rebuilt whenever a requirements or constraints file changes.
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -r requirements-dev.txt
+	@touch $(STAMP)
+
+lint: deps
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+
+test: lint
+	$(BIN)/python -m pytest
+
+demo: deps
+	$(BIN)/python scripts/demo.py
+
+# The Kubernetes API contract suite against the cluster KUBECONFIG points at (creates and deletes a
+# throw-away namespace there). Never part of `make test`: it must be asked for by name.
+test-real-cluster: deps
+	KUBE_CONTRACT_TARGET=real $(BIN)/python -m pytest tests/contract -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,243 @@
+"""Configuration: a YAML file named by ``REBALANCER_CONFIG``, overridden by ``REBALANCER_*`` env.
+
+This module is the only reader of ``os.environ``. Everything is validated once, at start-up;
+an invalid value stops the process with a message naming the field (and never its value,
+which could be a secret).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from rebalancer import policy, promql
+from rebalancer.durations import parse_duration
+from rebalancer.errors import ConfigError
+
+SignalName = Literal["cpu", "lag"]
+SIGNAL_NAMES: tuple[SignalName, ...] = ("cpu", "lag")
+
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _duration(value: Any) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    return parse_duration(value)
+
+
+def _dns1123_label(value: str) -> str:
+    if not isinstance(value, str) or len(value) > 63 or not _DNS1123_LABEL.match(value):
+        raise ValueError("must be a DNS-1123 label: lower-case letters, digits and '-', at most 63")
+    return value
+
+
+def _dns1123_subdomain(value: str) -> str:
+    if not isinstance(value, str) or len(value) > 253 or not _DNS1123_SUBDOMAIN.match(value):
+        raise ValueError("must be a DNS-1123 subdomain: lower-case letters, digits, '-' and '.'")
+    return value
+
+
+def _strict_bool(value: Any) -> bool:
+    """Accept true/false/1/0 only: a typo in REBALANCER_DRY_RUN must not be guessed at."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "1"):
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("false", "0"):
+        return False
+    raise ValueError("must be true or false (or 1 / 0)")
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+PositiveDuration = Annotated[Duration, Field(gt=timedelta(0))]
+Dns1123Label = Annotated[str, BeforeValidator(_dns1123_label)]
+Dns1123Subdomain = Annotated[str, BeforeValidator(_dns1123_subdomain)]
+StrictBool = Annotated[bool, BeforeValidator(_strict_bool)]
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SignalSpec(_Strict):
+    """One signal of a target: the CV threshold above which it acts, and the per-pod query."""
+
+    threshold: float = Field(gt=0.0, description="coefficient of variation (stddev/mean) to exceed")
+    query: str | None = Field(default=None, description="PromQL template; one series per pod")
+
+    @field_validator("query")
+    @classmethod
+    def _known_placeholders(cls, query: str | None) -> str | None:
+        if query is not None:
+            promql.check_template(query)
+        return query
+
+
+class Target(_Strict):
+    """A Deployment the function may act on. Alerts can only select among these."""
+
+    name: Dns1123Label
+    namespace: Dns1123Label
+    deployment: Dns1123Subdomain
+    container: Dns1123Label | None = None  # defaults to the deployment's name
+    action: Literal["evict", "delete"] = "evict"
+    cooldown: PositiveDuration = timedelta(minutes=15)
+    min_pods: int = Field(default=3, ge=2)
+    min_pod_age: Duration = timedelta(minutes=10)
+    window: PositiveDuration = timedelta(minutes=5)
+    selection: Literal["rotate_outliers", "hottest"] = "rotate_outliers"
+    max_pods_per_action: int = Field(default=2, ge=1)
+    max_missing_fraction: Fraction = 0.2
+    min_improvement: Fraction = 0.1
+    signals: dict[SignalName, SignalSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _default_container(self) -> Target:
+        if self.container is None:
+            if not _DNS1123_LABEL.match(self.deployment) or len(self.deployment) > 63:
+                raise ValueError("container: required when the deployment name is not a DNS-1123 label")
+            object.__setattr__(self, "container", self.deployment)
+        return self
+
+    def rules(self, signal: SignalName) -> policy.Rules:
+        """The decision rules for one of this target's signals."""
+        return policy.Rules(
+            threshold=self.signals[signal].threshold,
+            min_pods=self.min_pods,
+            min_pod_age=self.min_pod_age,
+            selection=self.selection,
+            max_pods_per_action=self.max_pods_per_action,
+            max_missing_fraction=self.max_missing_fraction,
+            min_improvement=self.min_improvement,
+        )
+
+    def query_for(self, signal: SignalName) -> str:
+        """The PromQL this target sends for ``signal``, placeholders filled and escaped."""
+        template = self.signals[signal].query or promql.DEFAULT_TEMPLATES[signal]
+        return promql.render(
+            template,
+            namespace=self.namespace,
+            deployment=self.deployment,
+            container=self.container or self.deployment,
+            window=self.window,
+        )
+
+
+class Settings(BaseSettings):
+    """Everything the function reads. Field ``x`` comes from env ``REBALANCER_X`` or the file."""
+
+    model_config = SettingsConfigDict(env_prefix="REBALANCER_", extra="forbid", frozen=True)
+
+    metrics_url: AnyHttpUrl
+    dry_run: StrictBool = True
+    auth_token: SecretStr | None = None
+    allow_unauthenticated: StrictBool = False
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    max_alerts: int = Field(default=100, gt=0)
+    metrics_timeout: PositiveDuration = timedelta(seconds=5)
+    kube_timeout: PositiveDuration = timedelta(seconds=5)
+    state_configmap: Dns1123Subdomain = "pod-rebalancer-state"
+    log_format: Literal["json", "text"] = "json"
+    targets: list[Target] = Field(min_length=1)
+    # How to reach Kubernetes; read from the standard variables, not REBALANCER_*.
+    kubeconfig: Path | None = Field(default=None, validation_alias="KUBECONFIG")
+    kubernetes_service_host: str | None = Field(default=None, validation_alias="KUBERNETES_SERVICE_HOST")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's values arrive as init kwargs; env must override them, so env comes first.
+        return (env_settings, init_settings)
+
+    @field_validator("auth_token")
+    @classmethod
+    def _non_empty_token(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and not token.get_secret_value().strip():
+            return None  # an empty variable means "not configured", which the auth check refuses
+        return token
+
+    @model_validator(mode="after")
+    def _unique_targets(self) -> Settings:
+        names = [t.name for t in self.targets]
+        if len(set(names)) != len(names):
+            raise ValueError("targets: names must be unique")
+        deployments = [(t.namespace, t.deployment) for t in self.targets]
+        if len(set(deployments)) != len(deployments):
+            raise ValueError("targets: two targets name the same namespace/deployment")
+        return self
+
+    def target(self, name: str) -> Target | None:
+        return next((t for t in self.targets if t.name == name), None)
+
+    def target_for_deployment(self, namespace: str, deployment: str) -> Target | None:
+        return next(
+            (t for t in self.targets if t.namespace == namespace and t.deployment == deployment), None
+        )
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    if "auth_token" in loaded:
+        raise ConfigError(
+            f"config file {path}: auth_token is a secret; set it with env REBALANCER_AUTH_TOKEN"
+        )
+    return loaded
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line per problem, naming the field; input values are left out on purpose."""
+    lines = []
+    for item in error.errors(include_url=False, include_input=False):
+        location = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"  {location}: {message}")
+    return "\n".join(lines)
+
+
+def load_settings() -> Settings:
+    """Load and validate the configuration once. Raises ConfigError with a readable message."""
+    config_path = os.environ.get("REBALANCER_CONFIG")
+    file_values = _read_file(Path(config_path)) if config_path else {}
+    source = f"config file {config_path} and REBALANCER_* env" if config_path else "REBALANCER_* env"
+    try:
+        return Settings(**file_values)
+    except ValidationError as e:
+        hint = "" if config_path else "\n  (REBALANCER_CONFIG is not set: no config file was read)"
+        raise ConfigError(f"invalid configuration ({source}):\n{describe_validation_error(e)}{hint}") from e

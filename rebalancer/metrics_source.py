@@ -1,0 +1,93 @@
+"""VictoriaMetrics / Prometheus HTTP API adapter: one instant query -> ``{pod: value}``.
+
+Both servers speak the same ``/api/v1/query`` API. Failures are translated here:
+unreachable, timed out, 5xx or an answer that is not the Prometheus API -> MetricsUnavailableError
+(the request gets 503 and Alertmanager retries); a query the server rejects (4xx) or a result
+that cannot be attributed to pods -> MetricsQueryError (that decision is skipped, with the reason).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+import requests
+
+from rebalancer.errors import MetricsQueryError, MetricsUnavailableError
+
+POD_LABEL = "pod"
+
+
+@dataclass(frozen=True)
+class PodValues:
+    values: dict[str, float]
+    series_without_pod: int = 0  # series the query returned that carry no pod label
+
+
+class MetricsSource:
+    def __init__(self, base_url: str, timeout_seconds: float, session: requests.Session | None = None) -> None:
+        # base_url may carry a path prefix (vmselect's /select/0/prometheus, a proxy's /prom).
+        self.query_url = base_url.rstrip("/") + "/api/v1/query"
+        self.timeout_seconds = timeout_seconds
+        self.session = session or requests.Session()
+
+    def query_by_pod(self, query: str, at: datetime) -> PodValues:
+        """Evaluate ``query`` at ``at`` and return one value per ``pod`` label."""
+        form = {"query": query, "time": f"{at.timestamp():.3f}", "timeout": f"{self.timeout_seconds:g}s"}
+        try:
+            response = self.session.post(self.query_url, data=form, timeout=self.timeout_seconds)
+        except requests.Timeout as e:
+            raise MetricsUnavailableError(f"metrics backend did not answer within {self.timeout_seconds:g}s") from e
+        except requests.RequestException as e:
+            raise MetricsUnavailableError(f"metrics backend unreachable: {type(e).__name__}") from e
+
+        if response.status_code >= 500:
+            raise MetricsUnavailableError(
+                f"metrics backend answered HTTP {response.status_code}: {_error_text(response)}"
+            )
+        if 400 <= response.status_code < 500:
+            raise MetricsQueryError(
+                f"metrics backend rejected the query (HTTP {response.status_code}): {_error_text(response)}"
+            )
+        return _parse_vector(response)
+
+
+def _error_text(response: requests.Response) -> str:
+    try:
+        body = response.json()
+        return f"{body.get('errorType', 'error')}: {body.get('error', '')}"[:500]
+    except (ValueError, AttributeError):
+        return response.text[:200]
+
+
+def _parse_vector(response: requests.Response) -> PodValues:
+    try:
+        body = response.json()
+    except (ValueError, json.JSONDecodeError) as e:
+        raise MetricsUnavailableError("metrics backend answered something that is not JSON") from e
+    if not isinstance(body, dict) or body.get("status") != "success" or not isinstance(body.get("data"), dict):
+        raise MetricsUnavailableError("metrics backend answered something that is not a Prometheus API response")
+    data = body["data"]
+    if data.get("resultType") != "vector":
+        raise MetricsQueryError(
+            f"the query returned a {data.get('resultType')!s}, not an instant vector with one series per pod"
+        )
+    values: dict[str, float] = {}
+    without_pod = 0
+    for series in data.get("result") or []:
+        try:
+            labels, (_, raw) = series["metric"], series["value"]
+            value = float(raw)  # "NaN", "+Inf" parse; the decision core refuses them
+        except (KeyError, TypeError, ValueError) as e:
+            raise MetricsUnavailableError("metrics backend answered a malformed sample") from e
+        pod = labels.get(POD_LABEL) if isinstance(labels, dict) else None
+        if not pod:
+            without_pod += 1
+            continue
+        if pod in values:
+            raise MetricsQueryError(
+                f"the query returned several series for pod {pod}: it must aggregate by pod, e.g. sum by (pod) (...)"
+            )
+        values[pod] = value
+    return PodValues(values=values, series_without_pod=without_pod)

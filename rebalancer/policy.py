@@ -1,0 +1,284 @@
+"""The decision core: statistics, outlier selection and the rules that say no. Pure.
+
+No I/O, no clock: ``decide`` gets the pods as Kubernetes described them, the per-pod values the
+metrics backend returned, the rules and ``now``, and returns a ``Verdict`` that names every
+number it used, so the answer can always say what was measured and why it acted or not.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from statistics import fmean, pstdev
+from typing import Literal
+
+Selection = Literal["rotate_outliers", "hottest"]
+Role = Literal["hot", "cold"]
+
+
+@dataclass(frozen=True)
+class PodState:
+    """What the decision needs to know about one pod matched by the Deployment's selector."""
+
+    name: str
+    ready: bool
+    owned: bool  # controlled, through its ReplicaSet, by the target Deployment
+    created_at: datetime | None = None
+    terminating: bool = False  # deletionTimestamp is set
+    phase: str = "Running"
+    excluded: bool = False  # annotated pod-rebalancer/exclude: "true"
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The knobs of one (target, signal) decision; built from the configuration."""
+
+    threshold: float
+    min_pods: int = 3
+    min_pod_age: timedelta = timedelta(minutes=10)
+    selection: Selection = "rotate_outliers"
+    max_pods_per_action: int = 2
+    max_missing_fraction: float = 0.2
+    min_improvement: float = 0.1
+
+
+@dataclass(frozen=True)
+class Stats:
+    value: float  # coefficient of variation: population stddev / mean
+    mean: float
+    stddev: float
+    pods: int  # number of pods the statistics were computed over
+
+
+@dataclass(frozen=True)
+class PodValue:
+    pod: str
+    value: float
+
+
+@dataclass(frozen=True)
+class SelectedPod:
+    pod: str
+    value: float
+    role: Role
+
+
+@dataclass(frozen=True)
+class PodNote:
+    """A pod left out of the statistics or of the selection, and why."""
+
+    pod: str
+    why: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    act: bool
+    code: str  # stable, machine-readable: e.g. "skew_verified", "below_threshold"
+    reason: str  # for people
+    threshold: float
+    stats: Stats | None = None
+    hot: PodValue | None = None
+    cold: PodValue | None = None
+    selected: tuple[SelectedPod, ...] = ()
+    projected_cv: float | None = None
+    missing: tuple[str, ...] = ()  # Ready pods the metrics backend had no value for
+    invalid: tuple[PodNote, ...] = ()  # values that cannot be used (NaN, Inf, negative)
+    ignored: tuple[PodNote, ...] = ()  # pods not counted at all (not Ready, terminating, not owned)
+    passed_over: tuple[PodNote, ...] = ()  # counted, but never selectable (too young, excluded)
+    ready_pods: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def coefficient_of_variation(values: Sequence[float]) -> Stats:
+    """Population stddev over mean. The caller guarantees at least one value and a mean > 0."""
+    mean = fmean(values)
+    stddev = pstdev(values, mu=mean)
+    return Stats(value=stddev / mean, mean=mean, stddev=stddev, pods=len(values))
+
+
+def projected_cv(values: Mapping[str, float], removed: Sequence[str]) -> float:
+    """CV after the removed pods' load is spread evenly over the pods that stay.
+
+    This is what a consumer-group rebalance does to a first approximation: the partitions (or
+    requests) an evicted pod was serving move to the others.
+    """
+    staying = [v for pod, v in values.items() if pod not in removed]
+    if not staying:
+        raise ValueError("projection needs at least one pod that stays")
+    moved = sum(values[pod] for pod in removed) / len(staying)
+    after = [v + moved for v in staying]
+    if fmean(after) == 0:
+        return 0.0
+    return coefficient_of_variation(after).value
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def _split_pods(pods: Sequence[PodState]) -> tuple[list[PodState], list[PodNote]]:
+    """Pods the statistics count (Ready, owned, not terminating) and the others with the cause."""
+    counted, ignored = [], []
+    for pod in sorted(pods, key=lambda p: p.name):
+        if not pod.owned:
+            ignored.append(PodNote(pod.name, "not owned by the Deployment (matched its selector only)"))
+        elif pod.terminating:
+            ignored.append(PodNote(pod.name, "terminating"))
+        elif pod.phase != "Running":
+            ignored.append(PodNote(pod.name, f"phase {pod.phase}"))
+        elif not pod.ready:
+            ignored.append(PodNote(pod.name, "not Ready"))
+        else:
+            counted.append(pod)
+    return counted, ignored
+
+
+def _usable_value(raw: float | None) -> str | None:
+    """None when the value can enter the statistics, else why not."""
+    if raw is None:
+        return "no value"
+    if math.isnan(raw) or math.isinf(raw):
+        return f"non-finite value {raw}"
+    if raw < 0:
+        return f"negative value {_fmt(raw)}"
+    return None
+
+
+def _selectable(pod: PodState, rules: Rules, now: datetime) -> str | None:
+    """None when the pod may be selected, else why not."""
+    if pod.excluded:
+        return 'annotated pod-rebalancer/exclude: "true"'
+    if pod.created_at is None:
+        return "creation time unknown"
+    age = now - pod.created_at
+    if age < rules.min_pod_age:
+        return f"younger than min_pod_age ({int(age.total_seconds())}s < {int(rules.min_pod_age.total_seconds())}s)"
+    return None
+
+
+def _select(values: Mapping[str, float], candidates: Sequence[str], rules: Rules, count: int) -> list[SelectedPod]:
+    # Ties are broken by name so the same data always selects the same pods.
+    by_value = sorted(candidates, key=lambda pod: (values[pod], pod))
+    if rules.selection == "hottest":
+        return [SelectedPod(pod, values[pod], "hot") for pod in reversed(by_value[-count:])]
+    hottest = by_value[-1]
+    chosen = [SelectedPod(hottest, values[hottest], "hot")]
+    if count >= 2 and len(by_value) >= 2:
+        coldest = by_value[0]
+        chosen.append(SelectedPod(coldest, values[coldest], "cold"))
+    return chosen
+
+
+def decide(
+    signal: str,
+    pods: Sequence[PodState],
+    samples: Mapping[str, float],
+    rules: Rules,
+    now: datetime,
+) -> Verdict:
+    """Decide whether to act on one (target, signal), and on which pods.
+
+    ``samples`` maps pod name to the value the metrics backend returned for it now; pods in
+    ``samples`` that the Deployment does not have are ignored (the caller counts them).
+    """
+    counted, ignored = _split_pods(pods)
+    base = {"threshold": rules.threshold, "ignored": tuple(ignored), "ready_pods": len(counted)}
+    if not counted:
+        return Verdict(False, "no_ready_pods", "the Deployment has no Ready pods to measure", **base)
+
+    values: dict[str, float] = {}
+    missing: list[str] = []
+    invalid: list[PodNote] = []
+    for pod in counted:
+        problem = _usable_value(samples.get(pod.name))
+        if problem is None:
+            values[pod.name] = samples[pod.name]
+        elif problem == "no value":
+            missing.append(pod.name)
+        else:
+            invalid.append(PodNote(pod.name, problem))
+    base.update(missing=tuple(missing), invalid=tuple(invalid))
+
+    unusable = len(missing) + len(invalid)
+    if unusable / len(counted) > rules.max_missing_fraction:
+        return Verdict(
+            False,
+            "incomplete_data",
+            f"incomplete data: {unusable} of {len(counted)} Ready pods have no usable {signal} value "
+            f"(more than max_missing_fraction {_fmt(rules.max_missing_fraction)})",
+            **base,
+        )
+    if len(values) < 2:
+        return Verdict(False, "too_few_pods", f"{len(values)} pod(s) with data: variance needs at least 2", **base)
+    if fmean(values.values()) == 0:
+        return Verdict(False, "idle", f"every pod reads 0 for {signal}: nothing to balance", **base)
+
+    stats = coefficient_of_variation(list(values.values()))
+    ranked = sorted(values, key=lambda pod: (values[pod], pod))
+    hot, cold = PodValue(ranked[-1], values[ranked[-1]]), PodValue(ranked[0], values[ranked[0]])
+    base.update(stats=stats, hot=hot, cold=cold)
+    measured = (
+        f"{signal} CV {_fmt(stats.value)} over {stats.pods} pods "
+        f"(mean {_fmt(stats.mean)}, stddev {_fmt(stats.stddev)})"
+    )
+
+    if stats.value <= rules.threshold:
+        return Verdict(
+            False,
+            "below_threshold",
+            f"{measured} is not above the threshold {_fmt(rules.threshold)}: the skew is not there now",
+            **base,
+        )
+
+    allowed = len(counted) - rules.min_pods
+    if allowed <= 0:
+        return Verdict(
+            False,
+            "min_pods",
+            f"{measured} exceeds {_fmt(rules.threshold)}, but the Deployment has {len(counted)} Ready pods "
+            f"and min_pods is {rules.min_pods}: none may be taken away",
+            **base,
+        )
+
+    by_pod = {pod.name: pod for pod in counted}
+    candidates, passed_over = [], []
+    for name in ranked:
+        why_not = _selectable(by_pod[name], rules, now)
+        if why_not is None:
+            candidates.append(name)
+        else:
+            passed_over.append(PodNote(name, why_not))
+    base["passed_over"] = tuple(passed_over)
+    if not candidates:
+        return Verdict(
+            False,
+            "no_candidates",
+            f"{measured} exceeds {_fmt(rules.threshold)}, but no pod may be selected "
+            f"({len(passed_over)} passed over: too young or excluded)",
+            **base,
+        )
+
+    count = min(rules.max_pods_per_action, allowed)
+    selected = _select(values, candidates, rules, count)
+    after = projected_cv(values, [s.pod for s in selected])
+    improvement = 1 - after / stats.value
+    base.update(selected=tuple(selected), projected_cv=after, extra={"improvement": improvement})
+    chosen = ", ".join(f"{s.pod} ({s.role}, {_fmt(s.value)})" for s in selected)
+    if improvement < rules.min_improvement:
+        return Verdict(
+            False,
+            "no_improvement",
+            f"{measured} exceeds {_fmt(rules.threshold)}, but moving {chosen} would only bring it to "
+            f"{_fmt(after)} ({improvement:.0%} better, min_improvement {rules.min_improvement:.0%})",
+            **base,
+        )
+    return Verdict(
+        True,
+        "skew_verified",
+        f"{measured} exceeds the threshold {_fmt(rules.threshold)}; selected {chosen}; "
+        f"projected CV after rebalancing {_fmt(after)} ({improvement:.0%} better)",
+        **base,
+    )

@@ -1,0 +1,200 @@
+"""The HTTP surface of the function: routes, authentication, body limits, status codes.
+
+Order of checks on a POST, each one answering before the next runs: route and method,
+bearer token (401, before any upstream call), body size (413), JSON and schema (400). Only
+then does a request reach the service, which is where Kubernetes and the metrics backend are
+first contacted.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import flask
+import pydantic
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from rebalancer import alerts, service
+from rebalancer.config import Settings, describe_validation_error, load_settings
+from rebalancer.errors import BadRequestError, PayloadTooLargeError
+from rebalancer.kube import KubeGateway, api_client
+from rebalancer.metrics_source import MetricsSource
+from rebalancer.telemetry import Telemetry, configure_logging
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class AppState:
+    """Built once per function instance and shared by its requests."""
+
+    settings: Settings
+    deps: service.Dependencies
+    registry: CollectorRegistry
+    clock: Callable[[], datetime] = utc_now
+
+
+def build_state() -> AppState:
+    """Load the configuration and build the adapters. Raises ConfigError on a bad setting."""
+    settings = load_settings()
+    logger = configure_logging(settings.log_format)
+    registry = CollectorRegistry()
+    kube = KubeGateway(
+        api_client(kubeconfig=settings.kubeconfig, in_cluster=bool(settings.kubernetes_service_host)),
+        timeout_seconds=settings.kube_timeout.total_seconds(),
+    )
+    metrics = MetricsSource(str(settings.metrics_url), timeout_seconds=settings.metrics_timeout.total_seconds())
+    deps = service.Dependencies(settings, kube, metrics, Telemetry(registry), logger)
+    if settings.auth_token is None and not settings.allow_unauthenticated:
+        logger.error(
+            "REBALANCER_AUTH_TOKEN is not set: every POST will be refused with 401 "
+            "(set a token, or REBALANCER_ALLOW_UNAUTHENTICATED=true for a private test setup)"
+        )
+    mode = "dry-run" if settings.dry_run else "LIVE"
+    logger.info(
+        f"pod-rebalancer ready ({mode}) for {len(settings.targets)} target(s)",
+        extra={"json_fields": {"event": "start", "targets": [t.name for t in settings.targets], "dry_run": settings.dry_run}},
+    )
+    return AppState(settings=settings, deps=deps, registry=registry)
+
+
+class Unauthorized(Exception):
+    pass
+
+
+def _json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> flask.Response:
+    return flask.Response(
+        json.dumps(body, allow_nan=False, ensure_ascii=False) + "\n",
+        status=status,
+        mimetype="application/json",
+        headers=headers,
+    )
+
+
+def _rejection(status: int, reason: str, headers: dict[str, str] | None = None) -> flask.Response:
+    return _json_response(status, {"outcome": "rejected", "reason": reason, "decisions": []}, headers)
+
+
+def _check_token(request: flask.Request, settings: Settings) -> None:
+    if settings.auth_token is None:
+        if settings.allow_unauthenticated:
+            return
+        raise Unauthorized("this function has no REBALANCER_AUTH_TOKEN configured and refuses POSTs")
+    header = request.headers.get("Authorization", "")
+    scheme, _, presented = header.partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        raise Unauthorized("missing or malformed Authorization header: expected 'Bearer <token>'")
+    expected = settings.auth_token.get_secret_value().encode()
+    # Constant-time comparison, so response timing says nothing about the token.
+    if not hmac.compare_digest(presented.strip().encode(), expected):
+        raise Unauthorized("invalid bearer token")
+
+
+def _read_json(request: flask.Request, limit: int) -> Any:
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLargeError(f"body of {request.content_length} bytes exceeds the limit of {limit} bytes")
+    body = request.stream.read(limit + 1)  # bounded even without Content-Length (chunked)
+    if len(body) > limit:
+        raise PayloadTooLargeError(f"body exceeds the limit of {limit} bytes")
+    if not body.strip():
+        raise BadRequestError("empty body: expected a JSON object")
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+        raise BadRequestError(f"body is not valid JSON: {str(e)[:200]}") from e
+
+
+def _validate(model: type[pydantic.BaseModel], payload: Any, what: str) -> Any:
+    try:
+        return model.model_validate(payload)
+    except pydantic.ValidationError as e:
+        raise BadRequestError(f"not {what}:\n{describe_validation_error(e)}") from e
+    except RecursionError as e:
+        raise BadRequestError(f"not {what}: nested too deeply") from e
+
+
+def _run(state: AppState, plan: alerts.Plan, requested_dry_run: bool | None = None) -> flask.Response:
+    outcome = service.handle(
+        plan,
+        state.deps,
+        state.clock(),
+        invocation=uuid.uuid4().hex[:16],
+        requested_dry_run=requested_dry_run,
+    )
+    return _json_response(outcome.status, outcome.body)
+
+
+def _alertmanager(request: flask.Request, state: AppState) -> flask.Response:
+    payload = _read_json(request, state.settings.max_body_bytes)
+    if isinstance(payload, dict) and isinstance(payload.get("alerts"), list):
+        if len(payload["alerts"]) > state.settings.max_alerts:
+            raise BadRequestError(
+                f"the notification holds {len(payload['alerts'])} alerts, more than max_alerts "
+                f"{state.settings.max_alerts}: set max_alerts in the Alertmanager receiver"
+            )
+    message = _validate(alerts.WebhookMessage, payload, "an Alertmanager webhook payload (version 4)")
+    return _run(state, alerts.plan_alerts(message, state.settings))
+
+
+def _manual(request: flask.Request, state: AppState) -> flask.Response:
+    payload = _read_json(request, state.settings.max_body_bytes)
+    run = _validate(alerts.ManualRun, payload, 'a manual run: {"target": ..., "signal": "cpu"|"lag", "dry_run": bool}')
+    return _run(state, alerts.plan_manual(run, state.settings), requested_dry_run=run.dry_run)
+
+
+def _healthz(request: flask.Request, state: AppState) -> flask.Response:
+    return _json_response(200, {"status": "ok", "dry_run": state.settings.dry_run})
+
+
+def _metrics(request: flask.Request, state: AppState) -> flask.Response:
+    return flask.Response(generate_latest(state.registry), status=200, content_type=CONTENT_TYPE_LATEST)
+
+
+Handler = Callable[[flask.Request, AppState], flask.Response]
+ROUTES: dict[str, dict[str, Handler]] = {
+    "/": {"POST": _alertmanager},
+    "/alertmanager": {"POST": _alertmanager},
+    "/rebalance": {"POST": _manual},
+    "/healthz": {"GET": _healthz},
+    "/metrics": {"GET": _metrics},
+}
+
+
+def respond(request: flask.Request, state: AppState) -> flask.Response:
+    """Dispatch one request; every answer is JSON except /metrics."""
+    started = time.perf_counter()
+    path = request.path.rstrip("/") or "/"
+    methods = ROUTES.get(path)
+    route = path if methods else "unknown"
+    try:
+        if methods is None:
+            response = _rejection(404, f"no route {path}: use POST /, /alertmanager, /rebalance, GET /healthz, /metrics")
+        elif request.method not in methods:
+            response = _rejection(405, f"{path} takes {', '.join(methods)}", {"Allow": ", ".join(methods)})
+        else:
+            if request.method == "POST":
+                _check_token(request, state.settings)
+            response = methods[request.method](request, state)
+    except Unauthorized as e:
+        response = _rejection(401, str(e), {"WWW-Authenticate": 'Bearer realm="pod-rebalancer"'})
+    except PayloadTooLargeError as e:
+        response = _rejection(413, str(e))
+    except BadRequestError as e:
+        response = _rejection(400, str(e))
+    except Exception:  # never leak internals; the log has the traceback
+        logging.getLogger("rebalancer").exception("unhandled error while answering a request")
+        response = _rejection(500, "internal error; see the function's log")
+    telemetry = state.deps.telemetry
+    telemetry.requests.labels(route, str(response.status_code)).inc()
+    telemetry.request_seconds.labels(route).observe(time.perf_counter() - started)
+    return response

@@ -1,0 +1,85 @@
+"""Metrics (prometheus-client, on a registry passed in) and structured logging.
+
+Logs are one JSON object per line in the format of google-cloud-logging's StructuredLogHandler,
+which Cloud Logging parses (severity, fields, trace); ``log_format: text`` prints the same
+content as a readable line for local runs. Metric labels only ever carry configured target and
+signal names, never values taken from a request, so no caller can grow their cardinality.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import IO, Any
+
+from google.cloud.logging.handlers import StructuredLogHandler
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LOGGER_NAME = "rebalancer"
+
+
+class TextFormatter(logging.Formatter):
+    """``<time> <SEVERITY> <message> key=value ...`` for people reading a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields: dict[str, Any] = getattr(record, "json_fields", {}) or {}
+        flat = " ".join(
+            f"{key}={value}" for key, value in fields.items() if not isinstance(value, (dict, list))
+        )
+        line = f"{self.formatTime(record)} {record.levelname} {record.getMessage()}"
+        return f"{line} | {flat}" if flat else line
+
+
+def configure_logging(log_format: str, stream: IO[str] | None = None) -> logging.Logger:
+    """The package logger, with exactly one handler (idempotent across app rebuilds)."""
+    logger = logging.getLogger(LOGGER_NAME)
+    stream = stream or sys.stdout
+    if log_format == "json":
+        handler: logging.Handler = StructuredLogHandler(stream=stream)
+    else:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(TextFormatter())
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return logger
+
+
+class Telemetry:
+    """Every metric the function exports, registered on one registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "rebalancer_requests", "HTTP requests by route and status code.", ["route", "code"], registry=registry
+        )
+        self.request_seconds = Histogram(
+            "rebalancer_request_duration_seconds",
+            "Time to answer a request, by route.",
+            ["route"],
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=registry,
+        )
+        self.decisions = Counter(
+            "rebalancer_decisions",
+            "Decisions by target, signal and outcome (acted, blocked, dry_run, skipped, rejected).",
+            ["target", "signal", "outcome"],
+            registry=registry,
+        )
+        self.refused_alerts = Counter(
+            "rebalancer_refused_alerts", "Alerts refused because they name no configured target or signal.", registry=registry
+        )
+        self.verified_cv = Gauge(
+            "rebalancer_verified_cv",
+            "Coefficient of variation measured by the last verification, by target and signal.",
+            ["target", "signal"],
+            registry=registry,
+        )
+        self.upstream_errors = Counter(
+            "rebalancer_upstream_errors",
+            "Failures talking to a backend, by backend (metrics, kubernetes) and kind (temporary, permanent).",
+            ["backend", "kind"],
+            registry=registry,
+        )
