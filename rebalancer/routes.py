@@ -68,7 +68,7 @@ def build_state() -> AppState:
     return AppState(settings=settings, deps=deps, registry=registry)
 
 
-class Unauthorized(Exception):
+class UnauthorizedError(Exception):
     pass
 
 
@@ -89,15 +89,15 @@ def _check_token(request: flask.Request, settings: Settings) -> None:
     if settings.auth_token is None:
         if settings.allow_unauthenticated:
             return
-        raise Unauthorized("this function has no REBALANCER_AUTH_TOKEN configured and refuses POSTs")
+        raise UnauthorizedError("this function has no REBALANCER_AUTH_TOKEN configured and refuses POSTs")
     header = request.headers.get("Authorization", "")
     scheme, _, presented = header.partition(" ")
     if scheme.lower() != "bearer" or not presented.strip():
-        raise Unauthorized("missing or malformed Authorization header: expected 'Bearer <token>'")
+        raise UnauthorizedError("missing or malformed Authorization header: expected 'Bearer <token>'")
     expected = settings.auth_token.get_secret_value().encode()
     # Constant-time comparison, so response timing says nothing about the token.
     if not hmac.compare_digest(presented.strip().encode(), expected):
-        raise Unauthorized("invalid bearer token")
+        raise UnauthorizedError("invalid bearer token")
 
 
 def _read_json(request: flask.Request, limit: int) -> Any:
@@ -136,9 +136,9 @@ def _run(state: AppState, plan: alerts.Plan, requested_dry_run: bool | None = No
 
 def _alertmanager(request: flask.Request, state: AppState) -> flask.Response:
     payload = _read_json(request, state.settings.max_body_bytes)
-    if isinstance(payload, dict) and isinstance(payload.get("alerts"), list):
-        if len(payload["alerts"]) > state.settings.max_alerts:
-            raise BadRequestError(
+    alert_list = payload.get("alerts") if isinstance(payload, dict) else None
+    if isinstance(alert_list, list) and len(alert_list) > state.settings.max_alerts:
+        raise BadRequestError(
                 f"the notification holds {len(payload['alerts'])} alerts, more than max_alerts "
                 f"{state.settings.max_alerts}: set max_alerts in the Alertmanager receiver"
             )
@@ -185,7 +185,7 @@ def respond(request: flask.Request, state: AppState) -> flask.Response:
             if request.method == "POST":
                 _check_token(request, state.settings)
             response = methods[request.method](request, state)
-    except Unauthorized as e:
+    except UnauthorizedError as e:
         response = _rejection(401, str(e), {"WWW-Authenticate": 'Bearer realm="pod-rebalancer"'})
     except PayloadTooLargeError as e:
         response = _rejection(413, str(e))
