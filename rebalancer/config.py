@@ -225,8 +225,12 @@ def describe_validation_error(error: ValidationError) -> str:
     """One line per problem, naming the field; input values are left out on purpose."""
     lines = []
     for item in error.errors(include_url=False, include_input=False):
-        location = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        parts = [str(part) for part in item["loc"]]
         message = item["msg"].removeprefix("Value error, ")
+        if parts and parts[-1] == "[key]":  # pydantic's marker for a bad dictionary key
+            parts.pop()
+            message = f"not an allowed key: {message}"
+        location = ".".join(parts) or "(top level)"
         lines.append(f"  {location}: {message}")
     return "\n".join(lines)
 
