@@ -49,18 +49,14 @@ class Outcome:
     body: dict[str, Any]
 
 
-def _round(x: float | None) -> float | None:
-    return None if x is None else round(x, 6)
-
-
 def _verified(verdict: policy.Verdict | None, threshold: float) -> dict[str, Any]:
     stats = verdict.stats if verdict else None
     return {
-        "value": _round(stats.value) if stats else None,
+        "value": stats.value if stats else None,
         "threshold": threshold,
         "pods": stats.pods if stats else 0,
-        "mean": _round(stats.mean) if stats else None,
-        "stddev": _round(stats.stddev) if stats else None,
+        "mean": stats.mean if stats else None,
+        "stddev": stats.stddev if stats else None,
     }
 
 
@@ -112,10 +108,10 @@ def _from_verdict(
         "query": query,
         "dry_run": dry_run,
         "verified": _verified(verdict, verdict.threshold),
-        "hot": {"pod": verdict.hot.pod, "value": _round(verdict.hot.value)} if verdict.hot else None,
-        "cold": {"pod": verdict.cold.pod, "value": _round(verdict.cold.value)} if verdict.cold else None,
-        "selected": [{"pod": s.pod, "value": _round(s.value), "role": s.role} for s in verdict.selected],
-        "projected_cv": _round(verdict.projected_cv),
+        "hot": {"pod": verdict.hot.pod, "value": verdict.hot.value} if verdict.hot else None,
+        "cold": {"pod": verdict.cold.pod, "value": verdict.cold.value} if verdict.cold else None,
+        "selected": [{"pod": s.pod, "value": s.value, "role": s.role} for s in verdict.selected],
+        "projected_cv": verdict.projected_cv,
         "ready_pods": verdict.ready_pods,
         "missing_pods": list(verdict.missing),
         "invalid_pods": [{"pod": n.pod, "why": n.why} for n in verdict.invalid],

@@ -1,0 +1,143 @@
+"""Real servers for integration tests: started as child processes on free loopback ports, with
+their own temp dirs, waited for until ready, and stopped by PID. A server that cannot start
+fails the test with its log; nothing here is mocked."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def require_binary(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed: `make test` installs it (scripts/install-system-deps)", pytrace=False)
+    return path
+
+
+class ServerProcess:
+    """One child process, its log file, and a readiness URL."""
+
+    def __init__(self, name: str, argv: list[str], ready_url: str, workdir: Path, env: dict[str, str] | None = None) -> None:
+        self.name, self.argv, self.ready_url, self.workdir = name, argv, ready_url, workdir
+        self.log_path = workdir / f"{name}.log"
+        self.env = env
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("wb")
+        # A session of its own, so stop() can end the whole process group (gunicorn workers too).
+        self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+                                        env=self.env, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self._fail(f"exited with code {self.process.returncode} before it was ready")
+            try:
+                if requests.get(self.ready_url, timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        self._fail(f"was not ready at {self.ready_url} within {timeout:.0f}s")
+        return self
+
+    def _fail(self, what: str) -> None:
+        tail = self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
+        pytest.fail(f"{self.name} {what}.\ncommand: {' '.join(self.argv)}\nlog tail:\n{tail}", pytrace=False)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+
+
+class VictoriaMetrics(ServerProcess):
+    def __init__(self, workdir: Path) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        super().__init__(
+            "victoria-metrics",
+            [
+                require_binary("victoria-metrics"),
+                f"-httpListenAddr=127.0.0.1:{port}",
+                f"-storageDataPath={workdir / 'data'}",
+                "-retentionPeriod=1",
+                # Without these, samples younger than 30 s are invisible and re-imported series
+                # can be answered from a cache of the previous data.
+                "-search.latencyOffset=0s",
+                "-search.disableCache",
+                "-loggerLevel=ERROR",
+            ],
+            f"{self.url}/health",
+            workdir,
+        )
+
+    def import_prometheus(self, text: str) -> None:
+        """Load samples in Prometheus text format (with millisecond timestamps), then make them visible."""
+        response = requests.post(f"{self.url}/api/v1/import/prometheus", data=text.encode(), timeout=30)
+        assert response.status_code == 204, f"import failed: HTTP {response.status_code} {response.text[:500]}"
+        flushed = requests.get(f"{self.url}/internal/force_flush", timeout=30)
+        assert flushed.status_code == 200, f"force_flush failed: HTTP {flushed.status_code}"
+
+    def query(self, promql: str, at: float) -> dict:
+        response = requests.post(f"{self.url}/api/v1/query", data={"query": promql, "time": at}, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+
+class Prometheus(ServerProcess):
+    """Prometheus serving a TSDB that was backfilled with promtool (it has no import endpoint)."""
+
+    def __init__(self, workdir: Path) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        config = workdir / "prometheus.yml"
+        workdir.mkdir(parents=True, exist_ok=True)
+        config.write_text("global:\n  scrape_interval: 1h\n")
+        super().__init__(
+            "prometheus",
+            [
+                require_binary("prometheus"),
+                f"--config.file={config}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--storage.tsdb.retention.time=30d",
+                "--log.level=error",
+            ],
+            f"{self.url}/-/ready",
+            workdir,
+        )
+
+    def backfill(self, openmetrics: str) -> None:
+        """Write OpenMetrics text (seconds timestamps, ``# EOF``) into the TSDB before start()."""
+        source = self.workdir / "backfill.om"
+        source.write_text(openmetrics)
+        result = subprocess.run(
+            [require_binary("promtool"), "tsdb", "create-blocks-from", "openmetrics", str(source), str(self.workdir / "data")],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert result.returncode == 0, f"promtool backfill failed:\n{result.stdout}\n{result.stderr}"
