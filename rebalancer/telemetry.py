@@ -30,10 +30,21 @@ class TextFormatter(logging.Formatter):
         return f"{line} | {flat}" if flat else line
 
 
+class _CurrentStdout:
+    """Writes to whatever ``sys.stdout`` is at the time of writing: functions-framework (and
+    test capture) may replace it after the handler was built."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
 def configure_logging(log_format: str, stream: IO[str] | None = None) -> logging.Logger:
     """The package logger, with exactly one handler (idempotent across app rebuilds)."""
     logger = logging.getLogger(LOGGER_NAME)
-    stream = stream or sys.stdout
+    stream = stream or _CurrentStdout()  # type: ignore[assignment]
     if log_format == "json":
         handler: logging.Handler = StructuredLogHandler(stream=stream)
     else:
