@@ -77,6 +77,7 @@ class ServerProcess:
 
 class VictoriaMetrics(ServerProcess):
     def __init__(self, workdir: Path) -> None:
+        self._imported, self._newest_ms, self._oldest_ms = 0, 0, 2**62
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         super().__init__(
@@ -97,11 +98,27 @@ class VictoriaMetrics(ServerProcess):
         )
 
     def import_prometheus(self, text: str) -> None:
-        """Load samples in Prometheus text format (with millisecond timestamps), then make them visible."""
+        """Load samples in Prometheus text format (with millisecond timestamps) and wait until
+        every one of them is searchable: force_flush alone was seen to leave the newest sample
+        invisible for a moment under load, which shifts a rate() window by one sample."""
+        stamps = [int(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line and not line.startswith("#")]
         response = requests.post(f"{self.url}/api/v1/import/prometheus", data=text.encode(), timeout=30)
         assert response.status_code == 204, f"import failed: HTTP {response.status_code} {response.text[:500]}"
-        flushed = requests.get(f"{self.url}/internal/force_flush", timeout=30)
-        assert flushed.status_code == 200, f"force_flush failed: HTTP {flushed.status_code}"
+        self._imported += len(stamps)
+        self._newest_ms = max([self._newest_ms, *stamps])
+        self._oldest_ms = min([self._oldest_ms, *stamps])
+        span = (self._newest_ms - self._oldest_ms) // 1000 + 3600
+        deadline = time.monotonic() + 15
+        seen = None
+        while time.monotonic() < deadline:
+            flushed = requests.get(f"{self.url}/internal/force_flush", timeout=30)
+            assert flushed.status_code == 200, f"force_flush failed: HTTP {flushed.status_code}"
+            result = self.query(f'sum(count_over_time({{__name__!=""}}[{span}s]))', self._newest_ms / 1000)["data"]["result"]
+            seen = int(float(result[0]["value"][1])) if result else 0
+            if seen == self._imported:
+                return
+            time.sleep(0.1)
+        pytest.fail(f"VictoriaMetrics shows {seen} of {self._imported} imported samples after 15 s", pytrace=False)
 
     def query(self, promql: str, at: float) -> dict:
         response = requests.post(f"{self.url}/api/v1/query", data={"query": promql, "time": at}, timeout=30)

@@ -254,3 +254,13 @@ def test_text_log_format_is_one_readable_line(make_client, victoria_metrics, ske
     out = capsys.readouterr().out
     line = next(line for line in out.splitlines() if "ingestion-consumer/cpu" in line)
     assert " INFO ingestion-consumer/cpu: dry_run: dry run: would evict" in line and not line.startswith("{")
+
+
+# -- start-up -------------------------------------------------------------------------------------------
+
+def test_invalid_configuration_stops_the_function_at_start_up_naming_the_field(make_client, victoria_metrics):
+    from rebalancer.errors import ConfigError
+
+    with pytest.raises(ConfigError) as raised:
+        make_client(victoria_metrics.url, [target("ingestion-consumer", NS, cooldown="soon")])
+    assert "targets.0.cooldown" in str(raised.value)

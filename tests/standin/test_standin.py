@@ -230,3 +230,15 @@ def test_nil_structured_selector_matches_nothing_and_empty_matches_everything():
     assert not from_label_selector(None).matches({"app": "x"})
     assert from_label_selector({}).matches({"app": "x"})
     assert from_label_selector({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["x"]}]}).matches({})
+
+
+def test_horizontal_pod_autoscalers_are_stored_and_read_back(api, tmp_path):
+    from kubernetes.client import AutoscalingV2Api
+
+    autoscaling = AutoscalingV2Api(kubernetes.config.new_client_from_config(config_file=str(api.write_kubeconfig(tmp_path / "kc3"))))
+    autoscaling.create_namespaced_horizontal_pod_autoscaler(NS, {
+        "metadata": {"name": "consumer"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "consumer"}, "minReplicas": 2, "maxReplicas": 10},
+    })
+    (hpa,) = autoscaling.list_namespaced_horizontal_pod_autoscaler(NS).items
+    assert hpa.spec.scale_target_ref.name == "consumer" and hpa.metadata.generation == 1
