@@ -111,6 +111,8 @@ class Target(_Strict):
     max_pods_per_action: int = Field(default=2, ge=1)
     max_missing_fraction: Fraction = 0.2
     min_improvement: Fraction = 0.1
+    max_unready_fraction: Fraction = 0.2
+    max_actions_per_hour: int = Field(default=4, ge=1)
     signals: dict[SignalName, SignalSpec] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -131,6 +133,7 @@ class Target(_Strict):
             max_pods_per_action=self.max_pods_per_action,
             max_missing_fraction=self.max_missing_fraction,
             min_improvement=self.min_improvement,
+            max_unready_fraction=self.max_unready_fraction,
         )
 
     def query_for(self, signal: SignalName) -> str:
@@ -159,6 +162,7 @@ class Settings(BaseSettings):
     metrics_timeout: PositiveDuration = timedelta(seconds=5)
     kube_timeout: PositiveDuration = timedelta(seconds=5)
     state_configmap: Dns1123Subdomain = "pod-rebalancer-state"
+    history_limit: int = Field(default=20, ge=1, le=200)  # entries kept per target in the state ConfigMap
     log_format: Literal["json", "text"] = "json"
     targets: list[Target] = Field(min_length=1)
     # How to reach Kubernetes; read from the standard variables, not REBALANCER_*.

@@ -47,6 +47,10 @@ class MetricsQueryError(PermanentError):
     """The metrics backend rejected the query (4xx) or its result cannot be attributed to pods."""
 
 
+class StateError(PermanentError):
+    """The cooldown state annotations exist but cannot be read; acting is refused."""
+
+
 class KubeUnavailableError(TemporaryError):
     """The Kubernetes API could not be reached, timed out or answered 5xx/429."""
 
@@ -64,6 +68,10 @@ class KubeError(PermanentError):
 
 class KubeNotFoundError(KubeError):
     """404: the object does not exist."""
+
+
+class KubeConflictError(KubeError):
+    """409: AlreadyExists on create, or a resourceVersion/UID precondition that no longer holds."""
 
 
 class KubeForbiddenError(KubeError):

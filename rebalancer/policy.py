@@ -42,6 +42,92 @@ class Rules:
     max_pods_per_action: int = 2
     max_missing_fraction: float = 0.2
     min_improvement: float = 0.1
+    max_unready_fraction: float = 0.2
+
+
+@dataclass(frozen=True)
+class WorkloadStatus:
+    """The Deployment's rollout state and its HorizontalPodAutoscaler's, for the safety guards."""
+
+    replicas: int
+    generation: int = 1
+    observed_generation: int = 1
+    updated_replicas: int | None = None  # None: take as equal to replicas
+    available_replicas: int | None = None
+    hpa_name: str | None = None
+    hpa_current_replicas: int | None = None
+    hpa_desired_replicas: int | None = None
+
+
+def rollout_guard(workload: WorkloadStatus) -> str | None:
+    """Evicting during a rollout fights the Deployment controller and can stall it."""
+    if workload.observed_generation < workload.generation:
+        return f"the Deployment is rolling out (observedGeneration {workload.observed_generation} < generation {workload.generation})"
+    for field_name, value in (("updated", workload.updated_replicas), ("available", workload.available_replicas)):
+        if value is not None and value < workload.replicas:
+            return f"the Deployment is rolling out ({value} of {workload.replicas} replicas {field_name})"
+    return None
+
+
+def hpa_guard(workload: WorkloadStatus) -> str | None:
+    """While the autoscaler changes the replica count, the load per pod is about to change anyway."""
+    current, desired = workload.hpa_current_replicas, workload.hpa_desired_replicas
+    if workload.hpa_name and current is not None and desired is not None and current != desired:
+        return f"HorizontalPodAutoscaler {workload.hpa_name} is scaling ({current} -> {desired} replicas)"
+    return None
+
+
+def unready_guard(pods: Sequence[PodState], max_unready_fraction: float) -> str | None:
+    """Many unready pods mean something else is wrong; moving load around would add to it."""
+    own = [p for p in pods if p.owned and not p.terminating]
+    unready = [p for p in own if not p.ready or p.phase != "Running"]
+    if own and len(unready) / len(own) > max_unready_fraction:
+        return (f"{len(unready)} of {len(own)} pods of the Deployment are not Ready "
+                f"(more than max_unready_fraction {max_unready_fraction:.0%})")
+    return None
+
+
+@dataclass(frozen=True)
+class ActionRecord:
+    """One entry of a target's action history, as kept in the state ConfigMap."""
+
+    at: datetime
+    invocation: str
+    signal: str
+    outcome: str  # in_progress, acted, blocked
+    value: float | None = None
+    threshold: float | None = None
+    pods: tuple[dict, ...] = ()  # {pod, role, value, result}
+
+
+@dataclass(frozen=True)
+class TargetState:
+    last_action: datetime | None = None
+    invocation: str | None = None
+    history: tuple[ActionRecord, ...] = ()
+
+
+@dataclass(frozen=True)
+class CooldownCheck:
+    allowed: bool
+    code: str  # "lock_free", "cooldown", "hourly_budget"
+    reason: str
+    cooldown_until: datetime | None
+
+
+def check_cooldown(state: TargetState, now: datetime, cooldown: timedelta, max_actions_per_hour: int) -> CooldownCheck:
+    """May the target be acted on at ``now``? Every attempt that took the lock counts, even a
+    blocked one: the PDB or the API said no, and asking again at once would only hammer it."""
+    if state.last_action is not None and now < state.last_action + cooldown:
+        until = state.last_action + cooldown
+        return CooldownCheck(False, "cooldown", f"in cooldown until {until.isoformat()} (last action at "
+                             f"{state.last_action.isoformat()} by invocation {state.invocation})", until)
+    recent = [r for r in state.history if now - timedelta(hours=1) < r.at <= now]
+    if len(recent) >= max_actions_per_hour:
+        until = min(r.at for r in recent) + timedelta(hours=1)
+        return CooldownCheck(False, "hourly_budget", f"max_actions_per_hour {max_actions_per_hour} used up "
+                             f"({len(recent)} actions in the last hour); next at {until.isoformat()}", until)
+    return CooldownCheck(True, "lock_free", "no cooldown in force", now + cooldown)
 
 
 @dataclass(frozen=True)
@@ -178,6 +264,7 @@ def decide(
     samples: Mapping[str, float],
     rules: Rules,
     now: datetime,
+    workload: WorkloadStatus | None = None,
 ) -> Verdict:
     """Decide whether to act on one (target, signal), and on which pods.
 
@@ -232,6 +319,14 @@ def decide(
             f"{measured} is not above the threshold {_fmt(rules.threshold)}: the skew is not there now",
             **base,
         )
+
+    guards = [unready_guard(pods, rules.max_unready_fraction)]
+    if workload is not None:
+        guards += [rollout_guard(workload), hpa_guard(workload)]
+    codes = ("too_many_unready", "rolling_out", "hpa_scaling")
+    for code, why in zip(codes, guards, strict=False):
+        if why is not None:
+            return Verdict(False, code, f"{measured} exceeds {_fmt(rules.threshold)}, but {why}", **base)
 
     allowed = len(counted) - rules.min_pods
     if allowed <= 0:

@@ -23,7 +23,9 @@ import pydantic
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from rebalancer import alerts, service
+from rebalancer.acting import Actor
 from rebalancer.config import Settings, describe_validation_error, load_settings
+from rebalancer.cooldown import StateStore
 from rebalancer.errors import BadRequestError, PayloadTooLargeError
 from rebalancer.kube import KubeGateway, api_client
 from rebalancer.metrics_source import MetricsSource
@@ -54,7 +56,9 @@ def build_state() -> AppState:
         timeout_seconds=settings.kube_timeout.total_seconds(),
     )
     metrics = MetricsSource(str(settings.metrics_url), timeout_seconds=settings.metrics_timeout.total_seconds())
-    deps = service.Dependencies(settings, kube, metrics, Telemetry(registry), logger)
+    telemetry = Telemetry(registry)
+    actor = Actor(kube, StateStore(kube, settings.state_configmap, settings.history_limit), telemetry, logger)
+    deps = service.Dependencies(settings, kube, metrics, telemetry, logger, actor)
     if settings.auth_token is None and not settings.allow_unauthenticated:
         logger.error(
             "REBALANCER_AUTH_TOKEN is not set: every POST will be refused with 401 "

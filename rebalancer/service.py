@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from rebalancer import policy
+from rebalancer.acting import Actor, TargetRun
 from rebalancer.alerts import Plan, Refusal, WorkItem
 from rebalancer.config import Settings, SignalName, Target
 from rebalancer.errors import KubeError, MetricsQueryError, PermanentError, TemporaryError
@@ -41,6 +42,7 @@ class Dependencies:
     metrics: MetricsReader
     telemetry: Telemetry
     logger: logging.Logger
+    actor: Actor
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ def _from_verdict(
     verdict: policy.Verdict,
     dry_run: bool,
 ) -> dict[str, Any]:
+    """The record of what was measured and decided; acting fills in its own fields later."""
     known = {pod.name for pod in found.pods}
     details = {
         "code": verdict.code,
@@ -120,34 +123,12 @@ def _from_verdict(
         # Series for pods the Deployment does not have (other workloads, pods already gone).
         "series_ignored": sum(1 for pod in pod_values.values if pod not in known) + pod_values.series_without_pod,
     }
-    if not verdict.act:
-        return _decision(target, signal, item.alerts, outcome="skipped", reason=verdict.reason, **details)
-    pods = ", ".join(s.pod for s in verdict.selected)
-    if dry_run:
-        return _decision(
-            target,
-            signal,
-            item.alerts,
-            outcome="dry_run",
-            reason=f"dry run: would {target.action} {pods}. {verdict.reason}",
-            actions=[{"pod": s.pod, "result": "dry_run"} for s in verdict.selected],
-            **details,
-        )
-    # Acting (eviction under the cooldown lock) is not part of this version; say so plainly.
-    details["code"] = "acting_not_available"
-    return _decision(
-        target,
-        signal,
-        item.alerts,
-        outcome="skipped",
-        reason=f"verified, and would {target.action} {pods}, but this version does not act on Kubernetes yet. "
-        f"{verdict.reason}",
-        **details,
-    )
+    # A verdict that wants to act is completed by the act step (cooldown, lock, actions).
+    return _decision(target, signal, item.alerts, outcome="skipped", reason=verdict.reason, **details)
 
 
-def _verify(item: WorkItem, deps: Dependencies, now: datetime, dry_run: bool) -> list[dict[str, Any]]:
-    """All decisions of one target: one pod read, then one query per signal."""
+def _verify(item: WorkItem, deps: Dependencies, now: datetime, dry_run: bool, invocation: str) -> list[dict[str, Any]]:
+    """All decisions of one target: one pod read, one query per signal, at most one action."""
     target = item.target
     try:
         found = deps.kube.deployment_pods(target.namespace, target.deployment)
@@ -157,6 +138,7 @@ def _verify(item: WorkItem, deps: Dependencies, now: datetime, dry_run: bool) ->
             _decision(target, s, item.alerts, code="kubernetes_error", reason=f"cannot verify: {e}")
             for s in item.signals
         ]
+    run = TargetRun(target, found)
     decisions = []
     for signal in item.signals:
         query = target.query_for(signal)
@@ -168,10 +150,17 @@ def _verify(item: WorkItem, deps: Dependencies, now: datetime, dry_run: bool) ->
                 _decision(target, signal, item.alerts, code="query_error", query=query, reason=f"cannot verify: {e}")
             )
             continue
-        verdict = policy.decide(signal, found.pods, pod_values.values, target.rules(signal), now)
+        verdict = policy.decide(signal, found.pods, pod_values.values, target.rules(signal), now, workload=found.workload)
         if verdict.stats is not None:
             deps.telemetry.verified_cv.labels(target.name, signal).set(verdict.stats.value)
-        decisions.append(_from_verdict(target, signal, item, query, found, pod_values, verdict, dry_run))
+        record = _from_verdict(target, signal, item, query, found, pod_values, verdict, dry_run)
+        if verdict.act:
+            try:
+                deps.actor.act(run, signal, verdict, record, now, dry_run, invocation)
+            except KubeError as e:  # a definite refusal on the state ConfigMap (RBAC, say)
+                deps.telemetry.upstream_errors.labels("kubernetes", "permanent").inc()
+                record.update(outcome="skipped", code="kubernetes_error", reason=f"cannot take the cooldown lock: {e}")
+        decisions.append(record)
     return decisions
 
 
@@ -213,7 +202,7 @@ def handle(
     error: str | None = None
     try:
         for item in plan.items:
-            decisions.extend(_verify(item, deps, now, dry_run))
+            decisions.extend(_verify(item, deps, now, dry_run, invocation))
     except TemporaryError as e:
         deps.telemetry.upstream_errors.labels(e.backend, "temporary").inc()
         status, error = 503, str(e)

@@ -79,6 +79,12 @@ class Telemetry:
             ["target", "signal", "outcome"],
             registry=registry,
         )
+        self.actions = Counter(
+            "rebalancer_actions",
+            "Pods acted on, by target, signal and result (evicted, deleted, blocked, failed).",
+            ["target", "signal", "result"],
+            registry=registry,
+        )
         self.refused_alerts = Counter(
             "rebalancer_refused_alerts", "Alerts refused because they name no configured target or signal.", registry=registry
         )

@@ -9,7 +9,6 @@ what it measured and decided. Everything it starts, it stops.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 import time
@@ -23,7 +22,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.metricsdata import cpu_usage, to_victoriametrics_import  # noqa: E402
 from tests.samples import sample  # noqa: E402
-from tests.servers import ServerProcess, VictoriaMetrics, free_port  # noqa: E402
+from tests.servers import FunctionProcess, ServerProcess, VictoriaMetrics  # noqa: E402
 from tests.standin import KubeApiStandIn  # noqa: E402
 from tests.standin.fixtures import seed_deployment  # noqa: E402
 
@@ -79,27 +78,20 @@ def main() -> int:
                 {"name": "session-recordings", "namespace": NS, "deployment": "session-recordings", "signals": {"cpu": {"threshold": 0.3}}},
             ],
         }))
-        port = free_port()
-        env = {**os.environ, "REBALANCER_CONFIG": str(config), "REBALANCER_AUTH_TOKEN": TOKEN,
-               "KUBECONFIG": str(standin.write_kubeconfig(workdir / "kubeconfig"))}
-        env.pop("KUBERNETES_SERVICE_HOST", None)
-        function = ServerProcess(
-            "function",
-            [str(Path(sys.executable).parent / "functions-framework"), "--source", str(REPO / "main.py"),
-             "--target", "rebalance", "--host", "127.0.0.1", "--port", str(port)],
-            f"http://127.0.0.1:{port}/healthz",
-            workdir,
-            env=env,
-        ).start()
+        function = FunctionProcess(workdir, {
+            "REBALANCER_CONFIG": str(config), "REBALANCER_AUTH_TOKEN": TOKEN,
+            "KUBECONFIG": str(standin.write_kubeconfig(workdir / "kubeconfig")),
+        }).start()
+        url = function.url
         started.append(function)
-        say(f"   functions-framework --source main.py --target rebalance --port {port}   (dry-run, config {config.name})")
+        say(f"   functions-framework --source main.py --target rebalance --port {url.rsplit(':', 1)[1]}   (dry-run, config {config.name})")
 
         step("4. Alertmanager delivers its notification (a real 0.25 payload)")
         payload = sample("alertmanager-0.25-firing-cpu-two-deployments.json")
         for alert in payload["alerts"]:
             say(f"   firing {alert['labels']['alertname']} for {alert['labels']['namespace']}/{alert['labels']['deployment']}: {alert['annotations']['summary']}")
         started_at = time.perf_counter()
-        answer = requests.post(f"http://127.0.0.1:{port}/", json=payload, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+        answer = requests.post(f"{url}/", json=payload, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
         elapsed = (time.perf_counter() - started_at) * 1000
         body = answer.json()
         say(f"   HTTP {answer.status_code} in {elapsed:.0f} ms, outcome {BOLD}{body['outcome']}{RESET}")
@@ -120,14 +112,14 @@ def main() -> int:
         step("6. The same by hand")
         say(f"   TOKEN={TOKEN}")
         say(f'   curl -s -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" '
-            f"-d '{json.dumps({'target': 'ingestion-consumer', 'signal': 'cpu'})}' http://127.0.0.1:{port}/rebalance")
-        manual = requests.post(f"http://127.0.0.1:{port}/rebalance", json={"target": "ingestion-consumer", "signal": "cpu"},
+            f"-d '{json.dumps({'target': 'ingestion-consumer', 'signal': 'cpu'})}' {url}/rebalance")
+        manual = requests.post(f"{url}/rebalance", json={"target": "ingestion-consumer", "signal": "cpu"},
                                headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30).json()
         say(f"   -> {manual['outcome']}: {manual['reason'][:160]}...")
-        unauthorized = requests.post(f"http://127.0.0.1:{port}/rebalance", json={"target": "ingestion-consumer"}, timeout=30)
+        unauthorized = requests.post(f"{url}/rebalance", json={"target": "ingestion-consumer"}, timeout=30)
         say(f"   without the token -> HTTP {unauthorized.status_code}: {unauthorized.json()['reason']}")
         writes = [r for r in standin.requests if r.verb in ("create", "update", "patch", "delete")]
-        say(f"\n   Kubernetes API calls made: {len(standin.requests)}, of which writes: {len(writes)} (dry-run, and this version only verifies)")
+        say(f"\n   Kubernetes API calls made: {len(standin.requests)}, of which writes: {len(writes)} (dry-run: the cooldown lock was read, never written)")
         return 0 if answer.status_code == 200 and body["outcome"] == "dry_run" else 1
     finally:
         for server in reversed(started):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +23,37 @@ TOKEN = "test-token-4f1c2a9e"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
+class Clock:
+    """An injected clock, shared by the function and the stand-in so that time passes for both.
+    It reads real time until a test sets it (``at``) or moves it on (``advance``)."""
+
+    def __init__(self) -> None:
+        self.now: datetime | None = None
+
+    def __call__(self) -> datetime:
+        return self.now or datetime.now(timezone.utc)
+
+    def at(self, moment: datetime) -> None:
+        self.now = moment
+
+    def advance(self, **delta: float) -> None:
+        self.now = self() + timedelta(**delta)
+
+
 @pytest.fixture
-def standin() -> Iterator[KubeApiStandIn]:
-    with KubeApiStandIn() as api:
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def standin(clock) -> Iterator[KubeApiStandIn]:
+    with KubeApiStandIn(clock=clock) as api:
         yield api
+
+
+def app_state() -> Any:
+    """The state main.py built for the app create_app() made last (its clock can be injected)."""
+    return sys.modules["main"].STATE
 
 
 @dataclass
@@ -85,7 +114,7 @@ def target(name: str, namespace: str, deployment: str | None = None, **overrides
 
 
 @pytest.fixture
-def make_client(tmp_path, monkeypatch, standin) -> Callable[..., Any]:
+def make_client(tmp_path, monkeypatch, standin, clock) -> Callable[..., Any]:
     """Build the function as functions-framework does (``create_app('rebalance', 'main.py')``)
     with a config file and env, pointed at the stand-in; returns Flask's test client."""
 
@@ -106,6 +135,8 @@ def make_client(tmp_path, monkeypatch, standin) -> Callable[..., Any]:
                 monkeypatch.delenv(name, raising=False)
             else:
                 monkeypatch.setenv(name, value)
-        return functions_framework.create_app("rebalance", str(REPO / "main.py")).test_client()
+        client = functions_framework.create_app("rebalance", str(REPO / "main.py")).test_client()
+        app_state().clock = clock
+        return client
 
     return build

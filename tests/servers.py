@@ -158,3 +158,24 @@ class Prometheus(ServerProcess):
             capture_output=True, text=True, timeout=120,
         )
         assert result.returncode == 0, f"promtool backfill failed:\n{result.stdout}\n{result.stderr}"
+
+
+class FunctionProcess(ServerProcess):
+    """The function as `functions-framework --source main.py --target rebalance` serves it
+    (gunicorn, one worker, several threads), with the given environment."""
+
+    def __init__(self, workdir: Path, env: dict[str, str], name: str = "function") -> None:
+        import sys
+
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        repo = Path(__file__).resolve().parents[1]
+        clean = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+        super().__init__(
+            name,
+            [str(Path(sys.executable).parent / "functions-framework"), "--source", str(repo / "main.py"),
+             "--target", "rebalance", "--host", "127.0.0.1", "--port", str(port)],
+            f"{self.url}/healthz",
+            workdir,
+            env={**clean, **env},
+        )

@@ -181,14 +181,6 @@ def test_a_request_can_make_a_live_configuration_dry(make_client, victoria_metri
     assert body["dry_run"] is True and body["decisions"][0]["actions"][0]["result"] == "dry_run"
 
 
-def test_live_mode_reports_that_this_version_does_not_evict(make_client, victoria_metrics, skewed, standin):
-    client = make_client(victoria_metrics.url, [target("ingestion-consumer", NS)], env_rebalancer_dry_run="false")
-    body = client.post("/", json=FIRING, headers=AUTH).get_json()
-    decision = next(d for d in body["decisions"] if d["target"] == "ingestion-consumer")
-    assert decision["outcome"] == "skipped" and decision["code"] == "acting_not_available"
-    assert not [r for r in standin.requests if r.verb in ("create", "delete", "update", "patch")]
-
-
 # -- upstream failures -----------------------------------------------------------------------------------
 
 def test_unreachable_metrics_backend_gets_503_so_alertmanager_retries(make_client, skewed):

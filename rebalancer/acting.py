@@ -1,0 +1,152 @@
+"""The act step of a decision: cooldown check, lock, evict or delete, and the audit trail.
+
+Runs only for a verdict that wants to act. Nothing that was done goes unrecorded: once the
+lock is taken, every pod's result goes into the answer, a log line, a counter, the history
+annotation and a Kubernetes Event, and a failure to write one of those is itself reported
+without hiding the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from rebalancer import policy
+from rebalancer.config import Target
+from rebalancer.cooldown import StateStore, decode_state, finished
+from rebalancer.errors import RebalancerError, StateError
+from rebalancer.kube import ConfigMapState, DeploymentPods, KubeGateway, PodAction
+from rebalancer.telemetry import Telemetry
+
+SUCCESS = ("evicted", "deleted")
+
+
+@dataclass
+class TargetRun:
+    """One target within one invocation: read once, acted on at most once."""
+
+    target: Target
+    found: DeploymentPods
+    snapshot: ConfigMapState | None = None
+    acted_by: str | None = None  # the signal whose action took the lock in this invocation
+    events: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Actor:
+    kube: KubeGateway
+    state: StateStore
+    telemetry: Telemetry
+    logger: logging.Logger
+
+    def act(self, run: TargetRun, signal: str, verdict: policy.Verdict, record: dict[str, Any],
+            now: datetime, dry_run: bool, invocation: str) -> None:
+        """Carry a verdict that wants to act through the lock, updating ``record`` in place."""
+        target = run.target
+        pods = ", ".join(f"{s.pod} ({s.role})" for s in verdict.selected)
+        if run.acted_by is not None:
+            record.update(outcome="skipped", code="already_acted",
+                          reason=f"{target.name} was already acted on in this invocation (signal {run.acted_by}); "
+                                 f"one action per target per cooldown. {verdict.reason}")
+            return
+        try:
+            if run.snapshot is None:
+                run.snapshot = self.state.read(target.namespace)
+            state = decode_state(run.snapshot.annotations, target.name)
+        except StateError as e:
+            record.update(outcome="skipped", code="state_unreadable", reason=f"{e}. {verdict.reason}")
+            return
+        check = policy.check_cooldown(state, now, target.cooldown, target.max_actions_per_hour)
+        record["lock"] = check.code
+        record["cooldown_until"] = check.cooldown_until.isoformat() if check.cooldown_until else None
+        if not check.allowed:
+            record.update(outcome="skipped", code=check.code, reason=f"{check.reason}. {verdict.reason}")
+            return
+        if dry_run:
+            record.update(
+                outcome="dry_run",
+                actions=[{"pod": s.pod, "result": "dry_run"} for s in verdict.selected],
+                reason=f"dry run: would {target.action} {pods}; the cooldown lock is free, so a live run would take it "
+                       f"(cooldown until {record['cooldown_until']}). {verdict.reason}",
+            )
+            return
+
+        entry = policy.ActionRecord(
+            at=now, invocation=invocation, signal=signal, outcome="in_progress",
+            value=verdict.stats.value if verdict.stats else None, threshold=verdict.threshold,
+            pods=tuple({"pod": s.pod, "role": s.role, "value": s.value} for s in verdict.selected),
+        )
+        if not self.state.take(target.namespace, target.name, run.snapshot, entry):
+            run.acted_by = "another invocation"
+            record.update(outcome="skipped", code="lock_taken", lock="taken",
+                          reason="another invocation took the cooldown lock first (409 on the state ConfigMap); "
+                                 f"it acts, this one stands down. {verdict.reason}")
+            return
+        run.acted_by = signal
+        record["lock"] = "taken_by_this_invocation"
+
+        results = [self._act_on_pod(target, run.found, s.pod, signal, invocation) for s in verdict.selected]
+        outcome = "acted" if any(r.result in SUCCESS for r in results) else "blocked"
+        by_pod = {s.pod: s for s in verdict.selected}
+        record.update(
+            outcome=outcome,
+            code="acted" if outcome == "acted" else "all_actions_blocked",
+            actions=[{"pod": r.pod, "result": r.result, **({"detail": r.detail} if r.detail else {})} for r in results],
+            reason=f"{', '.join(f'{r.pod}: {r.result}' for r in results)}. {verdict.reason}",
+        )
+        audit_errors = self._record(run, signal, verdict, entry, outcome, results, by_pod, now, invocation)
+        if audit_errors:
+            record["audit_errors"] = audit_errors
+
+    def _act_on_pod(self, target: Target, found: DeploymentPods, pod: str, signal: str, invocation: str) -> PodAction:
+        uid = (found.pod_uids or {}).get(pod)  # a precondition: never touch a same-named successor
+        if target.action == "delete":
+            result = self.kube.delete_pod(target.namespace, pod, uid)
+        else:
+            result = self.kube.evict_pod(target.namespace, pod, uid)
+        self.telemetry.actions.labels(target.name, signal, result.result).inc()
+        level = logging.INFO if result.result in SUCCESS else logging.WARNING
+        self.logger.log(level, f"{target.name}/{signal}: {result.result} pod {pod}" + (f": {result.detail}" if result.detail else ""),
+                        extra={"json_fields": {"event": "action", "invocation": invocation, "target": target.name,
+                                               "namespace": target.namespace, "signal": signal, "pod": pod,
+                                               "action": target.action, "result": result.result, "detail": result.detail}})
+        return result
+
+    def _record(self, run: TargetRun, signal: str, verdict: policy.Verdict, entry: policy.ActionRecord, outcome: str,
+                results: list[PodAction], by_pod: dict[str, policy.SelectedPod], now: datetime, invocation: str) -> list[str]:
+        """History, then events; each failure is collected, none stops the others."""
+        target, errors = run.target, []
+        pods_json = [{"pod": r.pod, "role": by_pod[r.pod].role, "value": by_pod[r.pod].value, "result": r.result,
+                      **({"detail": r.detail} if r.detail else {})} for r in results]
+        try:
+            self.state.finish(target.namespace, target.name, finished(entry, outcome, pods_json))
+        except RebalancerError as e:
+            errors.append(f"history not written: {e}")
+        measured = (f"{signal} CV {verdict.stats.value:.3g} > {verdict.threshold:.3g}" if verdict.stats else signal)
+        for r in results:
+            ok = r.result in SUCCESS
+            message = (f"{r.result} by pod-rebalancer ({by_pod[r.pod].role} pod, {signal} {by_pod[r.pod].value:.4g}; "
+                       f"{measured}; invocation {invocation})" if ok else
+                       f"pod-rebalancer could not {target.action} this pod ({r.result}: {r.detail}); invocation {invocation}")
+            errors += self._event(target, "Pod", "v1", r.pod, (run.found.pod_uids or {}).get(r.pod),
+                                  "Rebalanced" if ok else "RebalanceBlocked", message, ok, now)
+        summary = ", ".join(f"{r.pod} {r.result}" for r in results)
+        errors += self._event(target, "Deployment", "apps/v1", target.deployment, run.found.uid,
+                              "Rebalanced" if outcome == "acted" else "RebalanceBlocked",
+                              f"{summary}; {measured}; invocation {invocation}", outcome == "acted", now)
+        if errors:
+            self.logger.error(f"{target.name}/{signal}: audit trail incomplete: {'; '.join(errors)}",
+                              extra={"json_fields": {"event": "audit_error", "invocation": invocation,
+                                                     "target": target.name, "actions": pods_json, "errors": errors}})
+        return errors
+
+    def _event(self, target: Target, kind: str, api_version: str, name: str, uid: str | None,
+               reason: str, message: str, ok: bool, now: datetime) -> list[str]:
+        try:
+            self.kube.create_event(target.namespace, kind=kind, api_version=api_version, name=name, uid=uid,
+                                   reason=reason, message=message, event_type="Normal" if ok else "Warning", now=now)
+        except RebalancerError as e:
+            return [f"event on {kind.lower()} {name} not written: {e}"]
+        return []

@@ -1,0 +1,131 @@
+"""The cooldown lock: per-target state in annotations of one ConfigMap per namespace.
+
+For target ``T`` the ConfigMap (default ``pod-rebalancer-state``) carries:
+
+    T.pod-rebalancer.io/last-action   when the last action took the lock (RFC 3339, UTC)
+    T.pod-rebalancer.io/invocation    which invocation took it
+    T.pod-rebalancer.io/history       JSON list of the recent actions, newest last (bounded)
+
+The lock is taken *before* acting, by a write conditioned on the resourceVersion that was read
+(or a create, when the ConfigMap does not exist yet): of any number of concurrent invocations
+exactly one write succeeds; the others get 409 and stand down. The outcome of the actions is
+written back afterwards into the same history entry.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, replace
+from datetime import datetime, timezone
+from typing import Any
+
+from rebalancer.errors import KubeConflictError, StateError
+from rebalancer.kube import ConfigMapState, KubeGateway
+from rebalancer.policy import ActionRecord, TargetState
+
+ANNOTATION_DOMAIN = "pod-rebalancer.io"
+FINISH_ATTEMPTS = 5
+
+
+def annotation_keys(target: str) -> tuple[str, str, str]:
+    prefix = f"{target}.{ANNOTATION_DOMAIN}"
+    return f"{prefix}/last-action", f"{prefix}/invocation", f"{prefix}/history"
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _record_to_json(record: ActionRecord) -> dict[str, Any]:
+    out = asdict(record)
+    out["at"] = _stamp(record.at)
+    out["pods"] = [dict(p) for p in record.pods]
+    return out
+
+
+def _record_from_json(raw: dict[str, Any]) -> ActionRecord:
+    return ActionRecord(
+        at=_time(raw["at"]),
+        invocation=str(raw["invocation"]),
+        signal=str(raw.get("signal", "")),
+        outcome=str(raw.get("outcome", "")),
+        value=raw.get("value"),
+        threshold=raw.get("threshold"),
+        pods=tuple(dict(p) for p in raw.get("pods") or []),
+    )
+
+
+def decode_state(annotations: dict[str, str], target: str) -> TargetState:
+    """Read a target's state. Unreadable state refuses action (StateError): guessing could act twice."""
+    last_key, invocation_key, history_key = annotation_keys(target)
+    try:
+        last = _time(annotations[last_key]) if last_key in annotations else None
+        history = tuple(_record_from_json(r) for r in json.loads(annotations.get(history_key, "[]")))
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise StateError(f"the state annotations of target {target} cannot be read ({type(e).__name__}); "
+                         f"fix or remove them: {last_key}, {history_key}") from e
+    return TargetState(last_action=last, invocation=annotations.get(invocation_key), history=history)
+
+
+def encode_lock(target: str, state: TargetState, entry: ActionRecord, history_limit: int) -> dict[str, str]:
+    """The annotations that take the lock: last action now, and the entry appended to the history."""
+    last_key, invocation_key, history_key = annotation_keys(target)
+    history = [*state.history, entry][-history_limit:]
+    return {
+        last_key: _stamp(entry.at),
+        invocation_key: entry.invocation,
+        history_key: json.dumps([_record_to_json(r) for r in history], separators=(",", ":")),
+    }
+
+
+def encode_finished(target: str, state: TargetState, entry: ActionRecord, history_limit: int) -> dict[str, str]:
+    """The history with ``entry`` replacing its in-progress version (or appended if it was pushed out)."""
+    _, _, history_key = annotation_keys(target)
+    history = [r for r in state.history if not (r.invocation == entry.invocation and r.at == entry.at)]
+    history = sorted([*history, entry], key=lambda r: r.at)[-history_limit:]
+    return {history_key: json.dumps([_record_to_json(r) for r in history], separators=(",", ":"))}
+
+
+class StateStore:
+    """Reads and writes the state ConfigMap through the Kubernetes adapter."""
+
+    def __init__(self, kube: KubeGateway, configmap: str, history_limit: int) -> None:
+        self.kube, self.configmap, self.history_limit = kube, configmap, history_limit
+
+    def read(self, namespace: str) -> ConfigMapState:
+        return self.kube.read_configmap(namespace, self.configmap)
+
+    def take(self, namespace: str, target: str, snapshot: ConfigMapState, entry: ActionRecord) -> bool:
+        """Take the lock for ``target``: True when this invocation's conditional write won."""
+        state = decode_state(snapshot.annotations, target)
+        try:
+            self.kube.write_configmap_annotations(
+                namespace, self.configmap, encode_lock(target, state, entry, self.history_limit), snapshot.resource_version
+            )
+        except KubeConflictError:
+            return False
+        return True
+
+    def finish(self, namespace: str, target: str, entry: ActionRecord) -> None:
+        """Write the outcome into the history. The lock is ours, but other targets' writers may
+        touch the same ConfigMap meanwhile, so this re-reads and retries on conflict."""
+        for attempt in range(FINISH_ATTEMPTS):
+            snapshot = self.read(namespace)
+            state = decode_state(snapshot.annotations, target)
+            try:
+                self.kube.write_configmap_annotations(
+                    namespace, self.configmap, encode_finished(target, state, entry, self.history_limit),
+                    snapshot.resource_version,
+                )
+                return
+            except KubeConflictError:
+                if attempt == FINISH_ATTEMPTS - 1:
+                    raise
+
+
+def finished(entry: ActionRecord, outcome: str, pods: list[dict[str, Any]]) -> ActionRecord:
+    return replace(entry, outcome=outcome, pods=tuple(pods))
