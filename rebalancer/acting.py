@@ -15,12 +15,13 @@ from typing import Any
 
 from rebalancer import policy
 from rebalancer.config import Target
-from rebalancer.cooldown import StateStore, decode_state, finished
+from rebalancer.cooldown import StateStore, decode_state, finished, stamp
 from rebalancer.errors import RebalancerError, StateError
 from rebalancer.kube import ConfigMapState, DeploymentPods, KubeGateway, PodAction
 from rebalancer.telemetry import Telemetry
 
 SUCCESS = ("evicted", "deleted")
+LOST_LOCK = "(the lock was lost to another invocation)"
 
 
 @dataclass
@@ -46,6 +47,10 @@ class Actor:
         """Carry a verdict that wants to act through the lock, updating ``record`` in place."""
         target = run.target
         pods = ", ".join(f"{s.pod} ({s.role})" for s in verdict.selected)
+        if run.acted_by == LOST_LOCK:
+            record.update(outcome="skipped", code="lock_taken", lock="taken",
+                          reason=f"another invocation holds the cooldown lock of {target.name}. {verdict.reason}")
+            return
         if run.acted_by is not None:
             record.update(outcome="skipped", code="already_acted",
                           reason=f"{target.name} was already acted on in this invocation (signal {run.acted_by}); "
@@ -60,7 +65,7 @@ class Actor:
             return
         check = policy.check_cooldown(state, now, target.cooldown, target.max_actions_per_hour)
         record["lock"] = check.code
-        record["cooldown_until"] = check.cooldown_until.isoformat() if check.cooldown_until else None
+        record["cooldown_until"] = stamp(check.cooldown_until) if check.cooldown_until else None
         if not check.allowed:
             record.update(outcome="skipped", code=check.code, reason=f"{check.reason}. {verdict.reason}")
             return
@@ -78,8 +83,8 @@ class Actor:
             value=verdict.stats.value if verdict.stats else None, threshold=verdict.threshold,
             pods=tuple({"pod": s.pod, "role": s.role, "value": s.value} for s in verdict.selected),
         )
-        if not self.state.take(target.namespace, target.name, run.snapshot, entry):
-            run.acted_by = "another invocation"
+        if not self.state.take(target.namespace, target.name, run.snapshot, state, entry):
+            run.acted_by = LOST_LOCK
             record.update(outcome="skipped", code="lock_taken", lock="taken",
                           reason="another invocation took the cooldown lock first (409 on the state ConfigMap); "
                                  f"it acts, this one stands down. {verdict.reason}")

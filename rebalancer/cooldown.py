@@ -36,13 +36,14 @@ def _time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
 
 
-def _stamp(moment: datetime) -> str:
+def stamp(moment: datetime) -> str:
+    """RFC 3339 in UTC with a Z, as Kubernetes writes times."""
     return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def _record_to_json(record: ActionRecord) -> dict[str, Any]:
     out = asdict(record)
-    out["at"] = _stamp(record.at)
+    out["at"] = stamp(record.at)
     out["pods"] = [dict(p) for p in record.pods]
     return out
 
@@ -76,7 +77,7 @@ def encode_lock(target: str, state: TargetState, entry: ActionRecord, history_li
     last_key, invocation_key, history_key = annotation_keys(target)
     history = [*state.history, entry][-history_limit:]
     return {
-        last_key: _stamp(entry.at),
+        last_key: stamp(entry.at),
         invocation_key: entry.invocation,
         history_key: json.dumps([_record_to_json(r) for r in history], separators=(",", ":")),
     }
@@ -99,9 +100,9 @@ class StateStore:
     def read(self, namespace: str) -> ConfigMapState:
         return self.kube.read_configmap(namespace, self.configmap)
 
-    def take(self, namespace: str, target: str, snapshot: ConfigMapState, entry: ActionRecord) -> bool:
-        """Take the lock for ``target``: True when this invocation's conditional write won."""
-        state = decode_state(snapshot.annotations, target)
+    def take(self, namespace: str, target: str, snapshot: ConfigMapState, state: TargetState, entry: ActionRecord) -> bool:
+        """Take the lock for ``target`` (``state`` decoded from ``snapshot``): True when this
+        invocation's conditional write won."""
         try:
             self.kube.write_configmap_annotations(
                 namespace, self.configmap, encode_lock(target, state, entry, self.history_limit), snapshot.resource_version

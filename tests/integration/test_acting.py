@@ -13,7 +13,7 @@ import pytest
 
 from rebalancer.cooldown import annotation_keys
 from tests.conftest import AUTH, aligned_now, target
-from tests.metricsdata import cpu_usage, to_victoriametrics_import
+from tests.metricsdata import consumer_records_lag, cpu_usage, to_victoriametrics_import
 from tests.samples import sample
 from tests.standin.fixtures import seed_deployment
 
@@ -77,7 +77,7 @@ def test_skewed_cpu_evicts_the_hottest_and_coldest_and_leaves_the_audit_trail(li
     rebalanced = events(standin, "Rebalanced")
     assert sorted(e["involvedObject"]["name"] for e in rebalanced) == sorted([pods[0], pods[4], "ingestion-consumer"])
     assert all(e["type"] == "Normal" and e["source"]["component"] == "pod-rebalancer" for e in rebalanced)
-    assert body["cooldown_until"].startswith((clock() + timedelta(minutes=15)).isoformat()[:19])
+    assert body["cooldown_until"] == (clock() + timedelta(minutes=15)).isoformat().replace("+00:00", "Z")
 
 
 def test_immediately_again_is_skipped_by_the_cooldown(live, standin):
@@ -236,3 +236,20 @@ def test_metrics_count_each_action_by_result(live, standin):
     client.post("/", json=FIRING, headers=AUTH)
     text = client.get("/metrics").get_data(as_text=True)
     assert 'rebalancer_actions_total{result="evicted",signal="cpu",target="ingestion-consumer"} 2.0' in text
+
+
+def test_losing_the_lock_stands_down_every_signal_of_the_target(make_client, victoria_metrics, standin):
+    now = aligned_now()
+    pods = seed_deployment(standin, NS, "ingestion-consumer", replicas=6)
+    victoria_metrics.import_prometheus(to_victoriametrics_import(
+        cpu_usage(NS, "ingestion-consumer", dict(zip(pods, RATES, strict=True)), now - 1200, now)
+        + consumer_records_lag(NS, "ingestion-consumer", dict(zip(pods, [10, 20, 30, 40, 9000, 50], strict=True)), now - 1200, now)))
+    both = target("ingestion-consumer", NS, signals={"cpu": {"threshold": 0.3}, "lag": {"threshold": 0.5}})
+    client = make_client(victoria_metrics.url, [both], env_rebalancer_dry_run="false")
+    standin.fail("create", "configmaps", 409)  # another invocation created the state first
+
+    body = client.post("/rebalance", json={"target": "ingestion-consumer"}, headers=AUTH).get_json()
+
+    assert [(d["signal"], d["outcome"], d["code"]) for d in body["decisions"]] == [
+        ("cpu", "skipped", "lock_taken"), ("lag", "skipped", "lock_taken")]
+    assert terminating(standin, pods) == []
