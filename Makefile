@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: deps system-deps test lint unit demo test-real-cluster clean
+.PHONY: deps system-deps test lint unit demo rules test-real-cluster clean
 
 deps: system-deps $(STAMP)
 
@@ -24,6 +24,10 @@ lint: deps
 
 test: lint
 	$(BIN)/python -m pytest
+
+# Regenerate the alerting rules from the example configuration (a test fails when they are stale).
+rules: deps
+	$(BIN)/python -m rebalancer.rules examples/rebalancer.yaml > alertmanager/rules/pod-rebalancer.rules.yml
 
 demo: deps
 	$(BIN)/python scripts/demo.py

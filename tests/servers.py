@@ -120,6 +120,12 @@ class VictoriaMetrics(ServerProcess):
             time.sleep(0.1)
         pytest.fail(f"VictoriaMetrics shows {seen} of {self._imported} imported samples after 15 s", pytrace=False)
 
+    def reset(self) -> None:
+        """Delete every series (the admin API), so a test can load different data for the same times."""
+        deleted = requests.post(f"{self.url}/api/v1/admin/tsdb/delete_series", data={"match[]": '{__name__!=""}'}, timeout=30)
+        assert deleted.status_code == 204, f"delete_series failed: HTTP {deleted.status_code} {deleted.text[:300]}"
+        self._imported, self._newest_ms, self._oldest_ms = 0, 0, 2**62
+
     def query(self, promql: str, at: float) -> dict:
         response = requests.post(f"{self.url}/api/v1/query", data={"query": promql, "time": at}, timeout=30)
         response.raise_for_status()
@@ -177,5 +183,5 @@ class FunctionProcess(ServerProcess):
              "--target", "rebalance", "--host", "127.0.0.1", "--port", str(port)],
             f"{self.url}/healthz",
             workdir,
-            env={**clean, **env},
+            env={**clean, "PYTHONUNBUFFERED": "1", **env},  # log lines reach the log file as they happen
         )

@@ -31,9 +31,10 @@ import math
 import random
 import string
 import threading
+import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -131,6 +132,7 @@ class RecordedRequest:
     query: dict[str, str]
     content_type: str = ""
     body: Any = None
+    at: float = field(default_factory=time.time)  # wall clock when it arrived, for latency figures
 
 
 @dataclass
