@@ -1,33 +1,38 @@
-"""`make demo`: the function, for real, on one machine, told as a story.
+"""`make demo`: the whole chain on one machine, told as a story, in well under two minutes.
 
-Starts VictoriaMetrics with generated consumer metrics, the Kubernetes API stand-in (a test
-double: no cluster runs here) holding two Deployments, and the function itself as a
-functions-framework process; then delivers Alertmanager's own notification to it and prints
-what it measured and decided. Everything it starts, it stops.
+VictoriaMetrics gets generated consumer metrics with one hot and one cold pod; vmalert evaluates
+the shipped rules; Alertmanager, with the shipped config and a bearer token file, calls the
+function (a functions-framework process); the function re-verifies, evicts and takes the
+cooldown; a repeat is refused; the load evens out and the alert resolves. Everything it starts,
+it stops.
+
+Kubernetes is the in-repo API stand-in (a test double: no cluster runs here), or, with
+DEMO_CLUSTER=real and KUBECONFIG set, that cluster: the Deployment DEMO_NAMESPACE/DEMO_DEPLOYMENT
+(default posthog/ingestion-consumer) must exist there, and the function runs dry-run only.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import requests
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests.chain import Chain, wait_for  # noqa: E402
 from tests.metricsdata import cpu_usage, to_victoriametrics_import  # noqa: E402
 from tests.samples import sample  # noqa: E402
-from tests.servers import FunctionProcess, ServerProcess, VictoriaMetrics  # noqa: E402
 from tests.standin import KubeApiStandIn  # noqa: E402
 from tests.standin.fixtures import seed_deployment  # noqa: E402
 
 TOKEN = "demo-token-not-a-secret"
-NS = "posthog"
+# Two hot pods: after the first action the second keeps the skew, so a repeat is refused by the cooldown.
+RATES = [0.42, 0.12, 0.45, 0.40, 1.85, 0.38, 1.70, 0.41]
 BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
 
 
@@ -39,93 +44,114 @@ def step(title: str) -> None:
     say(f"\n{BOLD}== {title}{RESET}")
 
 
-def table(rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        say("   " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+def real_cluster_pods(namespace: str, deployment: str) -> list[str]:
+    import kubernetes
+
+    client = kubernetes.config.new_client_from_config(config_file=os.environ["KUBECONFIG"])
+    apps, core = kubernetes.client.AppsV1Api(client), kubernetes.client.CoreV1Api(client)
+    found = apps.read_namespaced_deployment(deployment, namespace)
+    selector = ",".join(f"{k}={v}" for k, v in (found.spec.selector.match_labels or {}).items())
+    pods = sorted(p.metadata.name for p in core.list_namespaced_pod(namespace, label_selector=selector).items)
+    if len(pods) < 3:
+        raise SystemExit(f"{namespace}/{deployment} has {len(pods)} pods; the demo needs at least 3")
+    return pods
 
 
 def main() -> int:
-    started: list[ServerProcess] = []
+    real = os.environ.get("DEMO_CLUSTER") == "real"
+    namespace = os.environ.get("DEMO_NAMESPACE", "posthog") if real else "posthog"
+    deployment = os.environ.get("DEMO_DEPLOYMENT", "ingestion-consumer") if real else "ingestion-consumer"
     workdir = Path(tempfile.mkdtemp(prefix="rebalancer-demo-"))
-    standin = KubeApiStandIn().start()
+    standin = None
+    if real:
+        if not os.environ.get("KUBECONFIG"):
+            raise SystemExit("DEMO_CLUSTER=real needs KUBECONFIG pointing at the cluster")
+        step(f"1. A real cluster ({os.environ['KUBECONFIG']}): {namespace}/{deployment}, dry-run only")
+        pods = real_cluster_pods(namespace, deployment)
+        kubeconfig = Path(os.environ["KUBECONFIG"])
+    else:
+        step("1. Kubernetes: the API stand-in with a consumer Deployment")
+        standin = KubeApiStandIn().start()
+        pods = seed_deployment(standin, namespace, deployment, replicas=len(RATES))
+        kubeconfig = standin.write_kubeconfig(workdir / "kubeconfig")
+        say(f"   {namespace}/{deployment}: {len(pods)} Ready pods, owned through a ReplicaSet")
+        say(f"   {DIM}(a test double of the API server: no cluster runs on this machine; DEMO_CLUSTER=real uses yours){RESET}")
+
+    rates = dict(zip(pods, (RATES * len(pods))[: len(pods)], strict=True))
+    config = {"dry_run": real, "log_format": "json", "targets": [{
+        "name": deployment, "namespace": namespace, "deployment": deployment, "container": deployment,
+        "min_pods": 3, "cooldown": "15m", "signals": {"cpu": {"threshold": 0.3}}}]}
+    chain = Chain(workdir, config, kubeconfig, TOKEN)
+    started = time.monotonic()
     try:
-        step("1. A Kubernetes API stand-in with two consumer Deployments")
-        consumer = seed_deployment(standin, NS, "ingestion-consumer", replicas=6)
-        recordings = seed_deployment(standin, NS, "session-recordings", replicas=4)
-        say(f"   {NS}/ingestion-consumer: {len(consumer)} Ready pods; {NS}/session-recordings: {len(recordings)} Ready pods")
-        say(f"   {DIM}(the stand-in is a test double of the API server: no cluster runs on this machine){RESET}")
+        step("2. The chain: VictoriaMetrics, vmalert (shipped rules), Alertmanager (shipped config), the function")
+        chain.start()
+        say(f"   function {chain.function.url} ({'dry-run' if real else 'LIVE on the stand-in'}), "
+            f"Alertmanager {chain.alertmanager_url}, vmalert {chain.vmalert_url}")
 
-        step("2. VictoriaMetrics with 20 minutes of cAdvisor CPU counters")
-        vm = VictoriaMetrics(workdir / "vm").start()
-        started.append(vm)
+        step("3. Twenty minutes of cAdvisor CPU counters, one pod hot and one cold")
         now = (int(time.time()) // 15) * 15
-        skewed = dict(zip(consumer, [0.42, 0.12, 0.45, 0.40, 1.85, 0.38], strict=True))
-        balanced = dict(zip(recordings, [0.61, 0.58, 0.60, 0.63], strict=True))
-        series = cpu_usage(NS, "ingestion-consumer", skewed, now - 1200, now, noise=0.08, seed=5)
-        series += cpu_usage(NS, "session-recordings", balanced, now - 1200, now, noise=0.08, seed=6)
-        vm.import_prometheus(to_victoriametrics_import(series))
-        table([("pod", "cores (generated)")] + [(p, f"{r:.2f}") for p, r in {**skewed, **balanced}.items()])
+        chain.vm.import_prometheus(to_victoriametrics_import(cpu_usage(namespace, deployment, rates, now - 1200, now, noise=0.05)))
+        for pod, rate in rates.items():
+            say(f"   {pod}  {rate:4.2f} cores  {'#' * round(rate * 20)}")
 
-        step("3. The function, as functions-framework runs it")
-        config = workdir / "rebalancer.yaml"
-        config.write_text(yaml.safe_dump({
-            "metrics_url": vm.url,
-            "dry_run": True,
-            "log_format": "text",
-            "targets": [
-                {"name": "ingestion-consumer", "namespace": NS, "deployment": "ingestion-consumer", "signals": {"cpu": {"threshold": 0.3}}},
-                {"name": "session-recordings", "namespace": NS, "deployment": "session-recordings", "signals": {"cpu": {"threshold": 0.3}}},
-            ],
-        }))
-        function = FunctionProcess(workdir, {
-            "REBALANCER_CONFIG": str(config), "REBALANCER_AUTH_TOKEN": TOKEN,
-            "KUBECONFIG": str(standin.write_kubeconfig(workdir / "kubeconfig")),
-        }).start()
-        url = function.url
-        started.append(function)
-        say(f"   functions-framework --source main.py --target rebalance --port {url.rsplit(':', 1)[1]}   (dry-run, config {config.name})")
+        step("4. vmalert evaluates the rule (CV = stddev/mean of the same per-pod query the function uses)")
+        pending = wait_for(lambda: chain.alerts("ConsumerCpuSkew"), "the alert to become pending")
+        say(f"   ConsumerCpuSkew pending, value {float(pending[0]['value']):.2f} > 0.3 (the demo's rule waits `for: 3s`)")
+        wait_for(lambda: [a for a in chain.alerts("ConsumerCpuSkew") if a["state"] == "firing"], "the alert to fire")
+        fired = time.time()
+        say("   ConsumerCpuSkew firing -> Alertmanager -> POST /alertmanager with the bearer token from its file")
 
-        step("4. Alertmanager delivers its notification (a real 0.25 payload)")
-        payload = sample("alertmanager-0.25-firing-cpu-two-deployments.json")
-        for alert in payload["alerts"]:
-            say(f"   firing {alert['labels']['alertname']} for {alert['labels']['namespace']}/{alert['labels']['deployment']}: {alert['annotations']['summary']}")
-        started_at = time.perf_counter()
-        answer = requests.post(f"{url}/", json=payload, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
-        elapsed = (time.perf_counter() - started_at) * 1000
-        body = answer.json()
-        say(f"   HTTP {answer.status_code} in {elapsed:.0f} ms, outcome {BOLD}{body['outcome']}{RESET}")
+        step("5. The function re-verifies against VictoriaMetrics and decides")
+        decision = wait_for(lambda: next((d for d in chain.function_log() if d.get("event") == "decision"), None),
+                            "the function's decision", timeout=30)
+        verified = decision["verified"]
+        say(f"   measured now: CV {verified['value']:.3f} over {verified['pods']} pods "
+            f"(mean {verified['mean']:.3f}, stddev {verified['stddev']:.3f}), threshold {verified['threshold']}")
+        for chosen in decision["selected"]:
+            say(f"   selected {chosen['pod']}  {chosen['role']:>4}  {chosen['value']:.2f} cores")
+        say(f"   projected CV after rebalancing: {decision['projected_cv']:.3f}")
+        say(f"   outcome {BOLD}{decision['outcome']}{RESET}: {DIM}{decision['reason'][:220]}{RESET}")
 
-        step("5. What it verified, and why it acted or not")
-        for decision in body["decisions"]:
-            verified = decision["verified"] or {}
-            say(f"\n   {BOLD}{decision['target']} / {decision['signal']}: {decision['outcome']}{RESET}")
-            if verified.get("value") is not None:
-                say(f"   measured now: CV {verified['value']:.3f} over {verified['pods']} pods "
-                    f"(mean {verified['mean']:.3f}, stddev {verified['stddev']:.3f}); threshold {verified['threshold']}")
-            for chosen in decision["selected"]:
-                say(f"   selected {chosen['pod']}  {chosen['role']:>4}  {chosen['value']:.3f} cores")
-            for action in decision["actions"]:
-                say(f"   action   {action['pod']}  {action['result']}")
-            say(f"   {DIM}{decision['reason']}{RESET}")
+        if standin is not None:
+            step("6. The evictions, and the audit trail")
+            evictions = wait_for(lambda: standin.requests_for("create", "pods"), "evictions", timeout=10)
+            say(f"   first eviction {(evictions[0].at - fired) * 1000:.0f} ms after the alert fired")
+            for request in standin.requests_for("create", "pods"):
+                say(f"   POST pods/{request.name}/eviction  -> terminating (its grace period runs)")
+            wait_for(lambda: len(standin.objects("events", namespace)) >= 3, "events", timeout=10)
+            for event in standin.objects("events", namespace):
+                say(f"   Event {event['reason']:<10} on {event['involvedObject']['kind']}/{event['involvedObject']['name']}")
+            state = standin.get("configmaps", namespace, "pod-rebalancer-state")["metadata"]["annotations"]
+            say(f"   ConfigMap pod-rebalancer-state: {deployment}.pod-rebalancer.io/last-action = "
+                f"{state[f'{deployment}.pod-rebalancer.io/last-action']}")
 
-        step("6. The same by hand")
-        say(f"   TOKEN={TOKEN}")
-        say(f'   curl -s -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" '
-            f"-d '{json.dumps({'target': 'ingestion-consumer', 'signal': 'cpu'})}' {url}/rebalance")
-        manual = requests.post(f"{url}/rebalance", json={"target": "ingestion-consumer", "signal": "cpu"},
-                               headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30).json()
-        say(f"   -> {manual['outcome']}: {manual['reason'][:160]}...")
-        unauthorized = requests.post(f"{url}/rebalance", json={"target": "ingestion-consumer"}, timeout=30)
-        say(f"   without the token -> HTTP {unauthorized.status_code}: {unauthorized.json()['reason']}")
-        writes = [r for r in standin.requests if r.verb in ("create", "update", "patch", "delete")]
-        say(f"\n   Kubernetes API calls made: {len(standin.requests)}, of which writes: {len(writes)} (dry-run: the cooldown lock was read, never written)")
-        return 0 if answer.status_code == 200 and body["outcome"] == "dry_run" else 1
+        step("7. The skew persists (a second hot pod); the same notification comes again")
+        again = requests.post(f"{chain.function.url}/alertmanager", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30,
+                              json={**sample("alertmanager-0.25-firing-cpu-two-deployments.json"),
+                                    "alerts": [{"status": "firing", "labels": {"rebalancer_target": deployment, "rebalancer_signal": "cpu"}}]})
+        repeat = next(d for d in again.json()["decisions"] if d["target"] == deployment)
+        say(f"   HTTP {again.status_code}, {repeat['outcome']} ({repeat.get('code')}): {repeat['reason'][:140]}")
+
+        step("8. The load evens out")
+        chain.vm.reset()
+        balanced_end = (int(time.time()) // 15) * 15
+        chain.vm.import_prometheus(to_victoriametrics_import(cpu_usage(namespace, deployment, dict.fromkeys(pods, 0.55), now - 1200, balanced_end)))
+        wait_for(lambda: not chain.alerts("ConsumerCpuSkew"), "the alert to resolve", timeout=30)
+        writes = [r for r in standin.requests if r.verb in ("create", "update", "patch", "delete")] if standin else []
+        say("   ConsumerCpuSkew resolved; nothing more happens")
+        step("Done")
+        if standin is not None:
+            say(f"   {len(standin.requests_for('create', 'pods'))} evictions, {len(writes)} Kubernetes writes in all, "
+                f"in {time.monotonic() - started:.0f} s")
+        else:
+            say(f"   dry-run against the real cluster: no writes; {time.monotonic() - started:.0f} s")
+        return 0
     finally:
-        for server in reversed(started):
-            server.stop()
-        standin.stop()
-        say(f"\n{DIM}stopped VictoriaMetrics, the function and the stand-in; logs were in {workdir}{RESET}")
+        chain.stop()
+        if standin is not None:
+            standin.stop()
+        say(f"{DIM}stopped every process it started; logs are in {workdir}{RESET}")
 
 
 if __name__ == "__main__":
