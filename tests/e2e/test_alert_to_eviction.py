@@ -38,7 +38,7 @@ def skewed(signal: str, pods: list[str], start: float, end: float, balanced: boo
 
 
 @pytest.mark.parametrize("signal", ["cpu", "lag"])
-def test_skew_alert_reaches_the_function_which_evicts_once_and_balance_ends_it(signal, standin, tmp_path):
+def test_skew_alert_reaches_the_function_which_evicts_once_and_balance_ends_it(signal, standin, tmp_path, capsys):
     now = aligned_now()
     pods = seed_deployment(standin, NS, "ingestion-consumer", replicas=6)
     config = {"dry_run": False, "log_format": "json", "targets": [example_target()]}
@@ -53,7 +53,8 @@ def test_skew_alert_reaches_the_function_which_evicts_once_and_balance_ends_it(s
         evictions = wait_for(lambda: standin.requests_for("create", "pods"), "the function's evictions", timeout=30)
         wait_for(lambda: len(standin.requests_for("create", "pods")) >= 2, "both evictions", timeout=10)
         latency = evictions[0].at - fired_at
-        print(f"\n{signal}: alert firing -> first eviction in {latency * 1000:.0f} ms")
+        with capsys.disabled():  # shown in make test's output, not swallowed by capture
+            print(f"\n  [e2e {signal}] alert firing -> first eviction: {latency * 1000:.0f} ms (Alertmanager group_wait 1s)")
 
         evicted = sorted(r.name for r in standin.requests_for("create", "pods"))
         assert evicted == sorted([pods[4], pods[0]])
