@@ -165,9 +165,11 @@ class Settings(BaseSettings):
     history_limit: int = Field(default=20, ge=1, le=200)  # entries kept per target in the state ConfigMap
     log_format: Literal["json", "text"] = "json"
     targets: list[Target] = Field(min_length=1)
-    # How to reach Kubernetes; read from the standard variables, not REBALANCER_*.
+    # How to reach Kubernetes: in-cluster, else KUBECONFIG, else GKE (endpoint + CA from Terraform).
     kubeconfig: Path | None = Field(default=None, validation_alias="KUBECONFIG")
     kubernetes_service_host: str | None = Field(default=None, validation_alias="KUBERNETES_SERVICE_HOST")
+    gke_endpoint: str | None = None
+    gke_ca_cert: str | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -198,6 +200,12 @@ class Settings(BaseSettings):
             raise ValueError("targets: two targets name the same namespace/deployment")
         return self
 
+    @model_validator(mode="after")
+    def _gke_pair(self) -> Settings:
+        if bool(self.gke_endpoint) != bool(self.gke_ca_cert):
+            raise ValueError("gke_endpoint and gke_ca_cert: set both (REBALANCER_GKE_ENDPOINT, REBALANCER_GKE_CA_CERT) or neither")
+        return self
+
     def target(self, name: str) -> Target | None:
         return next((t for t in self.targets if t.name == name), None)
 
@@ -205,6 +213,14 @@ class Settings(BaseSettings):
         return next(
             (t for t in self.targets if t.namespace == namespace and t.deployment == deployment), None
         )
+
+
+def environment_variables() -> set[str]:
+    """Every environment variable the function reads (Terraform must set none other)."""
+    names = {"REBALANCER_CONFIG"}
+    for name, field in Settings.model_fields.items():
+        names.add(field.validation_alias if isinstance(field.validation_alias, str) else f"REBALANCER_{name.upper()}")
+    return names
 
 
 def _read_file(path: Path) -> dict[str, Any]:

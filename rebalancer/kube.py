@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import google.auth.exceptions
 import kubernetes
 import pydantic
 import urllib3
@@ -135,10 +136,13 @@ def translate(error: Exception, doing: str) -> Exception:
         return KubeError(text, status=status, reason=reason)
     if isinstance(error, pydantic.ValidationError):
         return KubeUnavailableError(f"Kubernetes API answered a malformed object while trying to {doing}")
+    if isinstance(error, google.auth.exceptions.GoogleAuthError):
+        return KubeUnavailableError(f"cannot obtain a Google access token to {doing}: {type(error).__name__}")
     return KubeUnavailableError(f"Kubernetes API unreachable while trying to {doing}: {type(error).__name__}")
 
 
-_CLIENT_FAILURES = (ApiException, urllib3.exceptions.HTTPError, OSError, pydantic.ValidationError)
+_CLIENT_FAILURES = (ApiException, urllib3.exceptions.HTTPError, OSError, pydantic.ValidationError,
+                    google.auth.exceptions.GoogleAuthError)
 
 
 class KubeGateway:
@@ -302,23 +306,29 @@ class KubeGateway:
             raise translate(e, f"create event on {kind.lower()} {namespace}/{name}") from e
 
 
-def api_client(*, kubeconfig: Path | None, in_cluster: bool, retries: int = 1) -> ApiClient:
-    """Build the client once per instance: in-cluster, else a kubeconfig file.
-
-    No network traffic happens here; the first API call is the first request.
-    """
+def api_client(*, kubeconfig: Path | None, in_cluster: bool, gke_endpoint: str | None = None,
+               gke_ca_cert: str | None = None, retries: int = 1) -> ApiClient:
+    """Build the client once per instance: in-cluster, else KUBECONFIG, else GKE (endpoint, CA and
+    Google credentials), else ~/.kube/config. No network traffic happens here."""
     configuration = kubernetes.client.Configuration()
+    default_kubeconfig = Path("~/.kube/config").expanduser()
     try:
         if in_cluster:
             kubernetes.config.load_incluster_config(client_configuration=configuration)
-        else:
-            path = kubeconfig or Path("~/.kube/config").expanduser()
+        elif kubeconfig is not None or (not gke_endpoint and default_kubeconfig.exists()):
+            path = kubeconfig or default_kubeconfig
             if not path.exists():
-                raise ConfigError(
-                    "no Kubernetes access configured: not running in a cluster, and no kubeconfig "
-                    f"at {path} (set KUBECONFIG)"
-                )
+                raise ConfigError(f"KUBECONFIG names {path}, which does not exist")
             kubernetes.config.load_kube_config(config_file=str(path), client_configuration=configuration)
+        elif gke_endpoint and gke_ca_cert:
+            from rebalancer.gke import gke_configuration
+
+            configuration = gke_configuration(gke_endpoint, gke_ca_cert)
+        else:
+            raise ConfigError(
+                "no Kubernetes access configured: not running in a cluster, no KUBECONFIG, "
+                "no REBALANCER_GKE_ENDPOINT/REBALANCER_GKE_CA_CERT, and no ~/.kube/config"
+            )
     except kubernetes.config.ConfigException as e:
         raise ConfigError(f"cannot load Kubernetes configuration: {e}") from e
     # One quick retry on a refused connection; anything longer is Alertmanager's retry to make.

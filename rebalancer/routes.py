@@ -52,7 +52,8 @@ def build_state() -> AppState:
     logger = configure_logging(settings.log_format)
     registry = CollectorRegistry()
     kube = KubeGateway(
-        api_client(kubeconfig=settings.kubeconfig, in_cluster=bool(settings.kubernetes_service_host)),
+        api_client(kubeconfig=settings.kubeconfig, in_cluster=bool(settings.kubernetes_service_host),
+                   gke_endpoint=settings.gke_endpoint, gke_ca_cert=settings.gke_ca_cert),
         timeout_seconds=settings.kube_timeout.total_seconds(),
     )
     metrics = MetricsSource(str(settings.metrics_url), timeout_seconds=settings.metrics_timeout.total_seconds())

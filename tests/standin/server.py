@@ -29,7 +29,9 @@ import copy
 import json
 import math
 import random
+import ssl
 import string
+import tempfile
 import threading
 import time
 import uuid
@@ -230,8 +232,12 @@ class KubeApiStandIn:
         clock: Callable[[], datetime] | None = None,
         pod_ready_after: timedelta = timedelta(0),
         replace_deleted_pods: bool = False,
+        tls: bool = False,
     ) -> None:
         self.token = token
+        self.accepted_tokens = {token}
+        self.tls = tls
+        self.ca_pem: str | None = None  # with tls: the self-signed certificate clients must trust
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.pod_ready_after = pod_ready_after
         self.replace_deleted_pods = replace_deleted_pods
@@ -255,6 +261,15 @@ class KubeApiStandIn:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
+        if self.tls:
+            from tests.standin.tls import self_signed_certificate
+
+            self.ca_pem, key_pem = self_signed_certificate()
+            with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as bundle:
+                bundle.write(self.ca_pem + key_pem)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(bundle.name)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="kube-standin", daemon=True)
         self._thread.start()
         return self
@@ -274,7 +289,12 @@ class KubeApiStandIn:
     @property
     def url(self) -> str:
         assert self._server is not None, "stand-in not started"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self._server.server_address[1]}"
+
+    def accept_token(self, token: str) -> None:
+        """Accept another bearer token (a refreshed one), as a cluster accepts any valid one."""
+        with self._lock:
+            self.accepted_tokens.add(token)
 
     def write_kubeconfig(self, path: Path, namespace: str = "default") -> Path:
         config = {
@@ -381,7 +401,8 @@ class KubeApiStandIn:
         """Serve one request; ``None`` means: drop the connection (an injected fault)."""
         split = urlsplit(raw_path)
         query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
-        if headers.get("authorization", "") != f"Bearer {self.token}":
+        presented = headers.get("authorization", "")
+        if not presented.startswith("Bearer ") or presented[len("Bearer "):] not in self.accepted_tokens:
             return 401, ApiStatusError(401, "Unauthorized", "Unauthorized").body()
         try:
             route = _parse_path(split.path)
