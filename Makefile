@@ -4,10 +4,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
 .PHONY: deps system-deps test lint unit demo rules test-real-cluster clean
 
-deps: system-deps $(STAMP)
+deps: system-deps $(STAMP) $(CHECKOV_STAMP)
 
 system-deps:
 	@scripts/install-system-deps
@@ -17,6 +19,12 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -r requirements-dev.txt
 	@touch $(STAMP)
+
+# checkov (the Terraform policy scan) pins libraries that clash with ours: a venv of its own.
+$(CHECKOV_STAMP): constraints-checkov.txt
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install -q --disable-pip-version-check -c constraints-checkov.txt checkov
+	@touch $(CHECKOV_STAMP)
 
 lint: deps
 	$(BIN)/ruff check .
@@ -38,4 +46,4 @@ test-real-cluster: deps
 	KUBE_CONTRACT_TARGET=real $(BIN)/python -m pytest tests/contract -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(CHECKOV_VENV) .pytest_cache .ruff_cache .hypothesis
