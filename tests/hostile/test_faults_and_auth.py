@@ -1,0 +1,173 @@
+"""Every way in is closed, and every failure ends safe: the right status, no unsafe action, and
+whatever was done before the failure is on record."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import google.auth.exceptions
+import kubernetes
+import pytest
+
+import rebalancer.routes
+from rebalancer.cooldown import annotation_keys
+from rebalancer.errors import KubeUnavailableError
+from rebalancer.gke import gke_configuration
+from rebalancer.kube import KubeGateway
+from tests.conftest import AUTH, TOKEN, aligned_now, target
+from tests.metricsdata import cpu_usage, to_victoriametrics_import
+from tests.proxy import LoggingProxy
+from tests.samples import sample
+from tests.standin import KubeApiStandIn
+from tests.standin.fixtures import seed_deployment
+
+NS = "posthog"
+FIRING = sample("alertmanager-0.25-firing-cpu-two-deployments.json")
+RATES = [0.1, 0.5, 0.5, 0.5, 1.9, 1.6]
+WRITES = ("create", "update", "patch", "delete")
+
+
+def decision(response):
+    return next(d for d in response.get_json()["decisions"] if d.get("target") == "ingestion-consumer")
+
+
+@pytest.fixture
+def skewed(victoria_metrics, standin):
+    now = aligned_now()
+    pods = seed_deployment(standin, NS, "ingestion-consumer", replicas=6)
+    victoria_metrics.import_prometheus(to_victoriametrics_import(
+        cpu_usage(NS, "ingestion-consumer", dict(zip(pods, RATES, strict=True)), now - 1200, now)))
+    return pods
+
+
+# -- authentication ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"}, {"Authorization": "Bearer"}, {"Authorization": f"Token {TOKEN}"},
+                                     {"Authorization": f"bearer  {TOKEN} extra"}, {"Authorization": "Bearer " + "x" * 10000}])
+def test_unauthenticated_posts_reach_neither_backend(make_client, victoria_metrics, standin, skewed, headers):
+    proxy = LoggingProxy(victoria_metrics.url).start()
+    try:
+        client = make_client(proxy.url, [target("ingestion-consumer", NS)], env_rebalancer_dry_run="false")
+        for path in ("/", "/alertmanager", "/rebalance"):
+            assert client.post(path, json=FIRING, headers=headers).status_code == 401
+        assert proxy.seen == [] and standin.requests == []
+    finally:
+        proxy.stop()
+
+
+def test_tokens_are_compared_in_constant_time(make_client, victoria_metrics, monkeypatch):
+    calls = []
+    real = rebalancer.routes.hmac.compare_digest
+    monkeypatch.setattr(rebalancer.routes.hmac, "compare_digest", lambda a, b: calls.append((a, b)) or real(a, b))
+    client = make_client(victoria_metrics.url, [target("ingestion-consumer", NS)])
+    client.post("/rebalance", json={"target": "ingestion-consumer"}, headers={"Authorization": "Bearer guess"})
+    assert calls == [(b"guess", TOKEN.encode())]
+
+
+def test_the_token_appears_in_no_answer_and_no_log_line(make_client, victoria_metrics, skewed, capsys):
+    capsys.readouterr()
+    client = make_client(victoria_metrics.url, [target("ingestion-consumer", NS)], env_rebalancer_dry_run="false")
+    answers = [client.post(p, json=FIRING, headers=h).get_data(as_text=True)
+               for p in ("/", "/rebalance") for h in (AUTH, {"Authorization": f"Bearer {TOKEN}x"})]
+    answers.append(client.get("/metrics").get_data(as_text=True))
+    out = capsys.readouterr()
+    assert all(TOKEN not in a for a in answers) and TOKEN not in out.out + out.err
+
+
+# -- the metrics backend misbehaving, through the real app -------------------------------------------
+
+@pytest.fixture
+def misbehaving_backend() -> Iterator[dict]:
+    behaviour = {"status": 200, "body": b"", "delay": 0.0}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            time.sleep(behaviour["delay"])
+            self.send_response(behaviour["status"])
+            self.send_header("Content-Length", str(len(behaviour["body"])))
+            self.end_headers()
+            self.wfile.write(behaviour["body"])
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    behaviour["url"] = f"http://127.0.0.1:{server.server_address[1]}"
+    yield behaviour
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "delay", "expected"),
+    [
+        (503, b"upstream unavailable", 0.0, 503),
+        (502, b"<html>bad gateway</html>", 0.0, 503),
+        (200, b"<html>a login page</html>", 0.0, 503),
+        (200, b'{"status":"success","data":{"resultType":"vector","result":[]}}', 2.0, 503),  # slower than the 0.5s timeout
+        (200, b'{"status":"success","data":{"resultType":"vector","result":[{"metric":{"pod":"x"},"value":[1,"NaN"]}]}}', 0.0, 200),
+        (422, b'{"status":"error","errorType":"execution","error":"many-to-many matching not allowed"}', 0.0, 200),
+    ],
+    ids=["5xx", "proxy-502", "garbage", "too-slow", "nan-and-partial", "query-rejected"],
+)
+def test_a_misbehaving_metrics_backend_never_leads_to_action(make_client, misbehaving_backend, standin, skewed, status, body, delay, expected):
+    misbehaving_backend.update(status=status, body=body, delay=delay)
+    client = make_client(misbehaving_backend["url"], [target("ingestion-consumer", NS)], env_rebalancer_dry_run="false",
+                         metrics_timeout="500ms")
+    response = client.post("/", json=FIRING, headers=AUTH)
+    assert response.status_code == expected
+    assert response.get_json()["outcome"] == "skipped"
+    assert [r for r in standin.requests if r.verb in WRITES] == []
+
+
+# -- Kubernetes failing mid-run: whatever was done is on record ----------------------------------------
+
+@pytest.mark.parametrize(("fault", "detail"), [("rbac", "403"), ("reset", "unreachable"), ("too-many", "HTTP 429"), ("several-budgets", "HTTP 500")])
+def test_a_failure_after_the_first_eviction_is_recorded_with_it(make_client, victoria_metrics, standin, skewed, fault, detail):
+    second = skewed[0]  # the cold pod goes second
+    if fault == "rbac":
+        standin.fail("create", "pods", 403, subresource="eviction", name=second)
+    elif fault == "reset":
+        standin.fail("create", "pods", 0, subresource="eviction", name=second, times=3)
+    elif fault == "too-many":
+        standin.fail("create", "pods", 429, subresource="eviction", name=second)
+    else:
+        standin.fail("create", "pods", 500, subresource="eviction", name=second)
+    client = make_client(victoria_metrics.url, [target("ingestion-consumer", NS)], env_rebalancer_dry_run="false")
+
+    body = decision(client.post("/", json=FIRING, headers=AUTH))
+
+    results = {a["pod"]: a for a in body["actions"]}
+    assert body["outcome"] == "acted" and results[skewed[4]]["result"] == "evicted"
+    assert results[second]["result"] in ("failed", "blocked") and detail in results[second]["detail"]
+    history = json.loads(standin.get("configmaps", NS, "pod-rebalancer-state")["metadata"]["annotations"][annotation_keys("ingestion-consumer")[2]])
+    assert {p["pod"]: p["result"] for p in history[0]["pods"]} == {a["pod"]: a["result"] for a in body["actions"]}
+    events = {e["involvedObject"]["name"]: e["reason"] for e in standin.objects("events", NS)}
+    assert events[skewed[4]] == "Rebalanced" and events[second] == "RebalanceBlocked"
+
+
+def test_an_expired_gke_token_that_cannot_be_refreshed_is_a_temporary_failure(tmp_path):
+    class ExpiredCredentials:
+        token = "old"
+        expiry = (datetime.now(timezone.utc) - timedelta(minutes=1)).replace(tzinfo=None)  # google-auth: naive UTC
+
+        def refresh(self, request):
+            raise google.auth.exceptions.RefreshError("the service account key was disabled")
+
+    with KubeApiStandIn(tls=True) as cluster:
+        seed_deployment(cluster, NS, "ingestion-consumer", replicas=3)
+        configuration = gke_configuration(cluster.url, base64.b64encode(cluster.ca_pem.encode()).decode(),
+                                          credentials=ExpiredCredentials(), ca_directory=tmp_path)
+        gateway = KubeGateway(kubernetes.client.ApiClient(configuration), timeout_seconds=5)
+        with pytest.raises(KubeUnavailableError, match="cannot obtain a Google access token"):
+            gateway.deployment_pods(NS, "ingestion-consumer")
+        assert cluster.requests == []  # nothing was sent with a stale token
