@@ -132,7 +132,7 @@ def test_a_misbehaving_metrics_backend_never_leads_to_action(make_client, misbeh
 # -- Kubernetes failing mid-run: whatever was done is on record ----------------------------------------
 
 @pytest.mark.parametrize(("fault", "detail"), [("rbac", "403"), ("reset", "unreachable"), ("too-many", "HTTP 429"), ("several-budgets", "HTTP 500")])
-def test_a_failure_after_the_first_eviction_is_recorded_with_it(make_client, victoria_metrics, standin, skewed, fault, detail):
+def test_a_failure_after_the_first_eviction_is_recorded_with_it(make_client, victoria_metrics, standin, skewed, fault, detail, capsys):
     second = skewed[0]  # the cold pod goes second
     if fault == "rbac":
         standin.fail("create", "pods", 403, subresource="eviction", name=second)
@@ -153,6 +153,8 @@ def test_a_failure_after_the_first_eviction_is_recorded_with_it(make_client, vic
     assert {p["pod"]: p["result"] for p in history[0]["pods"]} == {a["pod"]: a["result"] for a in body["actions"]}
     events = {e["involvedObject"]["name"]: e["reason"] for e in standin.objects("events", NS)}
     assert events[skewed[4]] == "Rebalanced" and events[second] == "RebalanceBlocked"
+    logged = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"event": "action"')]
+    assert {line["pod"]: line["result"] for line in logged} == {a["pod"]: a["result"] for a in body["actions"]}
 
 
 def test_an_expired_gke_token_that_cannot_be_refreshed_is_a_temporary_failure(tmp_path):
