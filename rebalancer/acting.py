@@ -9,7 +9,7 @@ without hiding the others.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -32,7 +32,6 @@ class TargetRun:
     found: DeploymentPods
     snapshot: ConfigMapState | None = None
     acted_by: str | None = None  # the signal whose action took the lock in this invocation
-    events: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -52,7 +52,6 @@ class DeploymentPods:
     deployment: str
     uid: str
     selector: str
-    replicas: int
     pods: tuple[PodState, ...]
     workload: WorkloadStatus | None = None
     pod_uids: dict[str, str] | None = None
@@ -217,7 +216,6 @@ class KubeGateway:
             deployment=deployment,
             uid=uid,
             selector=selector,
-            replicas=replicas,
             pods=tuple(states),
             workload=workload,
             pod_uids={pod.metadata.name: pod.metadata.uid for pod in pods.items},

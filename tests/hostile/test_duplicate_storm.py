@@ -11,31 +11,19 @@ from concurrent.futures import ThreadPoolExecutor
 from statistics import quantiles
 
 import requests
-import yaml
 
 from rebalancer.cooldown import annotation_keys
-from tests.conftest import TOKEN, aligned_now, target
-from tests.metricsdata import cpu_usage, to_victoriametrics_import
+from tests.conftest import TOKEN
+from tests.fleet import NS, skewed_consumer, start_live_functions
 from tests.samples import sample
-from tests.servers import FunctionProcess
-from tests.standin.fixtures import seed_deployment
 
-NS = "posthog"
 FIRING = sample("alertmanager-0.25-firing-cpu-two-deployments.json")
 REQUESTS, PROCESSES, WORKERS, CLIENTS = 500, 2, 4, 32
 
 
 def test_a_storm_of_500_duplicates_over_8_workers_makes_exactly_one_action(victoria_metrics, standin, tmp_path, capsys):
-    now = aligned_now()
-    pods = seed_deployment(standin, NS, "ingestion-consumer", replicas=6)
-    victoria_metrics.import_prometheus(to_victoriametrics_import(
-        cpu_usage(NS, "ingestion-consumer", dict(zip(pods, [0.1, 0.5, 0.5, 0.5, 1.9, 1.6], strict=True)), now - 1200, now)))
-    config = tmp_path / "rebalancer.yaml"
-    config.write_text(yaml.safe_dump({"metrics_url": victoria_metrics.url, "dry_run": False, "log_format": "text",
-                                      "targets": [target("ingestion-consumer", NS)]}))
-    env = {"REBALANCER_CONFIG": str(config), "REBALANCER_AUTH_TOKEN": TOKEN, "WORKERS": str(WORKERS),
-           "KUBECONFIG": str(standin.write_kubeconfig(tmp_path / "kubeconfig"))}
-    functions = [FunctionProcess(tmp_path / f"fn{i}", env, name=f"function-{i}").start(timeout=60) for i in range(PROCESSES)]
+    pods = skewed_consumer(standin, victoria_metrics)
+    functions = start_live_functions(tmp_path, standin, victoria_metrics.url, PROCESSES, {"WORKERS": str(WORKERS)})
     try:
         def deliver(i: int) -> tuple[int, float, str]:
             started = time.perf_counter()

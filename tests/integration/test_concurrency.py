@@ -13,32 +13,20 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-import yaml
 
 from rebalancer.cooldown import annotation_keys
-from tests.conftest import TOKEN, aligned_now, target
-from tests.metricsdata import cpu_usage, to_victoriametrics_import
+from tests.conftest import TOKEN
+from tests.fleet import NS, skewed_consumer, start_live_functions
 from tests.samples import sample
-from tests.servers import FunctionProcess
-from tests.standin.fixtures import seed_deployment
 
-NS = "posthog"
 FIRING = sample("alertmanager-0.25-firing-cpu-two-deployments.json")
 REQUESTS = 50
 
 
 @pytest.mark.parametrize("processes", [1, 2], ids=["one-process", "two-processes"])
 def test_concurrent_identical_webhooks_evict_exactly_one_actions_worth(processes, victoria_metrics, standin, tmp_path):
-    now = aligned_now()
-    pods = seed_deployment(standin, NS, "ingestion-consumer", replicas=6)
-    victoria_metrics.import_prometheus(to_victoriametrics_import(
-        cpu_usage(NS, "ingestion-consumer", dict(zip(pods, [0.1, 0.5, 0.5, 0.5, 1.9, 1.6], strict=True)), now - 1200, now)))
-    config = tmp_path / "rebalancer.yaml"
-    config.write_text(yaml.safe_dump({"metrics_url": victoria_metrics.url, "dry_run": False,
-                                      "targets": [target("ingestion-consumer", NS)]}))
-    env = {"REBALANCER_CONFIG": str(config), "REBALANCER_AUTH_TOKEN": TOKEN,
-           "KUBECONFIG": str(standin.write_kubeconfig(tmp_path / "kubeconfig"))}
-    functions = [FunctionProcess(tmp_path / f"fn{i}", env, name=f"function-{i}").start() for i in range(processes)]
+    pods = skewed_consumer(standin, victoria_metrics)
+    functions = start_live_functions(tmp_path, standin, victoria_metrics.url, processes)
     try:
         def deliver(i: int) -> dict:
             url = functions[i % processes].url
