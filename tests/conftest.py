@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.metricsdata import Series, to_openmetrics, to_victoriametrics_import
-from tests.servers import Prometheus, VictoriaMetrics
+from tests.servers import MisbehavingBackend, Prometheus, VictoriaMetrics
 from tests.standin import KubeApiStandIn
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,6 +87,13 @@ def load_metrics(request, tmp_path) -> Iterator[Callable[[list[Series]], Metrics
     yield load
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def misbehaving_backend() -> Iterator[MisbehavingBackend]:
+    backend = MisbehavingBackend()
+    yield backend
+    backend.stop()
 
 
 @pytest.fixture

@@ -9,7 +9,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -185,3 +187,37 @@ class FunctionProcess(ServerProcess):
             workdir,
             env={**clean, "PYTHONUNBUFFERED": "1", **env},  # log lines reach the log file as they happen
         )
+
+
+class MisbehavingBackend:
+    """A loopback server that plays a broken metrics backend (or a broken proxy in front of one):
+    every POST is answered with ``status`` and ``body`` after ``delay`` seconds. A real
+    VictoriaMetrics cannot be made to time out or answer garbage on demand."""
+
+    def __init__(self) -> None:
+        self.status, self.body, self.delay = 200, b"", 0.0
+        backend = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                time.sleep(backend.delay)
+                self.send_response(backend.status)
+                self.send_header("Content-Length", str(len(backend.body)))
+                self.end_headers()
+                self.wfile.write(backend.body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def answer(self, status: int = 200, body: bytes = b"", delay: float = 0.0) -> None:
+        self.status, self.body, self.delay = status, body, delay
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
-import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import google.auth.exceptions
 import kubernetes
@@ -82,31 +78,6 @@ def test_the_token_appears_in_no_answer_and_no_log_line(make_client, victoria_me
 
 # -- the metrics backend misbehaving, through the real app -------------------------------------------
 
-@pytest.fixture
-def misbehaving_backend() -> Iterator[dict]:
-    behaviour = {"status": 200, "body": b"", "delay": 0.0}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            time.sleep(behaviour["delay"])
-            self.send_response(behaviour["status"])
-            self.send_header("Content-Length", str(len(behaviour["body"])))
-            self.end_headers()
-            self.wfile.write(behaviour["body"])
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    behaviour["url"] = f"http://127.0.0.1:{server.server_address[1]}"
-    yield behaviour
-    server.shutdown()
-    server.server_close()
-
-
 @pytest.mark.parametrize(
     ("status", "body", "delay", "expected"),
     [
@@ -120,8 +91,8 @@ def misbehaving_backend() -> Iterator[dict]:
     ids=["5xx", "proxy-502", "garbage", "too-slow", "nan-and-partial", "query-rejected"],
 )
 def test_a_misbehaving_metrics_backend_never_leads_to_action(make_client, misbehaving_backend, standin, skewed, status, body, delay, expected):
-    misbehaving_backend.update(status=status, body=body, delay=delay)
-    client = make_client(misbehaving_backend["url"], [target("ingestion-consumer", NS)], env_rebalancer_dry_run="false",
+    misbehaving_backend.answer(status, body, delay)
+    client = make_client(misbehaving_backend.url, [target("ingestion-consumer", NS)], env_rebalancer_dry_run="false",
                          metrics_timeout="500ms")
     response = client.post("/", json=FIRING, headers=AUTH)
     assert response.status_code == expected
