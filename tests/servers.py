@@ -185,7 +185,8 @@ class FunctionProcess(ServerProcess):
              "--target", "rebalance", "--host", "127.0.0.1", "--port", str(port)],
             f"{self.url}/healthz",
             workdir,
-            env={**clean, "PYTHONUNBUFFERED": "1", **env},  # log lines reach the log file as they happen
+            # Log lines reach the log file as they happen; a crash in C code leaves its Python stack there.
+            env={**clean, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1", **env},
         )
 
 

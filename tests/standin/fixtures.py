@@ -46,8 +46,12 @@ def seed_deployment(
     container: str | None = None,
     grace_seconds: int = 30,
     status: dict[str, Any] | None = None,
+    realistic: bool = False,
 ) -> list[str]:
-    """A Deployment with ``replicas`` running pods; returns the pod names in creation order."""
+    """A Deployment with ``replicas`` running pods; returns the pod names in creation order.
+
+    With ``realistic`` each pod also carries what a real cluster adds (managedFields, env,
+    probes, volumes, container statuses: about 5 KB of JSON), for benchmarks and parsing tests."""
     now = now or datetime.now(timezone.utc)
     ages = ages or [timedelta(hours=1)] * replicas
     ready = ready or [True] * replicas
@@ -91,31 +95,102 @@ def seed_deployment(
     names = []
     for index in range(replicas):
         pod_name = f"{name}-{TEMPLATE_HASH}-{pod_suffix(index)}"
-        api.put(
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {
-                    "name": pod_name,
-                    "namespace": namespace,
-                    "labels": pod_labels,
-                    "annotations": dict(annotations[index]) if annotations else {},
-                    "ownerReferences": [_owner(replica_set)],
-                    "creationTimestamp": timestamp(now - ages[index]),
-                },
-                "spec": {
-                    "nodeName": "standin-node",
-                    "terminationGracePeriodSeconds": grace_seconds,
-                    "containers": [{"name": container, "image": "consumer:1"}],
-                },
-                "status": {
-                    "phase": "Running",
-                    "conditions": [{"type": "Ready", "status": "True" if ready[index] else "False"}],
-                },
-            }
-        )
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": pod_name,
+                "namespace": namespace,
+                "labels": pod_labels,
+                "annotations": dict(annotations[index]) if annotations else {},
+                "ownerReferences": [_owner(replica_set)],
+                "creationTimestamp": timestamp(now - ages[index]),
+            },
+            "spec": {
+                "nodeName": "standin-node",
+                "terminationGracePeriodSeconds": grace_seconds,
+                "containers": [{"name": container, "image": "consumer:1"}],
+            },
+            "status": {
+                "phase": "Running",
+                "conditions": [{"type": "Ready", "status": "True" if ready[index] else "False"}],
+            },
+        }
+        if realistic:
+            add_real_world_detail(pod, now - ages[index])
+        api.put(pod)
         names.append(pod_name)
     return names
+
+
+def add_real_world_detail(pod: dict[str, Any], started: datetime) -> None:
+    """Fill a minimal pod out to the size and shape a real cluster serves (v1.3x, containerd):
+    server-side-apply managedFields, a consumer's env and probes, the projected token volume,
+    the full condition set and container statuses."""
+    meta, spec, status = pod["metadata"], pod["spec"], pod["status"]
+    name, stamp = meta["name"], timestamp(started)
+    meta["generateName"] = name.rsplit("-", 1)[0] + "-"
+    meta["annotations"] = {"prometheus.io/scrape": "true", "prometheus.io/port": "8001",
+                           "kubectl.kubernetes.io/default-container": spec["containers"][0]["name"],
+                           **meta.get("annotations", {})}
+    meta["managedFields"] = [
+        {"manager": "kube-controller-manager", "operation": "Update", "apiVersion": "v1", "time": stamp,
+         "fieldsType": "FieldsV1", "fieldsV1": {
+             "f:metadata": {"f:generateName": {}, "f:labels": {".": {}, "f:app": {}, "f:pod-template-hash": {}},
+                            "f:ownerReferences": {".": {}, f'k:{{"uid":"{meta["ownerReferences"][0]["uid"]}"}}': {}}},
+             "f:spec": {"f:containers": {'k:{"name":"consumer"}': {
+                 ".": {}, "f:env": {".": {}, **{f'k:{{"name":"VAR_{i}"}}': {".": {}, "f:name": {}, "f:value": {}} for i in range(8)}},
+                 "f:image": {}, "f:imagePullPolicy": {}, "f:livenessProbe": {}, "f:name": {}, "f:ports": {},
+                 "f:readinessProbe": {}, "f:resources": {}, "f:terminationMessagePath": {}}},
+                 "f:dnsPolicy": {}, "f:enableServiceLinks": {}, "f:restartPolicy": {}, "f:schedulerName": {},
+                 "f:securityContext": {}, "f:terminationGracePeriodSeconds": {}}}},
+        {"manager": "kubelet", "operation": "Update", "apiVersion": "v1", "time": stamp, "fieldsType": "FieldsV1",
+         "subresource": "status", "fieldsV1": {"f:status": {
+             "f:conditions": {f'k:{{"type":"{t}"}}': {".": {}, "f:lastProbeTime": {}, "f:lastTransitionTime": {},
+                                                      "f:status": {}, "f:type": {}}
+                              for t in ("ContainersReady", "Initialized", "PodReadyToStartContainers", "PodScheduled", "Ready")},
+             "f:containerStatuses": {}, "f:hostIP": {}, "f:hostIPs": {}, "f:phase": {}, "f:podIP": {}, "f:podIPs": {},
+             "f:startTime": {}}}},
+    ]
+    container = spec["containers"][0]
+    container.update({
+        "env": [{"name": f"VAR_{i}", "value": f"kafka-{i}.kafka.svc.cluster.local:9092"} for i in range(8)],
+        "imagePullPolicy": "IfNotPresent",
+        "ports": [{"name": "metrics", "containerPort": 8001, "protocol": "TCP"}],
+        "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
+        "livenessProbe": {"httpGet": {"path": "/_health", "port": 8001, "scheme": "HTTP"}, "periodSeconds": 10,
+                          "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 3},
+        "readinessProbe": {"httpGet": {"path": "/_ready", "port": 8001, "scheme": "HTTP"}, "periodSeconds": 5,
+                           "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 3},
+        "volumeMounts": [{"name": "kube-api-access", "readOnly": True,
+                          "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}],
+        "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File",
+    })
+    spec.update({
+        "volumes": [{"name": "kube-api-access", "projected": {"defaultMode": 420, "sources": [
+            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}]}}],
+        "restartPolicy": "Always", "dnsPolicy": "ClusterFirst", "serviceAccountName": "default",
+        "serviceAccount": "default", "securityContext": {}, "schedulerName": "default-scheduler",
+        "tolerations": [{"key": f"node.kubernetes.io/{t}", "operator": "Exists", "effect": "NoExecute",
+                         "tolerationSeconds": 300} for t in ("not-ready", "unreachable")],
+        "priority": 0, "enableServiceLinks": True, "preemptionPolicy": "PreemptLowerPriority",
+    })
+    ready = next(c["status"] for c in status["conditions"] if c["type"] == "Ready")
+    status["conditions"] = [
+        {"type": t, "status": ready if t in ("Ready", "ContainersReady") else "True", "lastProbeTime": None,
+         "lastTransitionTime": stamp}
+        for t in ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled")
+    ]
+    status.update({
+        "hostIP": "10.128.0.17", "hostIPs": [{"ip": "10.128.0.17"}], "podIP": "10.4.3.21", "podIPs": [{"ip": "10.4.3.21"}],
+        "startTime": stamp, "qosClass": "Burstable",
+        "containerStatuses": [{"name": container["name"], "state": {"running": {"startedAt": stamp}}, "lastState": {},
+                               "ready": ready == "True", "restartCount": 0, "image": container["image"],
+                               "imageID": "docker.io/library/consumer@sha256:" + "9f" * 32,
+                               "containerID": "containerd://" + "4e" * 32, "started": True}],
+    })
 
 
 def seed_stray_pod(api: KubeApiStandIn, namespace: str, name: str, labels: dict[str, str]) -> str:

@@ -243,7 +243,9 @@ class KubeApiStandIn:
         self.replace_deleted_pods = replace_deleted_pods
         self.requests: list[RecordedRequest] = []
         self._objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._encoded: dict[tuple[str, str, str], tuple[dict[str, Any], str | None, bytes]] = {}
         self._ready_at: dict[tuple[str, str], datetime] = {}
+        self._deletion_at: dict[tuple[str, str], datetime] = {}  # terminating pods, by (namespace, name)
         self._resource_version = 1000
         self._faults: list[Fault] = []
         self._denied: set[tuple[str, str, str]] = set()
@@ -332,6 +334,8 @@ class KubeApiStandIn:
             meta["resourceVersion"] = self._next_version()
             namespace = meta.get("namespace", "") if RESOURCES[resource][3] else ""
             self._objects[(resource, namespace, meta["name"])] = stored
+            if resource == "pods" and meta.get("deletionTimestamp"):
+                self._deletion_at[(namespace, meta["name"])] = parse_timestamp(meta["deletionTimestamp"])
             return copy.deepcopy(stored)
 
     def get(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -366,22 +370,22 @@ class KubeApiStandIn:
         return str(self._resource_version)
 
     def _advance(self) -> None:
-        """The simulated kubelet: finish terminations whose grace period ran out, start pods."""
+        """The simulated kubelet: finish terminations whose grace period ran out, start pods.
+        Only pods with a deadline are looked at, so a request costs the same with 10 pods or 10,000."""
         now = self.clock()
-        for key in list(self._objects):
-            if key[0] != "pods":
-                continue
-            pod = self._objects[key]
-            deletion = pod["metadata"].get("deletionTimestamp")
-            if deletion and parse_timestamp(deletion) <= now:
-                del self._objects[key]
-                self._ready_at.pop((key[1], key[2]), None)
-                continue
-            ready_at = self._ready_at.get((key[1], key[2]))
-            if ready_at is not None and ready_at <= now and not deletion:
+        for key, deadline in list(self._deletion_at.items()):
+            if deadline <= now:
+                del self._deletion_at[key]
+                self._objects.pop(("pods", *key), None)
+                self._ready_at.pop(key, None)
+        for key, ready_at in list(self._ready_at.items()):
+            pod = self._objects.get(("pods", *key))
+            if pod is None:
+                del self._ready_at[key]
+            elif ready_at <= now and not pod["metadata"].get("deletionTimestamp"):
                 _set_ready(pod, True, now)
                 pod["metadata"]["resourceVersion"] = self._next_version()
-                del self._ready_at[(key[1], key[2])]
+                del self._ready_at[key]
 
     def _take_fault(self, request: RecordedRequest) -> Fault | None:
         for fault in self._faults:
@@ -397,8 +401,18 @@ class KubeApiStandIn:
                 return fault
         return None
 
-    def handle(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]] | None:
-        """Serve one request; ``None`` means: drop the connection (an injected fault)."""
+    def handle(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes] | None:
+        """Serve one request: status and JSON body; ``None`` means: drop the connection (an
+        injected fault). The answer is serialized under the lock, so responses can share the
+        stored objects (no copy) and still never show a half-applied write."""
+        with self._lock:
+            answer = self._handle(method, raw_path, headers, body)
+            if answer is None:
+                return None
+            status, payload = answer
+            return status, payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+
+    def _handle(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any] | bytes] | None:
         split = urlsplit(raw_path)
         query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         presented = headers.get("authorization", "")
@@ -445,7 +459,7 @@ class KubeApiStandIn:
             except ApiStatusError as e:
                 return e.code, e.body()
 
-    def _dispatch(self, method: str, verb: str, route: _Route, query: dict[str, str], content_type: str, payload: Any) -> tuple[int, dict[str, Any]]:
+    def _dispatch(self, method: str, verb: str, route: _Route, query: dict[str, str], content_type: str, payload: Any) -> tuple[int, dict[str, Any] | bytes]:
         if route.subresource:
             if route.resource == "pods" and route.subresource == "eviction" and verb == "create":
                 return self._evict(route, payload)
@@ -469,7 +483,7 @@ class KubeApiStandIn:
 
     def _response(self, resource: str, obj: dict[str, Any]) -> dict[str, Any]:
         group, version, kind, _ = RESOURCES[resource]
-        out = copy.deepcopy(obj)
+        out = dict(obj)  # shallow: serialized under the lock before any write can change it
         out["kind"], out["apiVersion"] = kind, f"{group}/{version}" if group else version
         if resource == "poddisruptionbudgets":
             out["status"] = self._pdb_status(obj)
@@ -481,7 +495,7 @@ class KubeApiStandIn:
             raise not_found(route.resource, route.name)
         return found
 
-    def _list(self, route: _Route, query: dict[str, str]) -> dict[str, Any]:
+    def _list(self, route: _Route, query: dict[str, str]) -> bytes:
         try:
             label_selector = selectors.parse(query.get("labelSelector"))
         except selectors.SelectorError as e:
@@ -494,23 +508,36 @@ class KubeApiStandIn:
             if key not in FIELD_SELECTORS.get(route.resource, DEFAULT_FIELD_SELECTORS):
                 raise bad_request(f'field label not supported: {key}')
             field_terms.append((key, value, negate))
-        items = []
-        for (resource, namespace, _), obj in sorted(self._objects.items()):
-            if resource != route.resource or (route.namespace and namespace != route.namespace):
-                continue
-            if not label_selector.matches(obj["metadata"].get("labels")):
-                continue
-            if all((_dotted(obj, key) == value) != negate for key, value, negate in field_terms):
-                items.append(self._response(resource, obj))
-        for item in items:
-            del item["kind"], item["apiVersion"]
+        matching = sorted(
+            (key, obj) for key, obj in self._objects.items()
+            if key[0] == route.resource and (not route.namespace or key[1] == route.namespace)
+        )
+        items = [
+            self._encoded_item(key, obj) for key, obj in matching
+            if label_selector.matches(obj["metadata"].get("labels"))
+            and all((_dotted(obj, key) == value) != negate for key, value, negate in field_terms)
+        ]
         group, version, kind, _ = RESOURCES[route.resource]
-        return {
+        envelope = json.dumps({
             "kind": f"{kind}List",
             "apiVersion": f"{group}/{version}" if group else version,
             "metadata": {"resourceVersion": str(self._resource_version)},
-            "items": items,
-        }
+        }).encode()
+        return envelope[:-1] + b', "items": [' + b", ".join(items) + b"]}"
+
+    def _encoded_item(self, key: tuple[str, str, str], obj: dict[str, Any]) -> bytes:
+        """One list item as JSON, cached per resourceVersion as the API server's watch cache keeps
+        serialized objects: listing 10,000 pods must not cost the stand-in seconds of json.dumps.
+        (Every write here bumps the resourceVersion; a PDB's status is computed, never cached.)"""
+        version = obj["metadata"].get("resourceVersion")
+        cached = self._encoded.get(key)
+        if cached is not None and cached[0] is obj and cached[1] == version and key[0] != "poddisruptionbudgets":
+            return cached[2]
+        item = self._response(key[0], obj)
+        del item["kind"], item["apiVersion"]
+        encoded = json.dumps(item).encode()
+        self._encoded[key] = (obj, version, encoded)
+        return encoded
 
     def _create(self, route: _Route, payload: Any) -> dict[str, Any]:
         if not isinstance(payload, dict):
@@ -635,7 +662,7 @@ class KubeApiStandIn:
 
     def _patch(self, route: _Route, content_type: str, payload: Any) -> dict[str, Any]:
         current = self._find(route)
-        document = self._response(route.resource, current)
+        document = copy.deepcopy(self._response(route.resource, current))
         if content_type in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
             # For the maps we patch (metadata, annotations, labels, data) strategic merge behaves
             # as a JSON merge patch; the stand-in does not implement list merge keys.
@@ -687,6 +714,7 @@ class KubeApiStandIn:
             return pod  # already terminating at least as soon: a repeated delete changes nothing
         first = not meta.get("deletionTimestamp")
         meta.update(deletionTimestamp=timestamp(deadline), deletionGracePeriodSeconds=grace, resourceVersion=self._next_version())
+        self._deletion_at[(route.namespace, route.name)] = parse_timestamp(meta["deletionTimestamp"])
         if first:
             self._replace(pod, now)
         return pod
@@ -804,6 +832,9 @@ class KubeApiStandIn:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY, as Go's net/http (the real API server) sets it: without it, the separate
+    # header and body writes meet the client's delayed ACK and every answer waits ~40 ms.
+    disable_nagle_algorithm = True
     api: KubeApiStandIn
 
     def _serve(self) -> None:
@@ -815,8 +846,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(2)
             return
-        status, payload = answer
-        data = json.dumps(payload).encode()
+        status, data = answer
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
