@@ -30,6 +30,7 @@ from rebalancer.errors import BadRequestError, PayloadTooLargeError
 from rebalancer.kube import KubeGateway, api_client
 from rebalancer.metrics_source import MetricsSource
 from rebalancer.telemetry import Telemetry, configure_logging
+from rebalancer.timing import TimedBackend, timed_request
 
 
 def utc_now() -> datetime:
@@ -51,12 +52,15 @@ def build_state() -> AppState:
     settings = load_settings()
     logger = configure_logging(settings.log_format)
     registry = CollectorRegistry()
-    kube = KubeGateway(
+    # Both adapters are timed, for the Server-Timing header of every answer.
+    kube = TimedBackend(KubeGateway(
         api_client(kubeconfig=settings.kubeconfig, in_cluster=bool(settings.kubernetes_service_host),
                    gke_endpoint=settings.gke_endpoint, gke_ca_cert=settings.gke_ca_cert),
         timeout_seconds=settings.kube_timeout.total_seconds(),
+    ), "kubernetes")
+    metrics = TimedBackend(
+        MetricsSource(str(settings.metrics_url), timeout_seconds=settings.metrics_timeout.total_seconds()), "metrics"
     )
-    metrics = MetricsSource(str(settings.metrics_url), timeout_seconds=settings.metrics_timeout.total_seconds())
     telemetry = Telemetry(registry)
     actor = Actor(kube, StateStore(kube, settings.state_configmap, settings.history_limit), telemetry, logger)
     deps = service.Dependencies(settings, kube, metrics, telemetry, logger, actor)
@@ -176,7 +180,15 @@ ROUTES: dict[str, dict[str, Handler]] = {
 
 
 def respond(request: flask.Request, state: AppState) -> flask.Response:
-    """Dispatch one request; every answer is JSON except /metrics."""
+    """Dispatch one request; every answer is JSON except /metrics, and says where its time went
+    in a ``Server-Timing`` header."""
+    with timed_request() as timing:
+        response = _dispatch(request, state)
+        response.headers["Server-Timing"] = timing.server_timing()
+    return response
+
+
+def _dispatch(request: flask.Request, state: AppState) -> flask.Response:
     started = time.perf_counter()
     path = request.path.rstrip("/") or "/"
     methods = ROUTES.get(path)

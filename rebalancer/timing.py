@@ -1,0 +1,75 @@
+"""Where one request's time went: the function's own CPU, and the wall time spent in each backend.
+
+The answer carries it as a ``Server-Timing`` header (W3C Server Timing), so ``curl -v`` shows
+whether a slow answer was Kubernetes, the metrics backend or the function itself, and
+``make bench`` reads it. ``cpu`` is the request thread's CPU time (``time.thread_time``): time
+the thread spent blocked on a socket, or waiting for the GIL, is not in it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class RequestTiming:
+    started_wall: float = field(default_factory=time.perf_counter)
+    started_cpu: float = field(default_factory=time.thread_time)
+    upstream_seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, backend: str, seconds: float) -> None:
+        self.upstream_seconds[backend] = self.upstream_seconds.get(backend, 0.0) + seconds
+
+    def server_timing(self) -> str:
+        """``total``, ``cpu`` and one entry per backend, in milliseconds."""
+        entries = [
+            f"total;dur={(time.perf_counter() - self.started_wall) * 1000:.1f}",
+            f"cpu;dur={(time.thread_time() - self.started_cpu) * 1000:.1f}",
+        ]
+        entries += [f"{backend};dur={seconds * 1000:.1f}" for backend, seconds in sorted(self.upstream_seconds.items())]
+        return ", ".join(entries)
+
+
+_current: ContextVar[RequestTiming | None] = ContextVar("rebalancer_request_timing", default=None)
+
+
+@contextmanager
+def timed_request() -> Iterator[RequestTiming]:
+    """Collect the timing of the request handled in this context (thread)."""
+    timing = RequestTiming()
+    token = _current.set(timing)
+    try:
+        yield timing
+    finally:
+        _current.reset(token)
+
+
+class TimedBackend:
+    """Wraps an adapter so that every method call adds its wall time to the current request's
+    timing, under ``backend``. Outside a request it only passes the call through."""
+
+    def __init__(self, adapter: Any, backend: str) -> None:
+        self._adapter, self._backend = adapter, backend
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._adapter, name)
+        if not callable(attribute):
+            return attribute
+        return self._timed(attribute)
+
+    def _timed(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            timing = _current.get()
+            started = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                if timing is not None:
+                    timing.add(self._backend, time.perf_counter() - started)
+
+        return call
