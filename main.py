@@ -6,11 +6,17 @@ The state (configuration, Kubernetes and metrics clients, metrics registry) is b
 instance, at import: an invalid configuration stops the instance before it serves anything.
 """
 
+import gc
+
 import functions_framework
 
 from rebalancer.routes import build_state, respond
 
 STATE = build_state()
+# functions-framework loads this module in gunicorn's arbiter and then forks the worker.
+# Freezing what exists now keeps the worker's garbage collector from writing to (and so
+# copying) every page the two processes share: see gc.freeze() in the Python docs.
+gc.freeze()
 
 
 @functions_framework.http

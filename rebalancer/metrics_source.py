@@ -8,10 +8,10 @@ that cannot be attributed to pods -> MetricsQueryError (that decision is skipped
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 
+import msgspec
 import requests
 
 from rebalancer.errors import MetricsQueryError, MetricsUnavailableError
@@ -61,27 +61,47 @@ def _error_text(response: requests.Response) -> str:
         return response.text[:200]
 
 
+class _Data(msgspec.Struct):
+    resultType: str = ""
+    result: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"[]"))  # decoded once known to be a vector
+
+
+class _ApiResponse(msgspec.Struct):
+    status: str = ""
+    data: _Data | None = None
+
+
+class _Sample(msgspec.Struct):
+    metric: dict[str, str]
+    value: tuple[float, str]  # [unix time, "value"]: "NaN", "+Inf" parse; the decision core refuses them
+
+
+# msgspec, like the Kubernetes adapter: 10,000 series decode in a few ms instead of 36 ms.
+_API_RESPONSE = msgspec.json.Decoder(_ApiResponse)
+_VECTOR = msgspec.json.Decoder(list[_Sample])
+
+
 def _parse_vector(response: requests.Response) -> PodValues:
     try:
-        body = response.json()
-    except (ValueError, json.JSONDecodeError) as e:
+        body = _API_RESPONSE.decode(response.content)
+    except msgspec.ValidationError as e:
+        raise MetricsUnavailableError("metrics backend answered something that is not a Prometheus API response") from e
+    except msgspec.DecodeError as e:
         raise MetricsUnavailableError("metrics backend answered something that is not JSON") from e
-    if not isinstance(body, dict) or body.get("status") != "success" or not isinstance(body.get("data"), dict):
+    if body.status != "success" or body.data is None:
         raise MetricsUnavailableError("metrics backend answered something that is not a Prometheus API response")
-    data = body["data"]
-    if data.get("resultType") != "vector":
+    if body.data.resultType != "vector":
         raise MetricsQueryError(
-            f"the query returned a {data.get('resultType')!s}, not an instant vector with one series per pod"
+            f"the query returned a {body.data.resultType or None!s}, not an instant vector with one series per pod"
         )
+    try:
+        samples = _VECTOR.decode(body.data.result)
+        parsed = [(sample.metric.get(POD_LABEL), float(sample.value[1])) for sample in samples]
+    except (msgspec.DecodeError, ValueError) as e:
+        raise MetricsUnavailableError("metrics backend answered a malformed sample") from e
     values: dict[str, float] = {}
     without_pod = 0
-    for series in data.get("result") or []:
-        try:
-            labels, (_, raw) = series["metric"], series["value"]
-            value = float(raw)  # "NaN", "+Inf" parse; the decision core refuses them
-        except (KeyError, TypeError, ValueError) as e:
-            raise MetricsUnavailableError("metrics backend answered a malformed sample") from e
-        pod = labels.get(POD_LABEL) if isinstance(labels, dict) else None
+    for pod, value in parsed:
         if not pod:
             without_pod += 1
             continue

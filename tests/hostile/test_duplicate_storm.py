@@ -31,7 +31,7 @@ def test_a_storm_of_500_duplicates_over_8_workers_makes_exactly_one_action(victo
                 answer = requests.post(f"{functions[i % PROCESSES].url}/alertmanager", json=FIRING,
                                        headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
             except requests.RequestException as e:
-                return 0, time.perf_counter() - started, type(e).__name__
+                return 0, time.perf_counter() - started, f"{type(e).__name__}: {e}"[:300]
             elapsed = time.perf_counter() - started
             if answer.status_code != 200:
                 return answer.status_code, elapsed, answer.text[:200]
