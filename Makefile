@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
-.PHONY: deps system-deps test lint unit demo rules test-real-cluster clean
+.PHONY: deps system-deps test lint unit demo bench rules test-real-cluster clean
 
 deps: system-deps $(STAMP) $(CHECKOV_STAMP)
 
@@ -39,6 +39,11 @@ rules: deps
 
 demo: deps
 	$(BIN)/python scripts/demo.py
+
+# Cost per invocation at 10 to 10,000 pods, cold start and memory; rewrites the README's table.
+# Not part of `make test` (a small run of it is): it takes about two minutes.
+bench: deps
+	$(BIN)/python bench/run.py --readme
 
 # The Kubernetes API contract suite against the cluster KUBECONFIG points at (creates and deletes a
 # throw-away namespace there). Never part of `make test`: it must be asked for by name.
