@@ -82,10 +82,27 @@ class _Strict(BaseModel):
 
 
 class SignalSpec(_Strict):
-    """One signal of a target: the CV threshold above which it acts, and the per-pod query."""
+    """One signal of a target: how skew is judged, and the per-pod query.
 
-    threshold: float = Field(gt=0.0, description="coefficient of variation (stddev/mean) to exceed")
+    ``mode: cv`` (the default) acts when the coefficient of variation exceeds ``threshold``.
+    ``mode: hpa`` (cpu only) follows PostHog's pod-rebalancer: hot pods are the ``top_k``
+    busiest above the HorizontalPodAutoscaler's target utilisation x ``tolerance`` x the
+    average CPU request; it acts when moving them and the ``top_k`` idlest would improve the
+    hot pods' average by more than the target's ``min_improvement``."""
+
+    mode: Literal["cv", "hpa"] = "cv"
+    threshold: float | None = Field(default=None, gt=0.0, description="cv mode: coefficient of variation to exceed")
+    tolerance: float = Field(default=1.5, gt=0.0, description="hpa mode: multiple of the HPA's target usage")
+    top_k: int = Field(default=2, ge=1, description="hpa mode: hot and cold pods considered on each side")
     query: str | None = Field(default=None, description="PromQL template; one series per pod")
+
+    @model_validator(mode="after")
+    def _threshold_matches_mode(self) -> SignalSpec:
+        if self.mode == "cv" and self.threshold is None:
+            raise ValueError("threshold: required in cv mode (the coefficient of variation to exceed)")
+        if self.mode == "hpa" and self.threshold is not None:
+            raise ValueError("threshold: not used in hpa mode, which derives it from the HPA (remove it, or set tolerance)")
+        return self
 
     @field_validator("query")
     @classmethod
@@ -116,6 +133,12 @@ class Target(_Strict):
     signals: dict[SignalName, SignalSpec] = Field(min_length=1)
 
     @model_validator(mode="after")
+    def _hpa_mode_is_for_cpu(self) -> Target:
+        if "lag" in self.signals and self.signals["lag"].mode == "hpa":
+            raise ValueError("signals.lag.mode: hpa mode reads CPU requests and the HPA's CPU target: cpu only")
+        return self
+
+    @model_validator(mode="after")
     def _default_container(self) -> Target:
         if self.container is None:
             if not _DNS1123_LABEL.match(self.deployment) or len(self.deployment) > 63:
@@ -125,8 +148,12 @@ class Target(_Strict):
 
     def rules(self, signal: SignalName) -> policy.Rules:
         """The decision rules for one of this target's signals."""
+        spec = self.signals[signal]
         return policy.Rules(
-            threshold=self.signals[signal].threshold,
+            threshold=spec.threshold or 0.0,
+            mode=spec.mode,
+            tolerance=spec.tolerance,
+            top_k=spec.top_k,
             min_pods=self.min_pods,
             min_pod_age=self.min_pod_age,
             selection=self.selection,

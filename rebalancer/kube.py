@@ -29,6 +29,7 @@ import urllib3
 from kubernetes.client.api_client import ApiClient
 from kubernetes.client.configuration import Configuration
 from kubernetes.client.exceptions import ApiException
+from kubernetes.utils.quantity import parse_quantity
 
 from rebalancer.errors import (
     ConfigError,
@@ -67,6 +68,19 @@ class _ObjectMeta(msgspec.Struct):
     ownerReferences: list[_OwnerReference] | None = None
 
 
+class _Resources(msgspec.Struct):
+    requests: dict[str, str | int | float] | None = None  # quantities: "500m", "1", 2
+
+
+class _Container(msgspec.Struct):
+    name: str = ""
+    resources: _Resources | None = None
+
+
+class _PodSpec(msgspec.Struct):
+    containers: list[_Container] | None = None
+
+
 class _Condition(msgspec.Struct):
     type: str = ""
     status: str = ""
@@ -79,6 +93,7 @@ class _PodStatus(msgspec.Struct):
 
 class _Pod(msgspec.Struct):
     metadata: _ObjectMeta
+    spec: _PodSpec | None = None
     status: _PodStatus | None = None
 
 
@@ -115,8 +130,24 @@ class _ScaleTargetRef(msgspec.Struct):
     name: str = ""
 
 
+class _MetricTarget(msgspec.Struct):
+    type: str = ""
+    averageUtilization: int | None = None
+
+
+class _ResourceMetric(msgspec.Struct):
+    name: str = ""
+    target: _MetricTarget | None = None
+
+
+class _MetricSpec(msgspec.Struct):
+    type: str = ""
+    resource: _ResourceMetric | None = None
+
+
 class _HpaSpec(msgspec.Struct):
     scaleTargetRef: _ScaleTargetRef | None = None
+    metrics: list[_MetricSpec] | None = None
 
 
 class _HpaStatus(msgspec.Struct):
@@ -223,6 +254,30 @@ def _is_ready(pod: _Pod) -> bool:
     return False
 
 
+def _cpu_request(pod: _Pod, container: str | None) -> float | None:
+    """Cores the named container requests (Kubernetes quantity: "500m", "2"), None if it sets none."""
+    for candidate in (pod.spec.containers if pod.spec else None) or ():
+        if candidate.name == container:
+            quantity = (candidate.resources.requests if candidate.resources else None) or {}
+            if "cpu" not in quantity:
+                return None
+            try:
+                return float(parse_quantity(quantity["cpu"]))
+            except ValueError:
+                return None
+    return None
+
+
+def _cpu_target_utilization(hpa: _Hpa) -> float | None:
+    """The averageUtilization of the HPA's Resource cpu metric (autoscaling/v2), if it has one."""
+    for metric in (hpa.spec.metrics if hpa.spec else None) or ():
+        resource = metric.resource
+        if metric.type == "Resource" and resource and resource.name == "cpu" and resource.target \
+                and resource.target.type == "Utilization" and resource.target.averageUtilization is not None:
+            return float(resource.target.averageUtilization)
+    return None
+
+
 def _status_message(error: ApiException) -> tuple[str, str]:
     """The ``message`` and ``reason`` of a Kubernetes Status body, when there is one."""
     try:
@@ -288,8 +343,9 @@ class KubeGateway:
             ApiException.from_response(http_resp=response, body=data.decode("utf-8", "replace"), data=None)
         return data
 
-    def deployment_pods(self, namespace: str, deployment: str) -> DeploymentPods:
-        """The Deployment and every pod its selector matches, each marked owned or not."""
+    def deployment_pods(self, namespace: str, deployment: str, container: str | None = None) -> DeploymentPods:
+        """The Deployment and every pod its selector matches, each marked owned or not; with
+        ``container``, each pod's CPU request for it (hpa mode)."""
         doing = f"read deployment {namespace}/{deployment}"
         try:
             found = _decode(self._request("GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/{deployment}"),
@@ -309,12 +365,10 @@ class KubeGateway:
                                   _HPAS, doing).items or []
         except _CLIENT_FAILURES as e:
             raise translate(e, doing) from e
-        hpa = next(
-            (h for h in autoscalers
-             if h.spec and h.spec.scaleTargetRef and h.spec.scaleTargetRef.kind == "Deployment"
-             and h.spec.scaleTargetRef.name == deployment),
-            None,
-        )
+        targeting = [h for h in autoscalers
+                     if h.spec and h.spec.scaleTargetRef and h.spec.scaleTargetRef.kind == "Deployment"
+                     and h.spec.scaleTargetRef.name == deployment]
+        hpa = targeting[0] if targeting else None
 
         uid = found.metadata.uid
         owned_replica_sets = set()
@@ -336,6 +390,7 @@ class KubeGateway:
                     terminating=meta.deletionTimestamp is not None,
                     phase=(status.phase if status else None) or "Unknown",
                     excluded=bool(annotations) and annotations.get(EXCLUDE_ANNOTATION, "").lower() == "true",
+                    cpu_request=_cpu_request(pod, container) if container else None,
                 )
             )
         spec, status = found.spec or _DeploymentSpec(), found.status or _DeploymentStatus()
@@ -350,6 +405,8 @@ class KubeGateway:
             hpa_name=hpa.metadata.name if hpa else None,
             hpa_current_replicas=hpa.status.currentReplicas if hpa and hpa.status else None,
             hpa_desired_replicas=hpa.status.desiredReplicas if hpa and hpa.status else None,
+            hpa_count=len(targeting),
+            hpa_cpu_target_utilization=_cpu_target_utilization(hpa) if hpa else None,
         )
         return DeploymentPods(
             namespace=namespace,

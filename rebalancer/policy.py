@@ -15,6 +15,7 @@ from statistics import fmean
 from typing import Literal
 
 Selection = Literal["rotate_outliers", "hottest"]
+Mode = Literal["cv", "hpa"]
 Role = Literal["hot", "cold"]
 
 
@@ -29,6 +30,7 @@ class PodState:
     terminating: bool = False  # deletionTimestamp is set
     phase: str = "Running"
     excluded: bool = False  # annotated pod-rebalancer/exclude: "true"
+    cpu_request: float | None = None  # cores requested by the target container (hpa mode)
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,9 @@ class Rules:
     max_missing_fraction: float = 0.2
     min_improvement: float = 0.1
     max_unready_fraction: float = 0.2
+    mode: Mode = "cv"
+    tolerance: float = 1.5  # hpa mode
+    top_k: int = 2  # hpa mode
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,8 @@ class WorkloadStatus:
     hpa_name: str | None = None
     hpa_current_replicas: int | None = None
     hpa_desired_replicas: int | None = None
+    hpa_count: int = 0  # HorizontalPodAutoscalers whose scaleTargetRef is the Deployment
+    hpa_cpu_target_utilization: float | None = None  # percent, from the HPA's Resource cpu Utilization target
 
 
 def rollout_guard(workload: WorkloadStatus) -> str | None:
@@ -263,6 +270,97 @@ def _select(values: Mapping[str, float], candidates: Sequence[str], rules: Rules
     return chosen
 
 
+def _safety(pods: Sequence[PodState], counted: Sequence[PodState], workload: WorkloadStatus | None,
+            rules: Rules, exceeds: str, base: dict) -> Verdict | None:
+    """The guards every mode applies once the skew is there, in order; None when all pass."""
+    guards = [unready_guard(pods, rules.max_unready_fraction)]
+    if workload is not None:
+        guards += [rollout_guard(workload), hpa_guard(workload)]
+    for code, why in zip(("too_many_unready", "rolling_out", "hpa_scaling"), guards, strict=False):
+        if why is not None:
+            return Verdict(False, code, f"{exceeds}, but {why}", **base)
+    if len(counted) - rules.min_pods <= 0:
+        return Verdict(False, "min_pods", f"{exceeds}, but the Deployment has {len(counted)} Ready pods "
+                       f"and min_pods is {rules.min_pods}: none may be taken away", **base)
+    return None
+
+
+def _candidates(counted: Sequence[PodState], ranked: Sequence[str], rules: Rules, now: datetime, base: dict) -> list[str]:
+    """The selectable pods, coldest first; the others go to ``base['passed_over']`` with the cause."""
+    by_pod = {pod.name: pod for pod in counted}
+    candidates, passed_over = [], []
+    for name in ranked:
+        why_not = _selectable(by_pod[name], rules, now)
+        if why_not is None:
+            candidates.append(name)
+        else:
+            passed_over.append(PodNote(name, why_not))
+    base["passed_over"] = tuple(passed_over)
+    return candidates
+
+
+def _hpa_facts(counted: Sequence[PodState], workload: WorkloadStatus | None) -> tuple[float, float] | str:
+    """(the HPA's CPU target utilisation in percent, the pods' average CPU request in cores), or
+    why they cannot be known."""
+    if workload is None or workload.hpa_count == 0:
+        return "no HorizontalPodAutoscaler targets the Deployment"
+    if workload.hpa_count > 1:
+        return f"{workload.hpa_count} HorizontalPodAutoscalers target the Deployment, so its target is ambiguous"
+    if workload.hpa_cpu_target_utilization is None:
+        return f"HorizontalPodAutoscaler {workload.hpa_name} has no CPU utilization target"
+    requests = [p.cpu_request for p in counted if p.cpu_request]
+    if not requests:
+        return "no counted pod requests CPU for the container"
+    return workload.hpa_cpu_target_utilization, math.fsum(requests) / len(requests)
+
+
+def _decide_hpa(pods: Sequence[PodState], counted: Sequence[PodState], values: Mapping[str, float],
+                ranked: Sequence[str], rules: Rules, now: datetime, workload: WorkloadStatus | None,
+                base: dict, measured: str) -> Verdict:
+    """PostHog's pod-rebalancer algorithm: the ``top_k`` busiest pods above the HPA's target usage
+    x ``tolerance`` are hot; with the ``top_k`` idlest they are moved when that improves the hot
+    pods' average by more than ``min_improvement`` (improvement = 1 - avg(hot + cold) / avg(hot)).
+    Unlike theirs, every safety guard, ``min_pods`` and ``min_pod_age`` still apply."""
+    facts = _hpa_facts(counted, workload)
+    if isinstance(facts, str):
+        return Verdict(False, "no_hpa_target", f"{measured}; hpa mode cannot judge it: {facts}", **base)
+    utilization, request = facts
+    target_usage = utilization / 100 * request
+    limit = target_usage * rules.tolerance
+    base["threshold"] = limit
+    base["extra"] = {"hpa_target_utilization": utilization, "avg_cpu_request": request,
+                     "target_usage": target_usage, "tolerance": rules.tolerance, "tolerance_threshold": limit}
+    explained = (f"{_fmt(limit)} cores (the HPA's {_fmt(utilization)}% of the average request {_fmt(request)} "
+                 f"x tolerance {_fmt(rules.tolerance)})")
+    top = [name for name in reversed(ranked[-rules.top_k:]) if values[name] > limit]
+    if not top:
+        return Verdict(False, "below_threshold", f"{measured}; no pod uses more than {explained}: the skew is not there now",
+                       **base)
+    exceeds = f"{len(top)} of the {rules.top_k} busiest pods use more than {explained}"
+    refusal = _safety(pods, counted, workload, rules, exceeds, base)
+    if refusal is not None:
+        return refusal
+    candidates = _candidates(counted, ranked, rules, now, base)
+    allowed = len(counted) - rules.min_pods
+    hot = [name for name in reversed(candidates) if values[name] > limit][: min(rules.top_k, allowed)]
+    if not hot:
+        return Verdict(False, "no_candidates", f"{exceeds}, but none of them may be selected "
+                       f"({len(base['passed_over'])} passed over: too young or excluded)", **base)
+    cold = [name for name in candidates if name not in hot][: min(rules.top_k, allowed - len(hot))]
+    selected = tuple([SelectedPod(n, values[n], "hot") for n in hot] + [SelectedPod(n, values[n], "cold") for n in cold])
+    hot_average = fmean(values[n] for n in hot)
+    improvement = 1 - fmean(s.value for s in selected) / hot_average
+    after = projected_cv(values, [s.pod for s in selected])
+    base.update(selected=selected, projected_cv=after)
+    base["extra"] = {**base["extra"], "improvement": improvement}
+    chosen = ", ".join(f"{s.pod} ({s.role}, {_fmt(s.value)})" for s in selected)
+    moved = f"moving {chosen} brings the hot pods' average {_fmt(hot_average)} to {_fmt(hot_average * (1 - improvement))}"
+    if not improvement > rules.min_improvement:
+        return Verdict(False, "no_improvement", f"{exceeds}, but {moved} ({improvement:.1%} better, "
+                       f"not above min_improvement {rules.min_improvement:.0%})", **base)
+    return Verdict(True, "skew_verified", f"{exceeds}; {moved} ({improvement:.1%} better); {measured}", **base)
+
+
 def decide(
     signal: str,
     pods: Sequence[PodState],
@@ -317,6 +415,8 @@ def decide(
         f"(mean {_fmt(stats.mean)}, stddev {_fmt(stats.stddev)})"
     )
 
+    if rules.mode == "hpa":
+        return _decide_hpa(pods, counted, values, ranked, rules, now, workload, base, measured)
     if stats.value <= rules.threshold:
         return Verdict(
             False,
@@ -325,41 +425,15 @@ def decide(
             **base,
         )
 
-    guards = [unready_guard(pods, rules.max_unready_fraction)]
-    if workload is not None:
-        guards += [rollout_guard(workload), hpa_guard(workload)]
-    codes = ("too_many_unready", "rolling_out", "hpa_scaling")
-    for code, why in zip(codes, guards, strict=False):
-        if why is not None:
-            return Verdict(False, code, f"{measured} exceeds {_fmt(rules.threshold)}, but {why}", **base)
-
-    allowed = len(counted) - rules.min_pods
-    if allowed <= 0:
-        return Verdict(
-            False,
-            "min_pods",
-            f"{measured} exceeds {_fmt(rules.threshold)}, but the Deployment has {len(counted)} Ready pods "
-            f"and min_pods is {rules.min_pods}: none may be taken away",
-            **base,
-        )
-
-    by_pod = {pod.name: pod for pod in counted}
-    candidates, passed_over = [], []
-    for name in ranked:
-        why_not = _selectable(by_pod[name], rules, now)
-        if why_not is None:
-            candidates.append(name)
-        else:
-            passed_over.append(PodNote(name, why_not))
-    base["passed_over"] = tuple(passed_over)
+    exceeds = f"{measured} exceeds {_fmt(rules.threshold)}"
+    refusal = _safety(pods, counted, workload, rules, exceeds, base)
+    if refusal is not None:
+        return refusal
+    candidates = _candidates(counted, ranked, rules, now, base)
     if not candidates:
-        return Verdict(
-            False,
-            "no_candidates",
-            f"{measured} exceeds {_fmt(rules.threshold)}, but no pod may be selected "
-            f"({len(passed_over)} passed over: too young or excluded)",
-            **base,
-        )
+        return Verdict(False, "no_candidates", f"{exceeds}, but no pod may be selected "
+                       f"({len(base['passed_over'])} passed over: too young or excluded)", **base)
+    allowed = len(counted) - rules.min_pods
 
     count = min(rules.max_pods_per_action, allowed)
     selected = _select(values, candidates, rules, count)

@@ -8,6 +8,12 @@ idle Deployment (``avg(Q) > 0``; 0/0 is NaN, which compares false anyway).
 
     python -m rebalancer.rules examples/rebalancer.yaml > alertmanager/rules/pod-rebalancer.rules.yml
 
+A signal in ``hpa`` mode alerts when the busiest pod uses more than ``tolerance`` times the
+pods' average (``max(Q) > tolerance * avg(Q)``). While the HPA holds the average at its target
+utilisation of the request, that is the function's own test (a pod above target x tolerance),
+with no kube-state-metrics join: both sides are label-less aggregates, which compare alike on
+Prometheus and VictoriaMetrics. The function then re-verifies with the HPA's real target.
+
 The output is valid for Prometheus and vmalert alike (checked by promtool and vmalert -dryRun).
 """
 
@@ -36,11 +42,32 @@ def alert_expression(query: str, threshold: float, min_pods: int) -> str:
     )
 
 
+def hpa_alert_expression(query: str, tolerance: float, min_pods: int) -> str:
+    return (
+        f"max({query}) > {tolerance!r} * avg({query})\n"
+        f"and on () count({query}) >= {min_pods}\n"
+        f"and on () avg({query}) > 0\n"
+    )
+
+
 def alert_rule(target: Target, signal: str, for_duration: timedelta) -> dict[str, Any]:
     spec = target.signals[signal]
+    query = target.query_for(signal)
+    summary = f'{SUMMARIES[signal]} {{{{ $value | printf "%.2f" }}}} across {target.deployment} pods'
+    if spec.mode == "hpa":
+        expr = hpa_alert_expression(query, spec.tolerance, target.min_pods)
+        summary = (f'Busiest {target.deployment} pod at {{{{ $value | printf "%.2f" }}}} cores, over '
+                   f"{spec.tolerance!r} x the average")
+        description = (f"The busiest pod of {target.namespace}/{target.deployment} uses more than {spec.tolerance!r} "
+                       f"times the pods' average {signal}. pod-rebalancer re-verifies it against the HPA's target "
+                       "and may move the outlier pods.")
+    else:
+        expr = alert_expression(query, spec.threshold, target.min_pods)
+        description = (f"The coefficient of variation (stddev/mean) of per-pod {signal} across {target.namespace}/"
+                       f"{target.deployment} is above {spec.threshold!r}. pod-rebalancer re-verifies it and may move the outlier pods.")
     return {
         "alert": ALERT_NAMES[signal],
-        "expr": alert_expression(target.query_for(signal), spec.threshold, target.min_pods),
+        "expr": expr,
         "for": format_duration(for_duration),
         "labels": {
             "severity": "warning",
@@ -50,11 +77,8 @@ def alert_rule(target: Target, signal: str, for_duration: timedelta) -> dict[str
             "deployment": target.deployment,
         },
         "annotations": {
-            "summary": f'{SUMMARIES[signal]} {{{{ $value | printf "%.2f" }}}} across {target.deployment} pods',
-            "description": (
-                f"The coefficient of variation (stddev/mean) of per-pod {signal} across {target.namespace}/"
-                f"{target.deployment} is above {spec.threshold!r}. pod-rebalancer re-verifies it and may move the outlier pods."
-            ),
+            "summary": summary,
+            "description": description,
         },
     }
 

@@ -28,7 +28,7 @@ OUTCOME_PRECEDENCE = ("acted", "blocked", "dry_run", "skipped", "rejected")
 
 
 class PodReader(Protocol):
-    def deployment_pods(self, namespace: str, deployment: str) -> DeploymentPods: ...
+    def deployment_pods(self, namespace: str, deployment: str, container: str | None = None) -> DeploymentPods: ...
 
 
 class MetricsReader(Protocol):
@@ -115,6 +115,7 @@ def _from_verdict(
         "cold": {"pod": verdict.cold.pod, "value": verdict.cold.value} if verdict.cold else None,
         "selected": [{"pod": s.pod, "value": s.value, "role": s.role} for s in verdict.selected],
         "projected_cv": verdict.projected_cv,
+        "measures": dict(verdict.extra),  # improvement; in hpa mode also the HPA target and the threshold it gives
         "ready_pods": verdict.ready_pods,
         "missing_pods": list(verdict.missing),
         "invalid_pods": [{"pod": n.pod, "why": n.why} for n in verdict.invalid],
@@ -130,8 +131,10 @@ def _from_verdict(
 def _verify(item: WorkItem, deps: Dependencies, now: datetime, dry_run: bool, invocation: str) -> list[dict[str, Any]]:
     """All decisions of one target: one pod read, one query per signal, at most one action."""
     target = item.target
+    # CPU requests are read only when a signal needs them (hpa mode).
+    container = target.container if any(target.signals[s].mode == "hpa" for s in item.signals) else None
     try:
-        found = deps.kube.deployment_pods(target.namespace, target.deployment)
+        found = deps.kube.deployment_pods(target.namespace, target.deployment, container)
     except KubeError as e:
         deps.telemetry.upstream_errors.labels("kubernetes", "permanent").inc()
         return [

@@ -103,3 +103,35 @@ def test_the_rules_generator_refuses_a_bad_configuration_in_one_line(tmp_path, d
     config.write_text(document)
     result = run(sys.executable, "-m", "rebalancer.rules", str(config))
     assert result.returncode == 2 and result.stderr.startswith("cannot generate rules from") and "Traceback" not in result.stderr
+
+
+def test_an_hpa_mode_rule_fires_on_a_pod_above_tolerance_times_the_average_in_promtool(tmp_path):
+    """``max(Q) > tolerance * avg(Q)``: label-less on both sides, so Prometheus compares it (a
+    per-pod vector against a label-less avg(), as PostHog's query does, would match nothing)."""
+    settings = Settings(metrics_url="http://unused", targets=[{
+        "name": "consumer", "namespace": "posthog", "deployment": "consumer", "min_pods": 3,
+        "signals": {"cpu": {"mode": "hpa", "tolerance": 1.5}}}])
+    rule_file = tmp_path / "hpa.rules.yml"
+    rule_file.write_text(rules.render(settings, timedelta(minutes=1), timedelta(seconds=15)))
+    rule = yaml.safe_load(rule_file.read_text())["groups"][0]["rules"][0]
+    assert "> 1.5 * avg(" in rule["expr"] and "stddev" not in rule["expr"]
+
+    def case(name: str, per_step: list[float], fires: bool) -> dict:
+        series = [{"series": f'container_cpu_usage_seconds_total{{namespace="posthog",pod="consumer-p{i}",container="consumer"}}',
+                   "values": f"1000+{step}x80"} for i, step in enumerate(per_step)]
+        expected = [{"exp_labels": {"severity": "warning", "rebalancer_target": "consumer", "rebalancer_signal": "cpu",
+                                    "namespace": "posthog", "deployment": "consumer"},
+                     "exp_annotations": {"summary": "Busiest consumer pod at 1.20 cores, over 1.5 x the average",
+                                         "description": rule["annotations"]["description"]}}] if fires else []
+        return {"name": name, "interval": "15s", "input_series": series,
+                "alert_rule_test": [{"eval_time": "10m", "alertname": "ConsumerCpuSkew", "exp_alerts": expected}]}
+
+    # Per 15 s step: 18 cores-seconds = 1.2 cores. Average 0.7: 1.2 > 1.5 x 0.7 fires; 0.9 < 1.5 x 0.75 does not.
+    tests = {"rule_files": [str(rule_file)], "evaluation_interval": "15s", "tests": [
+        case("hpa skew fires", [18, 16.5, 12, 9, 9, 4.5, 6], fires=True),
+        case("close loads stay silent", [13.5, 12.75, 12, 11.25, 11.25, 12, 11.25], fires=False),
+    ]}
+    test_file = tmp_path / "hpa.test.yml"
+    test_file.write_text(yaml.safe_dump(tests))
+    result = run(require_binary("promtool"), "test", "rules", str(test_file))
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -47,6 +47,7 @@ def seed_deployment(
     grace_seconds: int = 30,
     status: dict[str, Any] | None = None,
     realistic: bool = False,
+    cpu_request: str | None = None,
 ) -> list[str]:
     """A Deployment with ``replicas`` running pods; returns the pod names in creation order.
 
@@ -109,7 +110,8 @@ def seed_deployment(
             "spec": {
                 "nodeName": "standin-node",
                 "terminationGracePeriodSeconds": grace_seconds,
-                "containers": [{"name": container, "image": "consumer:1"}],
+                "containers": [{"name": container, "image": "consumer:1",
+                                **({"resources": {"requests": {"cpu": cpu_request}}} if cpu_request else {})}],
             },
             "status": {
                 "phase": "Running",
@@ -153,11 +155,11 @@ def add_real_world_detail(pod: dict[str, Any], started: datetime) -> None:
              "f:startTime": {}}}},
     ]
     container = spec["containers"][0]
+    container.setdefault("resources", {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}})
     container.update({
         "env": [{"name": f"VAR_{i}", "value": f"kafka-{i}.kafka.svc.cluster.local:9092"} for i in range(8)],
         "imagePullPolicy": "IfNotPresent",
         "ports": [{"name": "metrics", "containerPort": 8001, "protocol": "TCP"}],
-        "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
         "livenessProbe": {"httpGet": {"path": "/_health", "port": 8001, "scheme": "HTTP"}, "periodSeconds": 10,
                           "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 3},
         "readinessProbe": {"httpGet": {"path": "/_ready", "port": 8001, "scheme": "HTTP"}, "periodSeconds": 5,
@@ -191,6 +193,22 @@ def add_real_world_detail(pod: dict[str, Any], started: datetime) -> None:
                                "imageID": "docker.io/library/consumer@sha256:" + "9f" * 32,
                                "containerID": "containerd://" + "4e" * 32, "started": True}],
     })
+
+
+def seed_hpa(api: KubeApiStandIn, namespace: str, deployment: str, *, cpu_utilization: int | None,
+             name: str | None = None, replicas: int = 3) -> str:
+    """An autoscaling/v2 HorizontalPodAutoscaler on the Deployment, steady (current = desired)."""
+    metrics = ([{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization",
+                                                                              "averageUtilization": cpu_utilization}}}]
+               if cpu_utilization is not None else
+               [{"type": "Resource", "resource": {"name": "memory", "target": {"type": "Utilization", "averageUtilization": 80}}}])
+    name = name or deployment
+    api.put({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+             "metadata": {"name": name, "namespace": namespace},
+             "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment},
+                      "minReplicas": 1, "maxReplicas": 100, "metrics": metrics},
+             "status": {"currentReplicas": replicas, "desiredReplicas": replicas}})
+    return name
 
 
 def seed_stray_pod(api: KubeApiStandIn, namespace: str, name: str, labels: dict[str, str]) -> str:

@@ -1,0 +1,68 @@
+"""hpa mode end to end: PostHog's pod-rebalancer's test cases as real per-pod CPU counters in a
+real VictoriaMetrics and in Prometheus (backfilled with promtool), the HPA and the pods' CPU
+requests in the API stand-in, decided by the function itself.
+
+Their own queries compare a per-pod vector with a label-less ``avg(...)``, which matches
+nothing on Prometheus. Here the query is the target's ordinary per-pod CPU query; the HPA's
+target and the requests come from the Kubernetes API, so both engines decide alike."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from tests.conftest import AUTH, aligned_now
+from tests.metricsdata import cpu_usage
+from tests.standin.fixtures import seed_deployment, seed_hpa
+
+NS = "posthog"
+FIRST = [1.2, 1.1, 0.8, 0.6, 0.6, 0.3, 0.4]  # hot line 70 % x 1 core x 1.5 = 1.05
+CLOSE = [0.9, 0.85, 0.82, 0.81, 0.81, 0.8, 0.75]  # hot line 50 % x 1 core x 1.5 = 0.75; 5.7 %
+WIDE = [2.5, 2.4, 2.3, 1.2, 1.0, 0.9, 0.5, 0.6, 0.7]  # hot line 70 % x 1 core x 2.0 = 1.4; 37.5 %
+
+
+def hpa_target(tolerance: float = 1.5, top_k: int = 2, min_improvement: float = 0.1) -> dict:
+    return {"name": "consumer", "namespace": NS, "deployment": "consumer", "min_pods": 3,
+            "min_improvement": min_improvement,
+            "signals": {"cpu": {"mode": "hpa", "tolerance": tolerance, "top_k": top_k}}}
+
+
+@pytest.mark.parametrize(("rates", "utilization", "target", "acts", "hot", "cold", "improvement"), [
+    (FIRST, 70, hpa_target(), True, [0, 1], [5, 6], 0.348),
+    (CLOSE, 50, hpa_target(), False, [0, 1], [5, 6], 0.057),
+    (WIDE, 70, hpa_target(tolerance=2.0, top_k=3, min_improvement=0.2), True, [0, 1, 2], [6, 7, 8], 0.375),
+], ids=["acts-at-34.8%", "holds-at-5.7%", "k3-tolerance2-acts-at-37.5%"])
+def test_posthogs_cases_decide_alike_on_both_engines(load_metrics, make_client, standin, clock,
+                                                      rates, utilization, target, acts, hot, cold, improvement):
+    now = aligned_now()
+    clock.at(datetime.fromtimestamp(now, timezone.utc))  # at the newest sample: rate() is exact on both
+    pods = seed_deployment(standin, NS, "consumer", replicas=len(rates), now=clock(), cpu_request="1")
+    seed_hpa(standin, NS, "consumer", cpu_utilization=utilization, replicas=len(rates))
+    backend = load_metrics(cpu_usage(NS, "consumer", dict(zip(pods, rates, strict=True)), now - 1200, now))
+    client = make_client(backend.url, [target])
+
+    decision = client.post("/rebalance", json={"target": "consumer"}, headers=AUTH).get_json()["decisions"][0]
+
+    assert decision["outcome"] == ("dry_run" if acts else "skipped"), decision["reason"]
+    assert decision["code"] == ("skew_verified" if acts else "no_improvement")
+    assert sorted(s["pod"] for s in decision["selected"] if s["role"] == "hot") == sorted(pods[i] for i in hot)
+    assert sorted(s["pod"] for s in decision["selected"] if s["role"] == "cold") == sorted(pods[i] for i in cold)
+    assert decision["measures"]["improvement"] == pytest.approx(improvement, abs=0.001)
+    assert decision["measures"]["hpa_target_utilization"] == utilization
+    assert decision["measures"]["avg_cpu_request"] == 1.0
+
+
+def test_two_hpas_on_one_deployment_are_refused_not_guessed(load_metrics, make_client, standin, clock):
+    now = aligned_now()
+    clock.at(datetime.fromtimestamp(now, timezone.utc))
+    pods = seed_deployment(standin, NS, "consumer", replicas=len(FIRST), now=clock(), cpu_request="1000m")
+    seed_hpa(standin, NS, "consumer", cpu_utilization=70, name="consumer-cpu")
+    seed_hpa(standin, NS, "consumer", cpu_utilization=50, name="keda-hpa-consumer")
+    backend = load_metrics(cpu_usage(NS, "consumer", dict(zip(pods, FIRST, strict=True)), now - 1200, now))
+    client = make_client(backend.url, [hpa_target()])
+
+    decision = client.post("/rebalance", json={"target": "consumer"}, headers=AUTH).get_json()["decisions"][0]
+
+    assert decision["outcome"] == "skipped" and decision["code"] == "no_hpa_target"
+    assert "2 HorizontalPodAutoscalers target the Deployment" in decision["reason"]
