@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
-.PHONY: deps system-deps test lint unit demo bench rules test-real-cluster clean
+.PHONY: deps system-deps test lint unit demo bench backtest-example rules test-real-cluster clean
 
 deps: system-deps $(STAMP) $(CHECKOV_STAMP)
 
@@ -32,6 +32,10 @@ lint: deps
 
 test: lint
 	$(BIN)/python -m pytest
+
+# The README's backtest example and docs/backtest.png, from a synthetic day in a real VictoriaMetrics.
+backtest-example: deps
+	$(BIN)/python scripts/backtest_example.py
 
 # Regenerate the alerting rules from the example configuration (a test fails when they are stale).
 rules: deps

@@ -1,0 +1,22 @@
+"""``python -m rebalancer <command>``: the operator's tools beside the function.
+
+    backtest   what the function would have done over a past period (rebalancer/backtest.py)
+    rules      the alerting rules generated from the configuration (rebalancer/rules.py)
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str]) -> int:
+    commands = {"backtest": "rebalancer.backtest", "rules": "rebalancer.rules"}
+    if not argv or argv[0] not in commands:
+        print(__doc__.strip(), file=sys.stderr)
+        return 2
+    module = __import__(commands[argv[0]], fromlist=["main"])
+    return module.main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,252 @@
+"""What would the function have done? Replays the decision core over history.
+
+    python -m rebalancer backtest --config rebalancer.yaml --target ingestion-consumer \\
+        --signal cpu --since 24h --step 1m [--plot backtest.png]
+
+The target's own query is evaluated over the period with range queries (as few as the
+backend's point limit allows), then the *same* ``policy.decide`` runs at every step, with the
+cooldown and hourly budget simulated by the same ``policy.check_cooldown``. Kubernetes is
+never contacted, so what only Kubernetes knows is assumed, and the report says so: every pod
+with a value at a step is taken as Ready, owned by the Deployment, old enough and not
+excluded; the Deployment as not rolling out and its HPA as not scaling; in hpa mode the HPA's
+target and the pods' CPU request come from the command line. The history is what happened
+without the actions, so a skew the function would have fixed keeps showing after its action.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import yaml
+
+from rebalancer import policy
+from rebalancer.config import SIGNAL_NAMES, Settings, SignalName, Target, describe_validation_error
+from rebalancer.durations import format_duration, parse_duration
+from rebalancer.errors import RebalancerError
+from rebalancer.metrics_source import MetricsSource
+
+# How the codes that held an action back are grouped in the summary.
+HELD_BY = {
+    "cooldown": "cooldown", "hourly_budget": "cooldown",
+    "no_improvement": "min_improvement",
+    "min_pods": "safety guard", "no_candidates": "safety guard", "too_many_unready": "safety guard",
+    "rolling_out": "safety guard", "hpa_scaling": "safety guard",
+}
+ASSUMPTIONS = (
+    "every pod with a value at a step is taken as Ready, owned by the Deployment, older than min_pod_age "
+    "and not excluded; the Deployment as not rolling out and its HPA as not scaling (Kubernetes is not asked)",
+    "the history is what happened without these actions: a skew an action would have fixed keeps showing after it",
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    """The decision at one step, and what the simulated cooldown made of it."""
+
+    at: datetime
+    verdict: policy.Verdict
+    acted: bool
+    held_by: str | None = None  # the code that held back a verdict that wanted to act, or a guard
+
+
+@dataclass(frozen=True)
+class Assumed:
+    """What the backtest cannot know and takes as given (see ASSUMPTIONS)."""
+
+    hpa_target_utilization: float | None = None  # hpa mode: percent
+    cpu_request: float | None = None  # hpa mode: cores per pod
+
+
+@dataclass
+class Report:
+    target: str
+    signal: str
+    start: datetime
+    end: datetime
+    step: timedelta
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def actions(self) -> list[Step]:
+        return [s for s in self.steps if s.acted]
+
+    @property
+    def days(self) -> float:
+        return max((self.end - self.start).total_seconds() / 86400, 1e-9)
+
+    def held(self) -> Counter:
+        """How often the cooldown, the minimum improvement or a safety guard held an action back."""
+        return Counter(HELD_BY[s.held_by] for s in self.steps if s.held_by in HELD_BY)
+
+
+def replay(
+    values_by_pod: Mapping[str, Mapping[float, float]],
+    times: Sequence[datetime],
+    signal: str,
+    rules: policy.Rules,
+    cooldown: timedelta,
+    max_actions_per_hour: int,
+    assumed: Assumed = Assumed(),
+) -> list[Step]:
+    """``policy.decide`` at every time, with the cooldown simulated as the live lock keeps it. Pure."""
+    state = policy.TargetState()
+    workload = None
+    if rules.mode == "hpa":
+        workload = policy.WorkloadStatus(replicas=0, hpa_name="assumed", hpa_count=1,
+                                         hpa_cpu_target_utilization=assumed.hpa_target_utilization)
+    steps = []
+    for at in times:
+        stamp = at.timestamp()
+        samples = {pod: points[stamp] for pod, points in values_by_pod.items() if stamp in points}
+        old = at - rules.min_pod_age - timedelta(days=1)
+        pods = [policy.PodState(name=pod, ready=True, owned=True, created_at=old, cpu_request=assumed.cpu_request)
+                for pod in sorted(samples)]
+        verdict = policy.decide(signal, pods, samples, rules, at, workload=workload)
+        if not verdict.act:
+            steps.append(Step(at, verdict, False, verdict.code if verdict.code in HELD_BY else None))
+            continue
+        check = policy.check_cooldown(state, at, cooldown, max_actions_per_hour)
+        if not check.allowed:
+            steps.append(Step(at, verdict, False, check.code))
+            continue
+        record = policy.ActionRecord(at=at, invocation="backtest", signal=signal, outcome="acted")
+        state = policy.TargetState(last_action=at, invocation="backtest", history=(*state.history, record))
+        steps.append(Step(at, verdict, True))
+    return steps
+
+
+def step_times(start: datetime, end: datetime, step: timedelta) -> list[datetime]:
+    """Every multiple of ``step`` (since the epoch) from ``start`` to ``end``: aligned steps are
+    what range queries evaluate at, on Prometheus and VictoriaMetrics alike."""
+    step_s = step.total_seconds()
+    first = math.ceil(start.timestamp() / step_s) * step_s
+    count = int((end.timestamp() - first) // step_s) + 1
+    return [datetime.fromtimestamp(first + i * step_s, timezone.utc) for i in range(max(count, 0))]
+
+
+def run(settings: Settings, target: Target, signal: SignalName, start: datetime, end: datetime, step: timedelta,
+        assumed: Assumed, source: MetricsSource | None = None) -> Report:
+    """Fetch the history with range queries, then replay it."""
+    times = step_times(start, end, step)
+    report = Report(target.name, signal, start, end, step)
+    if not times:
+        return report
+    source = source or MetricsSource(str(settings.metrics_url), timeout_seconds=max(30.0, settings.metrics_timeout.total_seconds()))
+    history = source.query_range_by_pod(target.query_for(signal), times[0], times[-1], step)
+    report.steps = replay(history, times, signal, target.rules(signal), target.cooldown, target.max_actions_per_hour, assumed)
+    return report
+
+
+def _fmt_time(at: datetime) -> str:
+    return at.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _why(verdict: policy.Verdict, rules: policy.Rules) -> str:
+    """The reason, short enough for a table row (the full one is in verdict.reason)."""
+    better = f"{verdict.extra.get('improvement', 0):.0%} better"
+    if rules.mode == "hpa":
+        hot = sum(1 for s in verdict.selected if s.role == "hot")
+        return f"{hot} pod(s) above {verdict.threshold:.3g} cores (HPA target x tolerance); {better}"
+    return f"CV above {rules.threshold:g}; projected CV {verdict.projected_cv:.3g} after the move ({better})"
+
+
+def render(report: Report, rules: policy.Rules) -> str:
+    """The report as text: the moments it would have acted, how often, and what held it back."""
+    lines = [
+        f"Backtest of {report.target}/{report.signal} from {_fmt_time(report.start)} to {_fmt_time(report.end)} UTC, "
+        f"every {format_duration(report.step)}: {len(report.steps)} steps, "
+        + (f"hpa mode (tolerance {rules.tolerance:g}, top_k {rules.top_k})" if rules.mode == "hpa"
+           else f"CV threshold {rules.threshold:g}") + ".",
+        "",
+        "| time (UTC) | CV | pods chosen | reason |",
+        "|---|---:|---|---|",
+    ]
+    for s in report.actions:
+        cv = f"{s.verdict.stats.value:.3f}" if s.verdict.stats else "-"
+        chosen = ", ".join(f"{p.pod} ({p.role}, {p.value:.4g})" for p in s.verdict.selected)
+        lines.append(f"| {_fmt_time(s.at)} | {cv} | {chosen} | {_why(s.verdict, rules)} |")
+    if not report.actions:
+        lines.append("| - | - | - | it would not have acted in this period |")
+    held = report.held()
+    codes = Counter(s.verdict.code for s in report.steps)
+    lines += [
+        "",
+        f"Would have acted {len(report.actions)} times: {len(report.actions) / report.days:.1f} per day.",
+        f"Held back at {sum(held.values())} steps: by the cooldown {held['cooldown']}, by min_improvement "
+        f"{held['min_improvement']}, by a safety guard {held['safety guard']}.",
+        "Every step's verdict: " + ", ".join(f"{code} {count}" for code, count in codes.most_common()) + ".",
+        "",
+        "Assumed, because only Kubernetes knows it:",
+        *[f"  - {a}" for a in ASSUMPTIONS],
+    ]
+    if rules.mode == "hpa":
+        extra = next((s.verdict.extra for s in report.steps if "tolerance_threshold" in s.verdict.extra), {})
+        lines.append(f"  - hpa mode: the HPA's CPU target {extra.get('hpa_target_utilization', '?')}% and a CPU request of "
+                     f"{extra.get('avg_cpu_request', '?')} cores per pod, as given on the command line")
+    return "\n".join(lines)
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r} (e.g. 2026-11-24T00:00:00Z)") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def main(argv: list[str] | None = None, now: datetime | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rebalancer backtest", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", type=Path, required=True, help="the function's YAML configuration")
+    parser.add_argument("--target", required=True, help="a target name from the configuration")
+    parser.add_argument("--signal", choices=SIGNAL_NAMES, help="default: the target's only signal")
+    parser.add_argument("--since", help="how far back from now, e.g. 24h or 7d (default 24h)")
+    parser.add_argument("--start", type=_parse_time, help="ISO 8601 start (with --end, instead of --since)")
+    parser.add_argument("--end", type=_parse_time, help="ISO 8601 end (default: now)")
+    parser.add_argument("--step", default="1m", help="time between decisions (default 1m)")
+    parser.add_argument("--metrics-url", help="override the configuration's metrics_url")
+    parser.add_argument("--hpa-target-utilization", type=float, help="hpa mode: the HPA's CPU target, percent")
+    parser.add_argument("--cpu-request", type=float, help="hpa mode: each pod's CPU request, cores")
+    parser.add_argument("--plot", type=Path, help="draw the CV over time with the threshold and the actions (PNG)")
+    args = parser.parse_args(argv)
+    now = now or datetime.now(timezone.utc)
+    try:
+        document = yaml.safe_load(args.config.read_text()) or {}
+        if args.metrics_url:
+            document["metrics_url"] = args.metrics_url
+        settings = Settings(**document)
+        target = next((t for t in settings.targets if t.name == args.target), None)
+        if target is None:
+            raise ValueError(f"no target {args.target!r} in {args.config}; it has: {', '.join(t.name for t in settings.targets)}")
+        signal = args.signal or (next(iter(target.signals)) if len(target.signals) == 1 else None)
+        if signal is None or signal not in target.signals:
+            raise ValueError(f"--signal: target {target.name} has signals {', '.join(target.signals)}; name one of them")
+        if args.since and args.start:
+            raise ValueError("give --since or --start/--end, not both")
+        end = args.end or now
+        start = args.start or end - parse_duration(args.since or "24h")
+        step = parse_duration(args.step)
+        if start >= end:
+            raise ValueError(f"the period is empty: start {start.isoformat()} is not before end {end.isoformat()}")
+        rules = target.rules(signal)
+        if rules.mode == "hpa" and (args.hpa_target_utilization is None or args.cpu_request is None):
+            raise ValueError("hpa mode: the backtest cannot ask Kubernetes; give --hpa-target-utilization and --cpu-request")
+        assumed = Assumed(args.hpa_target_utilization, args.cpu_request)
+        report = run(settings, target, signal, start, end, step, assumed)
+    except (OSError, ValueError, RebalancerError) as e:  # a CLI: one line, never a traceback
+        detail = describe_validation_error(e) if hasattr(e, "errors") else str(e)
+        print(f"backtest: {detail}", file=sys.stderr)
+        return 2
+    print(render(report, rules))
+    if args.plot:
+        from rebalancer.backtest_plot import plot
+
+        plot(report, rules, args.plot)
+        print(f"\nPlot written to {args.plot}")
+    return 0

@@ -1,0 +1,130 @@
+"""The backtest against a real VictoriaMetrics holding a synthetic day with known skew episodes:
+it finds exactly those, respects the cooldown between them, and at any instant its verdict is
+the one the live function reaches on the same data."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import yaml
+
+from rebalancer import backtest
+from rebalancer.config import Settings
+from rebalancer.durations import parse_duration
+from tests.conftest import AUTH, aligned_now
+from tests.metricsdata import cpu_usage, to_victoriametrics_import
+from tests.proxy import LoggingProxy
+from tests.standin.fixtures import seed_deployment
+
+NS = "posthog"
+BALANCED = [0.5, 0.5, 0.5, 0.5, 0.5, 0.5]
+SKEWED = [0.1, 0.5, 0.5, 0.5, 1.9, 0.5]  # pods[4] hot, pods[0] cold: CV 0.8
+# (start, end) after the day's start. The second begins 40 minutes after the first one's action,
+# inside its one-hour cooldown, and ends before the cooldown does.
+EPISODES = [(timedelta(hours=2), timedelta(hours=2, minutes=30)),
+            (timedelta(hours=2, minutes=40), timedelta(hours=2, minutes=55)),
+            (timedelta(hours=9), timedelta(hours=9, minutes=30)),
+            (timedelta(hours=18), timedelta(hours=18, minutes=20))]
+TARGET = {"name": "ingestion-consumer", "namespace": NS, "deployment": "ingestion-consumer", "min_pods": 3,
+          "cooldown": "1h", "signals": {"cpu": {"threshold": 0.3}}}
+
+
+@pytest.fixture
+def day(standin, victoria_metrics):
+    """24 hours of per-pod CPU counters with the four EPISODES; returns (day start, end, pods)."""
+    end = aligned_now()
+    start = end - 86400
+    pods = seed_deployment(standin, NS, "ingestion-consumer", replicas=6,
+                           now=datetime.fromtimestamp(start, timezone.utc))
+    phases = [(start - 3600, dict(zip(pods, BALANCED, strict=True)))]
+    for begin, finish in EPISODES:
+        phases.append((start + begin.total_seconds(), dict(zip(pods, SKEWED, strict=True))))
+        phases.append((start + finish.total_seconds(), dict(zip(pods, BALANCED, strict=True))))
+    victoria_metrics.import_prometheus(to_victoriametrics_import(
+        cpu_usage(NS, "ingestion-consumer", phases, start - 600, end, with_neighbours=False)))
+    return datetime.fromtimestamp(start, timezone.utc), datetime.fromtimestamp(end, timezone.utc), pods
+
+
+def run_backtest(url: str, start: datetime, end: datetime, step: str = "1m") -> backtest.Report:
+    settings = Settings(metrics_url=url, targets=[TARGET])
+    return backtest.run(settings, settings.targets[0], "cpu", start, end, parse_duration(step), backtest.Assumed())
+
+
+def test_the_backtest_finds_exactly_the_skew_episodes_and_respects_the_cooldown(day, victoria_metrics):
+    start, end, pods = day
+    proxy = LoggingProxy(victoria_metrics.url).start()
+    try:
+        report = run_backtest(proxy.url, start, end)
+        queries = proxy.seen
+    finally:
+        proxy.stop()
+
+    # Every whole minute of the day (1,440 or 1,441 of them, as the day starts on a minute or not).
+    assert len(report.steps) in (1440, 1441) and all(s.at.second == 0 for s in report.steps)
+    assert [q.path for q in queries] == ["/api/v1/query_range"]  # the whole day in one request, not one per step
+    acted = [s.at - start for s in report.actions]
+    first, _, third, fourth = EPISODES
+    # Each act comes within the rate window (5m) of its episode's start; the second episode falls
+    # in the first one's cooldown and is never acted on.
+    assert len(acted) == 3
+    for moment, (begin, _) in zip(acted, [first, third, fourth], strict=True):
+        assert begin < moment <= begin + timedelta(minutes=5), moment
+    assert all({p.pod for p in s.verdict.selected} == {pods[4], pods[0]} for s in report.actions)
+    held = [s.at - start for s in report.steps if s.held_by == "cooldown"]
+    second_begin, second_end = EPISODES[1]
+    assert any(second_begin < h <= second_end + timedelta(minutes=5) for h in held)  # the second episode: held
+    assert all(any(a < h < a + timedelta(hours=1) for a in acted) for h in held)  # only ever inside a cooldown
+    assert report.held()["cooldown"] == len(held)
+    assert len(report.actions) / report.days == pytest.approx(3.0, rel=0.01)
+
+
+def test_at_any_instant_the_backtest_decides_as_the_live_function_does(day, victoria_metrics, make_client, clock):
+    start, end, _ = day
+    report = run_backtest(victoria_metrics.url, start, end)
+    client = make_client(victoria_metrics.url, [TARGET])
+    by_time = {s.at: s for s in report.steps}
+    acted = report.actions[0].at
+    wanted = [acted, acted + timedelta(minutes=10), start + timedelta(hours=2, minutes=45),  # acting, held, held
+              start + timedelta(hours=5), start + EPISODES[2][0] + timedelta(minutes=2)]  # balanced, rising
+    instants = [min(by_time, key=lambda t, w=w: abs(t - w)) for w in wanted]  # the steps nearest to them
+
+    for instant in instants:
+        clock.at(instant)
+        live = client.post("/rebalance", json={"target": "ingestion-consumer", "signal": "cpu"}, headers=AUTH).get_json()
+        decision, replayed = live["decisions"][0], by_time[instant].verdict
+        assert (decision["outcome"] == "dry_run") == replayed.act, instant
+        assert decision["verified"]["value"] == pytest.approx(replayed.stats.value, rel=1e-9, abs=1e-12), instant
+        assert [(s["pod"], s["role"]) for s in decision["selected"]] == [(s.pod, s.role) for s in replayed.selected]
+
+
+def test_the_command_prints_the_moments_and_draws_the_plot(day, victoria_metrics, tmp_path, capsys):
+    _, end, _ = day
+    config = tmp_path / "rebalancer.yaml"
+    config.write_text(yaml.safe_dump({"metrics_url": victoria_metrics.url, "targets": [TARGET]}))
+    plot = tmp_path / "backtest.png"
+
+    code = backtest.main(["--config", str(config), "--target", "ingestion-consumer", "--since", "24h", "--step", "1m",
+                          "--plot", str(plot)], now=end)
+
+    out = capsys.readouterr().out
+    assert code == 0, out
+    rows = [line for line in out.splitlines() if line.startswith("| 20")]
+    assert len(rows) == 3 and all("CV above 0.3" in row for row in rows)
+    assert "Would have acted 3 times: 3.0 per day." in out
+    assert "by the cooldown" in out and "Assumed, because only Kubernetes knows it" in out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 20_000
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--target", "nope"], "no target 'nope'"),
+    (["--target", "ingestion-consumer", "--since", "1h", "--start", "2026-11-24T00:00:00Z"], "not both"),
+    (["--target", "ingestion-consumer", "--start", "2026-11-25T00:00:00Z", "--end", "2026-11-24T00:00:00Z"], "the period is empty"),
+    (["--target", "ingestion-consumer", "--step", "soon"], "soon"),
+])
+def test_a_bad_command_line_is_refused_in_one_line_and_queries_nothing(tmp_path, capsys, argv, message):
+    config = tmp_path / "rebalancer.yaml"
+    config.write_text(yaml.safe_dump({"metrics_url": "http://127.0.0.1:9", "targets": [TARGET]}))
+    assert backtest.main(["--config", str(config), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("backtest: ") and message in err and "\n" not in err

@@ -1,0 +1,69 @@
+"""The backtest's replay and the hpa-mode configuration, without any server."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from pydantic import ValidationError
+
+from rebalancer.backtest import Assumed, replay, step_times
+from rebalancer.config import Target
+from rebalancer.policy import Rules
+
+START = datetime(2026, 11, 24, tzinfo=timezone.utc)
+SKEWED = {"a": 0.1, "b": 0.5, "c": 0.5, "d": 0.5, "e": 1.9}
+BALANCED = dict.fromkeys(SKEWED, 0.5)
+
+
+def history(skewed_minutes: set[int], minutes: int = 180) -> dict[str, dict[float, float]]:
+    by_pod: dict[str, dict[float, float]] = {pod: {} for pod in SKEWED}
+    for minute in range(minutes):
+        values = SKEWED if minute in skewed_minutes else BALANCED
+        for pod, value in values.items():
+            by_pod[pod][(START + timedelta(minutes=minute)).timestamp()] = value
+    return by_pod
+
+
+def test_one_long_skew_is_acted_on_once_per_cooldown_and_held_in_between():
+    times = step_times(START, START + timedelta(minutes=179), timedelta(minutes=1))
+    steps = replay(history(set(range(10, 100))), times, "cpu", Rules(threshold=0.3), timedelta(minutes=30), 4)
+
+    assert [s.at - START for s in steps if s.acted] == [timedelta(minutes=m) for m in (10, 40, 70)]
+    held = [s for s in steps if s.held_by == "cooldown"]
+    assert len(held) == 90 - 3 and all(not s.acted for s in held)
+
+
+def test_the_hourly_budget_is_simulated_like_the_live_lock():
+    times = step_times(START, START + timedelta(minutes=179), timedelta(minutes=1))
+    steps = replay(history(set(range(0, 180))), times, "cpu", Rules(threshold=0.3), timedelta(minutes=5), 2)
+
+    acted = [int((s.at - START).total_seconds() // 60) for s in steps if s.acted]
+    assert acted == [0, 5, 60, 65, 120, 125]  # two per hour, then the budget holds until the hour is over
+    assert {s.held_by for s in steps if not s.acted} == {"cooldown", "hourly_budget"}
+
+
+def test_hpa_mode_replays_with_the_assumed_target_and_request():
+    times = step_times(START, START + timedelta(minutes=20), timedelta(minutes=1))
+    rules = Rules(threshold=0.0, mode="hpa", tolerance=1.5, top_k=1, min_pods=2)
+    steps = replay(history(set(range(5, 10)), minutes=21), times, "cpu", rules, timedelta(hours=1), 4,
+                   Assumed(hpa_target_utilization=70, cpu_request=1.0))
+
+    assert [s.at - START for s in steps if s.acted] == [timedelta(minutes=5)]  # 1.9 > 0.7 x 1.0 x 1.5
+    assert steps[0].verdict.code == "below_threshold" and steps[0].verdict.threshold == pytest.approx(1.05)
+
+
+def test_steps_fall_on_whole_multiples_of_the_step():
+    times = step_times(START + timedelta(seconds=20), START + timedelta(minutes=3), timedelta(minutes=1))
+    assert [t - START for t in times] == [timedelta(minutes=m) for m in (1, 2, 3)]
+
+
+@pytest.mark.parametrize(("signals", "message"), [
+    ({"cpu": {}}, "threshold: required in cv mode"),
+    ({"cpu": {"mode": "hpa", "threshold": 0.3}}, "not used in hpa mode"),
+    ({"lag": {"mode": "hpa"}}, "cpu only"),
+    ({"cpu": {"mode": "hpa", "top_k": 0}}, "top_k"),
+])
+def test_hpa_mode_settings_are_checked(signals, message):
+    with pytest.raises(ValidationError, match=message):
+        Target(name="c", namespace="ns", deployment="c", signals=signals)
