@@ -128,7 +128,10 @@ class Actor:
             self.state.finish(target.namespace, target.name, finished(entry, outcome, pods_json))
         except RebalancerError as e:
             errors.append(f"history not written: {e}")
-        measured = (f"{signal} CV {verdict.stats.value:.3g} > {verdict.threshold:.3g}" if verdict.stats else signal)
+        if "tolerance_threshold" in verdict.extra:  # hpa mode: the line is in cores, not a CV
+            measured = f"{signal} above {verdict.threshold:.3g} cores (HPA target x tolerance)"
+        else:
+            measured = f"{signal} CV {verdict.stats.value:.3g} > {verdict.threshold:.3g}" if verdict.stats else signal
         for r in results:
             ok = r.result in SUCCESS
             message = (f"{r.result} by pod-rebalancer ({by_pod[r.pod].role} pod, {signal} {by_pod[r.pod].value:.4g}; "

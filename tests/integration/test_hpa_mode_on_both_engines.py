@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 import pytest
 
 from tests.conftest import AUTH, aligned_now
-from tests.metricsdata import cpu_usage
+from tests.metricsdata import cpu_usage, to_victoriametrics_import
 from tests.standin.fixtures import seed_deployment, seed_hpa
 
 NS = "posthog"
@@ -66,3 +66,20 @@ def test_two_hpas_on_one_deployment_are_refused_not_guessed(load_metrics, make_c
 
     assert decision["outcome"] == "skipped" and decision["code"] == "no_hpa_target"
     assert "2 HorizontalPodAutoscalers target the Deployment" in decision["reason"]
+
+
+def test_a_live_hpa_mode_action_says_in_its_events_which_line_it_crossed(victoria_metrics, make_client, standin, clock):
+    now = aligned_now()
+    clock.at(datetime.fromtimestamp(now, timezone.utc))
+    pods = seed_deployment(standin, NS, "consumer", replicas=len(FIRST), now=clock(), cpu_request="1")
+    seed_hpa(standin, NS, "consumer", cpu_utilization=70, replicas=len(FIRST))
+    victoria_metrics.import_prometheus(to_victoriametrics_import(
+        cpu_usage(NS, "consumer", dict(zip(pods, FIRST, strict=True)), now - 1200, now)))
+    client = make_client(victoria_metrics.url, [hpa_target()], env_rebalancer_dry_run="false")
+
+    decision = client.post("/rebalance", json={"target": "consumer"}, headers=AUTH).get_json()["decisions"][0]
+
+    assert decision["outcome"] == "acted", decision["reason"]
+    assert sorted(a["pod"] for a in decision["actions"]) == sorted(pods[i] for i in (0, 1, 5, 6))
+    messages = [e["message"] for e in standin.objects("events", NS) if e["involvedObject"]["kind"] == "Pod"]
+    assert len(messages) == 4 and all("cpu above 1.05 cores (HPA target x tolerance)" in m for m in messages)
