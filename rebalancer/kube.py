@@ -93,8 +93,13 @@ class _PodStatus(msgspec.Struct):
 
 class _Pod(msgspec.Struct):
     metadata: _ObjectMeta
-    spec: _PodSpec | None = None
     status: _PodStatus | None = None
+
+
+class _PodWithRequests(_Pod):
+    """Decoded only when a signal needs the CPU requests (hpa mode): the containers cost time."""
+
+    spec: _PodSpec | None = None
 
 
 class _LabelSelectorRequirement(msgspec.Struct):
@@ -171,6 +176,10 @@ class _PodList(msgspec.Struct):
     items: list[_Pod] | None = None
 
 
+class _PodWithRequestsList(msgspec.Struct):
+    items: list[_PodWithRequests] | None = None
+
+
 class _ObjectList(msgspec.Struct):
     items: list[_Object] | None = None
 
@@ -185,6 +194,7 @@ _DEPLOYMENT = msgspec.json.Decoder(_Deployment)
 _OBJECT = msgspec.json.Decoder(_Object)
 _OBJECTS = msgspec.json.Decoder(_ObjectList)
 _PODS = msgspec.json.Decoder(_PodList)
+_PODS_WITH_REQUESTS = msgspec.json.Decoder(_PodWithRequestsList)
 _HPAS = msgspec.json.Decoder(_HpaList)
 
 
@@ -254,7 +264,7 @@ def _is_ready(pod: _Pod) -> bool:
     return False
 
 
-def _cpu_request(pod: _Pod, container: str | None) -> float | None:
+def _cpu_request(pod: _PodWithRequests, container: str | None) -> float | None:
     """Cores the named container requests (Kubernetes quantity: "500m", "2"), None if it sets none."""
     for candidate in (pod.spec.containers if pod.spec else None) or ():
         if candidate.name == container:
@@ -359,7 +369,7 @@ class KubeGateway:
                                                  query=by_selector), _OBJECTS, doing).items or []
             doing = f"list pods of {namespace}/{deployment}"
             pods = _decode(self._request("GET", f"/api/v1/namespaces/{namespace}/pods", query=by_selector),
-                           _PODS, doing).items or []
+                           _PODS_WITH_REQUESTS if container else _PODS, doing).items or []
             doing = f"list horizontalpodautoscalers in {namespace}"
             autoscalers = _decode(self._request("GET", f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers"),
                                   _HPAS, doing).items or []

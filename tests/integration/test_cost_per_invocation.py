@@ -99,3 +99,6 @@ def test_real_world_pods_read_the_same_as_minimal_ones(standin, tmp_path):
     assert [(p.ready, p.owned, p.excluded, p.phase) for p in real.pods] == [
         (True, True, False, "Running"), (False, True, False, "Running"), (True, True, True, "Running")]
     assert real.workload == minimal.workload
+    # Requests are read only when asked for (hpa mode), as Kubernetes quantities.
+    assert {p.cpu_request for p in real.pods} == {None}
+    assert {p.cpu_request for p in gateway.deployment_pods("real", "consumer", "consumer").pods} == {0.5}  # "500m"
