@@ -8,8 +8,10 @@ that cannot be attributed to pods -> MetricsQueryError (that decision is skipped
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 import msgspec
 import requests
@@ -126,22 +128,33 @@ def _api_data(response: requests.Response, expected: str) -> msgspec.Raw:
     return body.data.result
 
 
+Value = TypeVar("Value")
+
+
+def _one_per_pod(parsed: Iterable[tuple[str | None, Value]]) -> tuple[dict[str, Value], int]:
+    """{pod: value} from (pod label, value) pairs, and how many series had no pod label. Two
+    series for one pod mean the query does not aggregate by pod: refused, never summed here."""
+    found: dict[str, Value] = {}
+    without_pod = 0
+    for pod, value in parsed:
+        if not pod:
+            without_pod += 1
+            continue
+        if pod in found:
+            raise MetricsQueryError(
+                f"the query returned several series for pod {pod}: it must aggregate by pod, e.g. sum by (pod) (...)"
+            )
+        found[pod] = value
+    return found, without_pod
+
+
 def _parse_matrix(response: requests.Response) -> dict[str, dict[float, float]]:
     try:
         series = _MATRIX.decode(_api_data(response, "matrix"))
         parsed = [(s.metric.get(POD_LABEL), {t: float(v) for t, v in s.values}) for s in series]
     except (msgspec.DecodeError, ValueError) as e:
         raise MetricsUnavailableError("metrics backend answered a malformed sample") from e
-    found: dict[str, dict[float, float]] = {}
-    for pod, points in parsed:
-        if not pod:
-            continue
-        if pod in found:
-            raise MetricsQueryError(
-                f"the query returned several series for pod {pod}: it must aggregate by pod, e.g. sum by (pod) (...)"
-            )
-        found[pod] = points
-    return found
+    return _one_per_pod(parsed)[0]
 
 
 def _parse_vector(response: requests.Response) -> PodValues:
@@ -151,15 +164,5 @@ def _parse_vector(response: requests.Response) -> PodValues:
         parsed = [(sample.metric.get(POD_LABEL), float(sample.value[1])) for sample in samples]
     except (msgspec.DecodeError, ValueError) as e:
         raise MetricsUnavailableError("metrics backend answered a malformed sample") from e
-    values: dict[str, float] = {}
-    without_pod = 0
-    for pod, value in parsed:
-        if not pod:
-            without_pod += 1
-            continue
-        if pod in values:
-            raise MetricsQueryError(
-                f"the query returned several series for pod {pod}: it must aggregate by pod, e.g. sum by (pod) (...)"
-            )
-        values[pod] = value
+    values, without_pod = _one_per_pod(parsed)
     return PodValues(values=values, series_without_pod=without_pod)
