@@ -123,8 +123,8 @@ def replay(
 
 
 def step_times(start: datetime, end: datetime, step: timedelta) -> list[datetime]:
-    """Every multiple of ``step`` (since the epoch) from ``start`` to ``end``: aligned steps are
-    what range queries evaluate at, on Prometheus and VictoriaMetrics alike."""
+    """Every multiple of ``step`` (since the epoch) from ``start`` to ``end``. A range query that
+    starts on one evaluates at exactly these instants, on Prometheus and VictoriaMetrics alike."""
     step_s = step.total_seconds()
     first = math.ceil(start.timestamp() / step_s) * step_s
     count = int((end.timestamp() - first) // step_s) + 1

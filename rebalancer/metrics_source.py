@@ -46,8 +46,10 @@ class MetricsSource:
         chunk_start = first
         while chunk_start <= last:
             chunk_end = min(last, chunk_start + step_s * (MAX_POINTS_PER_REQUEST - 1))
+            # nocache=1: VictoriaMetrics may otherwise shift start and end for its response cache, and the
+            # replay looks its steps up by timestamp. Prometheus ignores the parameter.
             form = {"query": query, "start": f"{chunk_start:.3f}", "end": f"{chunk_end:.3f}", "step": f"{step_s:g}s",
-                    "timeout": f"{self.timeout_seconds:g}s"}
+                    "timeout": f"{self.timeout_seconds:g}s", "nocache": "1"}
             for pod, points in _parse_matrix(self._post(self.range_url, form)).items():
                 found.setdefault(pod, {}).update(points)
             chunk_start = chunk_end + step_s

@@ -1,6 +1,6 @@
-"""The backtest against a real VictoriaMetrics holding a synthetic day with known skew episodes:
-it finds exactly those, respects the cooldown between them, and at any instant its verdict is
-the one the live function reaches on the same data."""
+"""The backtest against a real VictoriaMetrics, and a real Prometheus, holding a synthetic day with
+known skew episodes: it finds exactly those, respects the cooldown between them, and at any
+instant its verdict is the one the live function reaches on the same data."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from rebalancer import backtest
 from rebalancer.config import Settings
 from rebalancer.durations import parse_duration
 from tests.conftest import AUTH, aligned_now
-from tests.metricsdata import cpu_usage, to_victoriametrics_import
+from tests.metricsdata import cpu_usage
 from tests.proxy import LoggingProxy
 from tests.standin.fixtures import seed_deployment
 
@@ -31,8 +31,9 @@ TARGET = {"name": "ingestion-consumer", "namespace": NS, "deployment": "ingestio
 
 
 @pytest.fixture
-def day(standin, victoria_metrics):
-    """24 hours of per-pod CPU counters with the four EPISODES; returns (day start, end, pods)."""
+def day(standin, load_metrics):
+    """24 hours of per-pod CPU counters with the four EPISODES in VictoriaMetrics or Prometheus;
+    returns (day start, end, pods, the backend's URL)."""
     end = aligned_now()
     start = end - 86400
     pods = seed_deployment(standin, NS, "ingestion-consumer", replicas=6,
@@ -41,9 +42,8 @@ def day(standin, victoria_metrics):
     for begin, finish in EPISODES:
         phases.append((start + begin.total_seconds(), dict(zip(pods, SKEWED, strict=True))))
         phases.append((start + finish.total_seconds(), dict(zip(pods, BALANCED, strict=True))))
-    victoria_metrics.import_prometheus(to_victoriametrics_import(
-        cpu_usage(NS, "ingestion-consumer", phases, start - 600, end, with_neighbours=False)))
-    return datetime.fromtimestamp(start, timezone.utc), datetime.fromtimestamp(end, timezone.utc), pods
+    backend = load_metrics(cpu_usage(NS, "ingestion-consumer", phases, start - 600, end, with_neighbours=False))
+    return datetime.fromtimestamp(start, timezone.utc), datetime.fromtimestamp(end, timezone.utc), pods, backend.url
 
 
 def run_backtest(url: str, start: datetime, end: datetime, step: str = "1m") -> backtest.Report:
@@ -51,9 +51,9 @@ def run_backtest(url: str, start: datetime, end: datetime, step: str = "1m") -> 
     return backtest.run(settings, settings.targets[0], "cpu", start, end, parse_duration(step), backtest.Assumed())
 
 
-def test_the_backtest_finds_exactly_the_skew_episodes_and_respects_the_cooldown(day, victoria_metrics):
-    start, end, pods = day
-    proxy = LoggingProxy(victoria_metrics.url).start()
+def test_the_backtest_finds_exactly_the_skew_episodes_and_respects_the_cooldown(day):
+    start, end, pods, url = day
+    proxy = LoggingProxy(url).start()
     try:
         report = run_backtest(proxy.url, start, end)
         queries = proxy.seen
@@ -79,10 +79,10 @@ def test_the_backtest_finds_exactly_the_skew_episodes_and_respects_the_cooldown(
     assert len(report.actions) / report.days == pytest.approx(3.0, rel=0.01)
 
 
-def test_at_any_instant_the_backtest_decides_as_the_live_function_does(day, victoria_metrics, make_client, clock):
-    start, end, _ = day
-    report = run_backtest(victoria_metrics.url, start, end)
-    client = make_client(victoria_metrics.url, [TARGET])
+def test_at_any_instant_the_backtest_decides_as_the_live_function_does(day, make_client, clock):
+    start, end, _, url = day
+    report = run_backtest(url, start, end)
+    client = make_client(url, [TARGET])
     by_time = {s.at: s for s in report.steps}
     acted = report.actions[0].at
     wanted = [acted, acted + timedelta(minutes=10), start + timedelta(hours=2, minutes=45),  # acting, held, held
@@ -98,10 +98,10 @@ def test_at_any_instant_the_backtest_decides_as_the_live_function_does(day, vict
         assert [(s["pod"], s["role"]) for s in decision["selected"]] == [(s.pod, s.role) for s in replayed.selected]
 
 
-def test_the_command_prints_the_moments_and_draws_the_plot(day, victoria_metrics, tmp_path, capsys):
-    _, end, _ = day
+def test_the_command_prints_the_moments_and_draws_the_plot(day, tmp_path, capsys):
+    _, end, _, url = day
     config = tmp_path / "rebalancer.yaml"
-    config.write_text(yaml.safe_dump({"metrics_url": victoria_metrics.url, "targets": [TARGET]}))
+    config.write_text(yaml.safe_dump({"metrics_url": url, "targets": [TARGET]}))
     plot = tmp_path / "backtest.png"
 
     code = backtest.main(["--config", str(config), "--target", "ingestion-consumer", "--since", "24h", "--step", "1m",
