@@ -203,12 +203,8 @@ def measure_cold_start(env: dict[str, str], workdir: Path, attempts: int) -> lis
     results = []
     for attempt in range(attempts):
         function = FunctionProcess(workdir / f"cold-{attempt}", env, name=f"cold-{attempt}")
-        function.workdir.mkdir(parents=True, exist_ok=True)
-        log = function.log_path.open("wb")
         started = time.perf_counter()
-        process = subprocess.Popen(function.argv, stdout=log, stderr=subprocess.STDOUT, cwd=function.workdir,
-                                   env=function.env, start_new_session=True)
-        function.process = process
+        process = function.launch()
         try:
             while True:
                 if process.poll() is not None:

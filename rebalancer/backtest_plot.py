@@ -21,13 +21,16 @@ def plot(report: Any, rules: policy.Rules, path: Path) -> int:
     import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
-    measured = [s for s in report.steps if s.verdict.stats is not None]
+    measured = [s for s in report.steps if s.verdict.stats is not None]  # a step with stats has a hot pod too
     if rules.mode == "hpa":
         label, limit_label = "busiest pod's CPU (cores)", "HPA target x tolerance"
-        series = [(s.at, s.verdict.hot.value if s.verdict.hot else float("nan"), s.verdict.threshold) for s in measured]
+        def value(s): return s.verdict.hot.value
+        def limit(s): return s.verdict.threshold
     else:
         label, limit_label = "coefficient of variation", f"threshold {rules.threshold:g}"
-        series = [(s.at, s.verdict.stats.value, rules.threshold) for s in measured]
+        def value(s): return s.verdict.stats.value
+        def limit(s): return rules.threshold
+    series = [(s.at, value(s), limit(s)) for s in measured]
 
     figure, axes = plt.subplots(figsize=(12, 4.5), dpi=110)
     axes.plot([t for t, _, _ in series], [v for _, v, _ in series], color="#1f77b4", linewidth=1.2, label=label)
@@ -35,7 +38,6 @@ def plot(report: Any, rules: policy.Rules, path: Path) -> int:
               linewidth=1, label=limit_label)
     acted = [s for s in measured if s.acted]
     held = [s for s in measured if s.held_by in ("cooldown", "hourly_budget")]
-    value = (lambda s: s.verdict.hot.value) if rules.mode == "hpa" else (lambda s: s.verdict.stats.value)
     axes.scatter([s.at for s in held], [value(s) for s in held], marker="x", color="#ff7f0e", s=18, zorder=3,
                  label=f"held by the cooldown ({len(held)} steps)")
     axes.scatter([s.at for s in acted], [value(s) for s in acted], marker="v", color="#d62728", s=90, zorder=4,

@@ -40,12 +40,17 @@ class ServerProcess:
         self.env = env
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 30.0) -> ServerProcess:
+    def launch(self) -> subprocess.Popen:
+        """Start the process and return at once, without waiting for it to be ready."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("wb")
         # A session of its own, so stop() can end the whole process group (gunicorn workers too).
         self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
                                         env=self.env, start_new_session=True)
+        return self.process
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        self.launch()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
