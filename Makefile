@@ -7,12 +7,17 @@ STAMP := $(VENV)/.installed
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
-.PHONY: deps system-deps test lint unit demo bench backtest-example rules test-real-cluster clean
+.PHONY: deps system-deps controlplane test lint unit demo bench backtest-example rules test-real-cluster clean
 
 deps: system-deps $(STAMP) $(CHECKOV_STAMP)
 
 system-deps:
 	@scripts/install-system-deps
+
+# The tests' real Kubernetes control plane (tests/controlplane), built only when its Go module
+# changed: the binary is cached in ~/.cache by the hash of its sources, .build/controlplane links it.
+controlplane:
+	@scripts/build-controlplane
 
 # The venv is rebuilt whenever a requirements or constraints file changes.
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
@@ -30,7 +35,7 @@ lint: deps
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
-test: lint
+test: lint controlplane
 	$(BIN)/python -m pytest
 
 # The README's backtest example and docs/backtest.png, from a synthetic day in a real VictoriaMetrics.
@@ -41,12 +46,12 @@ backtest-example: deps
 rules: deps
 	$(BIN)/python -m rebalancer.rules examples/rebalancer.yaml > alertmanager/rules/pod-rebalancer.rules.yml
 
-demo: deps
+demo: deps controlplane
 	$(BIN)/python scripts/demo.py
 
 # Cost per invocation at 10 to 10,000 pods, cold start and memory; rewrites the README's table.
 # Not part of `make test` (a small run of it is): it takes about two minutes.
-bench: deps
+bench: deps controlplane
 	$(BIN)/python bench/run.py --readme
 
 # The Kubernetes API contract suite against the cluster KUBECONFIG points at (creates and deletes a
@@ -55,4 +60,4 @@ test-real-cluster: deps
 	KUBE_CONTRACT_TARGET=real $(BIN)/python -m pytest tests/contract -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(CHECKOV_VENV) .venv-go .build .pytest_cache .ruff_cache .hypothesis

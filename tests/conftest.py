@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from tests.metricsdata import Series, to_openmetrics, to_victoriametrics_import
+from tests.realcluster import Cluster, ControlPlane, drop_namespace, new_namespace
 from tests.servers import MisbehavingBackend, Prometheus, VictoriaMetrics
 from tests.standin import KubeApiStandIn
 
@@ -45,8 +46,27 @@ def clock() -> Clock:
     return Clock()
 
 
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory) -> Iterator[ControlPlane]:
+    """The real control plane (tests/realcluster.py), started once per test session."""
+    plane = ControlPlane(tmp_path_factory.mktemp("controlplane")).start()
+    yield plane
+    plane.stop()
+
+
+@pytest.fixture
+def kube(control_plane) -> Iterator[Cluster]:
+    """A namespace of this test's own on the real control plane, where the function's identity
+    holds exactly terraform's Role (``kube.grant(...)`` changes it)."""
+    cluster = new_namespace(control_plane)
+    cluster.grant()
+    yield cluster
+    drop_namespace(cluster)
+
+
 @pytest.fixture
 def standin(clock) -> Iterator[KubeApiStandIn]:
+    """The Kubernetes API stand-in: only for faults a real control plane cannot produce on demand."""
     with KubeApiStandIn(clock=clock) as api:
         yield api
 
@@ -120,10 +140,10 @@ def target(name: str, namespace: str, deployment: str | None = None, **overrides
     return config
 
 
-@pytest.fixture
-def make_client(tmp_path, monkeypatch, standin, clock) -> Callable[..., Any]:
+def client_builder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write_kubeconfig: Callable[[Path], Path],
+                   clock: Clock) -> Callable[..., Any]:
     """Build the function as functions-framework does (``create_app('rebalance', 'main.py')``)
-    with a config file and env, pointed at the stand-in; returns Flask's test client."""
+    with a config file and env; returns Flask's test client."""
 
     def build(metrics_url: str, targets: list[dict[str, Any]], **settings: Any) -> Any:
         env = {k: v for k, v in settings.items() if k.startswith("env_")}
@@ -132,7 +152,7 @@ def make_client(tmp_path, monkeypatch, standin, clock) -> Callable[..., Any]:
         config = tmp_path / "rebalancer.yaml"
         config.write_text(yaml.safe_dump(document))
         monkeypatch.setenv("REBALANCER_CONFIG", str(config))
-        monkeypatch.setenv("KUBECONFIG", str(standin.write_kubeconfig(tmp_path / "kubeconfig")))
+        monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "kubeconfig")))
         monkeypatch.setenv("REBALANCER_AUTH_TOKEN", TOKEN)
         for name in ("KUBERNETES_SERVICE_HOST", "REBALANCER_DRY_RUN", "REBALANCER_METRICS_URL", "REBALANCER_ALLOW_UNAUTHENTICATED"):
             monkeypatch.delenv(name, raising=False)
@@ -147,3 +167,15 @@ def make_client(tmp_path, monkeypatch, standin, clock) -> Callable[..., Any]:
         return client
 
     return build
+
+
+@pytest.fixture
+def make_client(tmp_path, monkeypatch, kube, clock) -> Callable[..., Any]:
+    """The function, acting as its ServiceAccount on this test's namespace of the real control plane."""
+    return client_builder(tmp_path, monkeypatch, kube.write_kubeconfig, clock)
+
+
+@pytest.fixture
+def make_standin_client(tmp_path, monkeypatch, standin, clock) -> Callable[..., Any]:
+    """The function pointed at the stand-in, for the tests that need an injected fault."""
+    return client_builder(tmp_path, monkeypatch, standin.write_kubeconfig, clock)

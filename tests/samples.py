@@ -23,3 +23,13 @@ def sample(name: str) -> dict[str, Any]:
 
 def sample_bytes(name: str) -> bytes:
     return sample_path(name).read_bytes()
+
+
+def sample_in_namespace(name: str, namespace: str) -> dict[str, Any]:
+    """A sample payload whose alerts name ``namespace`` instead of the namespace they were
+    recorded in: each test on the real control plane works in a namespace of its own."""
+    payload = sample(name)
+    for labels in [payload["groupLabels"], payload["commonLabels"], *(a["labels"] for a in payload["alerts"])]:
+        if "namespace" in labels:
+            labels["namespace"] = namespace
+    return payload

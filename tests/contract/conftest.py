@@ -1,7 +1,11 @@
-"""The Kubernetes API contract suite runs against the stand-in by default, or against the cluster
-``KUBECONFIG`` points at when ``KUBE_CONTRACT_TARGET=real`` (``make test-real-cluster``): it
-then works in a throw-away namespace that it creates and deletes. It uses only the official
-client, so both targets are held to the same assertions."""
+"""The Kubernetes API contract suite: what the function relies on from the API, asserted with the
+official client only, so that every target is held to the same assertions.
+
+In ``make test`` it runs twice: against the real control plane (tests/realcluster.py), which is
+the proof, and against the stand-in, which the fault tests still use: where the two disagree,
+the stand-in is wrong and is fixed. With ``KUBE_CONTRACT_TARGET=real`` (``make
+test-real-cluster``) it runs against the cluster ``KUBECONFIG`` points at instead, in a
+throw-away namespace that it creates and deletes."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import kubernetes
 import pytest
 from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, PolicyV1Api
 
+from tests.realcluster import drop_namespace, new_namespace
 from tests.standin import KubeApiStandIn
 
 PAUSE_IMAGE = "registry.k8s.io/pause:3.9"
@@ -91,11 +96,20 @@ class Cluster:
         )
 
 
-@pytest.fixture
-def cluster(tmp_path) -> Iterator[Cluster]:
+def _targets() -> list[str]:
+    return ["kubeconfig"] if os.environ.get("KUBE_CONTRACT_TARGET") == "real" else ["control-plane", "standin"]
+
+
+@pytest.fixture(params=_targets())
+def cluster(request, tmp_path) -> Iterator[Any]:
+    if request.param == "control-plane":
+        real = new_namespace(request.getfixturevalue("control_plane"), prefix="contract")
+        yield real
+        drop_namespace(real)
+        return
     namespace = f"rebalancer-contract-{uuid.uuid4().hex[:6]}"
     body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
-    if os.environ.get("KUBE_CONTRACT_TARGET") == "real":
+    if request.param == "kubeconfig":
         if not os.environ.get("KUBECONFIG"):
             pytest.fail("KUBE_CONTRACT_TARGET=real needs KUBECONFIG pointing at a test cluster")
         client = kubernetes.config.new_client_from_config(config_file=os.environ["KUBECONFIG"])
@@ -105,6 +119,7 @@ def cluster(tmp_path) -> Iterator[Cluster]:
         finally:
             CoreV1Api(client).delete_namespace(namespace)
         return
+    # The stand-in (a test double): kept to the real server's contract because the fault tests use it.
     with KubeApiStandIn() as api:
         client = kubernetes.config.new_client_from_config(config_file=str(api.write_kubeconfig(tmp_path / "kubeconfig")))
         CoreV1Api(client).create_namespace(body)
