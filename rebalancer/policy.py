@@ -245,6 +245,10 @@ def _usable_value(raw: float | None) -> str | None:
     return None
 
 
+def _starting(pod: PodState, rules: Rules, now: datetime) -> bool:
+    return pod.created_at is not None and now - pod.created_at < rules.min_pod_age
+
+
 def _selectable(pod: PodState, rules: Rules, now: datetime) -> str | None:
     """None when the pod may be selected, else why not."""
     if pod.excluded:
@@ -386,11 +390,15 @@ def decide(
         problem = _usable_value(samples.get(pod.name))
         if problem is None:
             values[pod.name] = samples[pod.name]
+        elif problem == "no value" and _starting(pod, rules, now):
+            # Every eviction's replacement is Ready before its first scrape: no data is expected
+            # yet, so it is not missing data (it cannot be selected either, having no value).
+            ignored.append(PodNote(pod.name, "starting: no value yet, younger than min_pod_age"))
         elif problem == "no value":
             missing.append(pod.name)
         else:
             invalid.append(PodNote(pod.name, problem))
-    base.update(missing=tuple(missing), invalid=tuple(invalid))
+    base.update(missing=tuple(missing), invalid=tuple(invalid), ignored=tuple(ignored))
 
     unusable = len(missing) + len(invalid)
     if unusable / len(counted) > rules.max_missing_fraction:

@@ -31,6 +31,7 @@ from kubernetes.client import (
     ApiClient,
     ApiException,
     AppsV1Api,
+    AuthorizationV1Api,
     AutoscalingV2Api,
     CoreV1Api,
     PolicyV1Api,
@@ -38,7 +39,7 @@ from kubernetes.client import (
 )
 
 from tests.servers import ServerProcess
-from tests.terraform_rbac import role_rules
+from tests.terraform_rbac import granted, role_rules
 
 REPO = Path(__file__).resolve().parents[1]
 BINARY = REPO / ".build" / "controlplane"
@@ -189,20 +190,34 @@ class Cluster:
     # -- the function's identity ------------------------------------------------------------
 
     def grant(self, rules: list[dict[str, Any]] | None = None, *, deleting: bool = False) -> None:
-        """Bind the function's ServiceAccount here to ``rules``: by default terraform's Role."""
+        """Bind the function's ServiceAccount here to ``rules`` (by default terraform's Role), and
+        return once the API server's authorizer agrees: RBAC changes reach it through a cache."""
         rbac = RbacAuthorizationV1Api(self.plane.admin)
-        role = {"metadata": {"name": IDENTITY}, "rules": rules if rules is not None else role_rules(deleting=deleting)}
+        rules = rules if rules is not None else role_rules(deleting=deleting)
+        role = {"metadata": {"name": IDENTITY}, "rules": rules}
+        rbac.replace_namespaced_role(IDENTITY, self.namespace, role)  # RBAC creates on update
         try:
-            rbac.replace_namespaced_role(IDENTITY, self.namespace, role)
-        except ApiException as e:
-            if e.status != 404:
-                raise
-            rbac.create_namespaced_role(self.namespace, role)
             rbac.create_namespaced_role_binding(self.namespace, {
                 "metadata": {"name": IDENTITY},
                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": IDENTITY},
                 "subjects": [{"kind": "ServiceAccount", "name": IDENTITY, "namespace": IDENTITY_NAMESPACE}],
             })
+        except ApiException as e:
+            if e.status != 409:  # bound already
+                raise
+        allowed = granted(rules)
+        every = granted(role_rules(deleting=True)) | allowed
+        self.wait_for(lambda: all(self.function_may(*call) == (call in allowed) for call in every),
+                      "the API server's authorizer to apply the Role", timeout=30)
+
+    def function_may(self, group: str, resource: str, verb: str) -> bool:
+        """The authorizer's answer for the function's identity (a SubjectAccessReview)."""
+        name, _, subresource = resource.partition("/")
+        review = AuthorizationV1Api(self.plane.admin).create_subject_access_review({
+            "spec": {"user": FUNCTION_USER, "groups": ["system:serviceaccounts", f"system:serviceaccounts:{IDENTITY_NAMESPACE}"],
+                     "resourceAttributes": {"namespace": self.namespace, "group": group, "resource": name,
+                                            "subresource": subresource, "verb": verb}}})
+        return bool(review.status.allowed)
 
     def write_kubeconfig(self, path: Path) -> Path:
         return self.plane.write_function_kubeconfig(path)

@@ -1,255 +1,291 @@
 """Acting for real: evictions and deletes under the ConfigMap cooldown lock, with the audit trail.
 
-Real VictoriaMetrics, the API stand-in and the real app. Time is an injected clock shared by
-the function and the stand-in, so 'after the cooldown' is 16 minutes later for both.
+Real VictoriaMetrics, the real control plane (tests/realcluster.py: kube-apiserver, the
+Deployment, ReplicaSet and disruption controllers, a node simulator) and the real app acting as
+its ServiceAccount with terraform's Role. The pods are seconds old, so the function's injected
+clock runs 20 minutes ahead of real time (past min_pod_age) and the series reach 40 minutes
+past it, so that "after the cooldown" has data too. The request log is the API server's audit log.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from rebalancer.cooldown import annotation_keys
 from tests.conftest import AUTH, aligned_now, target
-from tests.metricsdata import consumer_records_lag, cpu_usage, to_victoriametrics_import
-from tests.samples import sample
-from tests.standin.fixtures import seed_deployment
+from tests.metricsdata import cpu_usage, to_victoriametrics_import
+from tests.realcluster import READY_ANNOTATION
+from tests.samples import sample_in_namespace
+from tests.terraform_rbac import role_rules
 
-NS = "posthog"
-FIRING = sample("alertmanager-0.25-firing-cpu-two-deployments.json")
+FIRING = "alertmanager-0.25-firing-cpu-two-deployments.json"
 LAST, INVOCATION, HISTORY = annotation_keys("ingestion-consumer")
 RATES = [0.1, 0.5, 0.5, 0.5, 1.9, 1.6]  # after the hot and cold pods go, 1.6 stands out among 0.5s
+AHEAD = 1200  # how far the function's clock runs ahead of the pods' creation
 
 
 @pytest.fixture
-def live(make_client, victoria_metrics, standin, clock):
-    """Six skewed pods, 40 minutes of data ending now, the clock 20 minutes back, a live function."""
-    now = aligned_now()
-    clock.at(datetime.fromtimestamp(now - 1200, timezone.utc))
-    pods = seed_deployment(standin, NS, "ingestion-consumer", replicas=6, now=clock())
-    victoria_metrics.import_prometheus(to_victoriametrics_import(
-        cpu_usage(NS, "ingestion-consumer", dict(zip(pods, RATES, strict=True)), now - 2400, now)))
+def scene(kube, victoria_metrics, clock):
+    """Six Ready pods of posthog's ingestion-consumer (their names, sorted), skewed as RATES."""
+
+    def build(rates=RATES, grace_seconds: int = 30) -> list[str]:
+        pods = kube.deployment("ingestion-consumer", replicas=len(rates), grace_seconds=grace_seconds)
+        now = aligned_now()
+        clock.at(datetime.fromtimestamp(now + AHEAD, timezone.utc))
+        victoria_metrics.import_prometheus(to_victoriametrics_import(
+            cpu_usage(kube.namespace, "ingestion-consumer", dict(zip(pods, rates, strict=True)), now - 1200, now + 2 * AHEAD)))
+        return pods
+
+    return build
+
+
+@pytest.fixture
+def live(scene, make_client, victoria_metrics, kube):
+    pods = scene()
 
     def build(**overrides):
-        return make_client(victoria_metrics.url, [target("ingestion-consumer", NS, **overrides)], env_rebalancer_dry_run="false")
+        return make_client(victoria_metrics.url, [target("ingestion-consumer", kube.namespace, **overrides)],
+                           env_rebalancer_dry_run="false")
 
     return pods, build
+
+
+def fire(client, kube):
+    return client.post("/", json=sample_in_namespace(FIRING, kube.namespace), headers=AUTH)
 
 
 def decision(response):
     return next(d for d in response.get_json()["decisions"] if d["target"] == "ingestion-consumer")
 
 
-def terminating(standin, pods):
-    return sorted(p for p in pods if (standin.get("pods", NS, p) or {}).get("metadata", {}).get("deletionTimestamp"))
+def replacements_report_like_the_rest(kube, victoria_metrics, pods) -> list[str]:
+    """Wait for the ReplicaSet's replacements, and give them series as balanced as most pods:
+    on a real cluster they are scraped within a minute of starting."""
+    replacements = sorted(set(kube.wait_for_ready_pods("ingestion-consumer", 6)) - set(pods))
+    now = aligned_now()
+    victoria_metrics.import_prometheus(to_victoriametrics_import(cpu_usage(
+        kube.namespace, "ingestion-consumer", dict.fromkeys(replacements, 0.5), now - 1200, now + 2 * AHEAD)))
+    return replacements
 
 
-def state(standin):
-    configmap = standin.get("configmaps", NS, "pod-rebalancer-state")
-    return configmap["metadata"]["annotations"] if configmap else None
+def history(kube):
+    return json.loads(kube.annotations("configmaps", "pod-rebalancer-state")[HISTORY])
 
 
-def events(standin, reason=None):
-    return [e for e in standin.objects("events", NS) if reason is None or e["reason"] == reason]
-
-
-def test_skewed_cpu_evicts_the_hottest_and_coldest_and_leaves_the_audit_trail(live, standin, clock):
+def test_skewed_cpu_evicts_the_hottest_and_coldest_and_leaves_the_audit_trail(live, kube, clock):
     pods, build = live
     client = build()
 
-    response = client.post("/", json=FIRING, headers=AUTH)
+    response = fire(client, kube)
 
     body = decision(response)
     assert response.status_code == 200 and response.get_json()["outcome"] == "acted"
     assert body["outcome"] == "acted" and body["lock"] == "taken_by_this_invocation"
     assert body["actions"] == [{"pod": pods[4], "result": "evicted"}, {"pod": pods[0], "result": "evicted"}]
-    assert terminating(standin, pods) == sorted([pods[0], pods[4]])
-    assert [(r.verb, r.subresource, r.name) for r in standin.requests_for("create", "pods")] == [
-        ("create", "eviction", pods[4]), ("create", "eviction", pods[0])]
-    annotations = state(standin)
+    assert kube.terminating(pods) == sorted([pods[0], pods[4]])
+    assert [(r.verb, r.subresource, r.name, r.code) for r in kube.requests("create", "pods")] == [
+        ("create", "eviction", pods[4], 201), ("create", "eviction", pods[0], 201)]
+    annotations = kube.annotations("configmaps", "pod-rebalancer-state")
     assert annotations[LAST] == clock().isoformat().replace("+00:00", "Z")
     assert annotations[INVOCATION] == response.get_json()["invocation"]
     (entry,) = json.loads(annotations[HISTORY])
     assert entry["outcome"] == "acted" and entry["signal"] == "cpu" and entry["value"] == pytest.approx(body["verified"]["value"])
     assert [(p["pod"], p["role"], p["result"]) for p in entry["pods"]] == [(pods[4], "hot", "evicted"), (pods[0], "cold", "evicted")]
-    rebalanced = events(standin, "Rebalanced")
+    rebalanced = kube.events("Rebalanced")
     assert sorted(e["involvedObject"]["name"] for e in rebalanced) == sorted([pods[0], pods[4], "ingestion-consumer"])
     assert all(e["type"] == "Normal" and e["source"]["component"] == "pod-rebalancer" for e in rebalanced)
     assert body["cooldown_until"] == (clock() + timedelta(minutes=15)).isoformat().replace("+00:00", "Z")
+    # The ReplicaSet replaces what was evicted, as on any cluster.
+    assert len(set(kube.wait_for_ready_pods("ingestion-consumer", 6)) - set(pods)) == 2
 
 
-def test_immediately_again_is_skipped_by_the_cooldown(live, standin):
-    _, build = live
+def test_immediately_again_is_skipped_by_the_cooldown(live, kube, victoria_metrics):
+    pods, build = live
     client = build()
-    client.post("/", json=FIRING, headers=AUTH)
-    writes_before = len([r for r in standin.requests if r.verb in ("create", "patch", "update", "delete")])
+    fire(client, kube)
+    replacements_report_like_the_rest(kube, victoria_metrics, pods)
+    writes_before = len(kube.writes())
 
-    again = decision(client.post("/", json=FIRING, headers=AUTH))
+    again = decision(fire(client, kube))
 
     assert again["outcome"] == "skipped" and again["code"] == "cooldown"
     assert "in cooldown until" in again["reason"]
-    assert len([r for r in standin.requests if r.verb in ("create", "patch", "update", "delete")]) == writes_before
+    assert len(kube.writes()) == writes_before
 
 
-def test_after_the_cooldown_it_acts_again(live, standin, clock):
+def test_after_the_cooldown_it_acts_again_on_what_is_still_skewed(live, kube, clock, victoria_metrics):
     pods, build = live
     client = build()
-    client.post("/", json=FIRING, headers=AUTH)
+    fire(client, kube)
+    replacements_report_like_the_rest(kube, victoria_metrics, pods)  # pods[5] still stands out
 
-    clock.advance(minutes=16)  # the evicted pods' grace periods end; the cooldown is over
-    second = decision(client.post("/", json=FIRING, headers=AUTH))
+    clock.advance(minutes=16)
+    second = decision(fire(client, kube))
 
-    assert second["outcome"] == "acted"
-    # Four pods are left and min_pods is 3: only the next hot pod may go.
-    assert [a["pod"] for a in second["actions"]] == [pods[5]]
-    assert len(json.loads(state(standin)[HISTORY])) == 2
+    assert second["outcome"] == "acted", second["reason"]
+    assert second["selected"][0] == {"pod": pods[5], "value": pytest.approx(1.6), "role": "hot"}
+    assert [a["result"] for a in second["actions"]] == ["evicted", "evicted"]
+    assert len(history(kube)) == 2
 
 
-def test_budget_allowing_no_disruption_blocks_and_nothing_is_deleted(live, standin):
+@pytest.mark.parametrize("budget", [{"maxUnavailable": 0}, {"minAvailable": "90%"}], ids=["integer", "percentage"])
+def test_budget_allowing_no_disruption_blocks_and_nothing_is_evicted(live, kube, budget):
     pods, build = live
-    standin.put({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-                 "metadata": {"name": "consumer", "namespace": NS},
-                 "spec": {"selector": {"matchLabels": {"app": "ingestion-consumer"}}, "maxUnavailable": 0}})
-    client = build()
+    status = kube.pdb("consumer", {"app": "ingestion-consumer"}, **budget).status
+    assert status.disruptions_allowed == 0 and status.desired_healthy == 6
 
-    response = client.post("/", json=FIRING, headers=AUTH)
+    response = fire(build(), kube)
 
     body = decision(response)
     assert response.status_code == 200 and response.get_json()["outcome"] == "blocked"
     assert [a["result"] for a in body["actions"]] == ["blocked", "blocked"]
     assert "The disruption budget consumer needs 6 healthy pods and has 6 currently" in body["actions"][0]["detail"]
-    assert terminating(standin, pods) == []
-    assert json.loads(state(standin)[HISTORY])[0]["outcome"] == "blocked"
-    blocked = events(standin, "RebalanceBlocked")
+    assert [r.code for r in kube.requests("create", "pods")] == [429, 429]
+    assert kube.terminating(pods) == []
+    assert history(kube)[0]["outcome"] == "blocked"
+    blocked = kube.events("RebalanceBlocked")
     assert len(blocked) == 3 and all(e["type"] == "Warning" for e in blocked)
 
 
-def test_delete_action_keeps_the_pods_own_grace_period(make_client, victoria_metrics, standin, clock):
-    now = aligned_now()
-    pods = seed_deployment(standin, NS, "ingestion-consumer", replicas=6, grace_seconds=45)
-    victoria_metrics.import_prometheus(to_victoriametrics_import(
-        cpu_usage(NS, "ingestion-consumer", dict(zip(pods, RATES, strict=True)), now - 1200, now)))
-    client = make_client(victoria_metrics.url, [target("ingestion-consumer", NS, action="delete")], env_rebalancer_dry_run="false")
-
-    body = decision(client.post("/", json=FIRING, headers=AUTH))
-
-    assert [a["result"] for a in body["actions"]] == ["deleted", "deleted"]
-    for pod in (pods[4], pods[0]):
-        assert standin.get("pods", NS, pod)["metadata"]["deletionGracePeriodSeconds"] == 45
-    deletes = standin.requests_for("delete", "pods")
-    assert len(deletes) == 2 and all("gracePeriodSeconds" not in r.query for r in deletes)
-
-
-def test_one_eviction_failing_after_another_succeeded_is_all_recorded(live, standin):
+def test_percentage_budget_with_room_lets_both_evictions_through(live, kube):
     pods, build = live
-    standin.fail("create", "pods", 500, subresource="eviction", name=pods[0])
-    client = build()
+    assert kube.pdb("consumer", {"app": "ingestion-consumer"}, maxUnavailable="50%").status.disruptions_allowed == 3
 
-    body = decision(client.post("/", json=FIRING, headers=AUTH))
+    body = decision(fire(build(), kube))
+
+    assert [(a["pod"], a["result"]) for a in body["actions"]] == [(pods[4], "evicted"), (pods[0], "evicted")]
+
+
+def test_pod_under_two_budgets_fails_while_the_other_eviction_is_recorded(live, kube):
+    pods, build = live
+    kube.core.patch_namespaced_pod(pods[0], kube.namespace, {"metadata": {"labels": {"guarded": "twice"}}})
+    kube.pdb("one", {"guarded": "twice"}, maxUnavailable=1)
+    kube.pdb("two", {"guarded": "twice"}, maxUnavailable=1)
+
+    body = decision(fire(build(), kube))
 
     assert body["outcome"] == "acted"
     assert [(a["pod"], a["result"]) for a in body["actions"]] == [(pods[4], "evicted"), (pods[0], "failed")]
-    (entry,) = json.loads(state(standin)[HISTORY])
+    assert "more than one PodDisruptionBudget" in body["actions"][1]["detail"]
+    assert [r.code for r in kube.requests("create", "pods")] == [201, 500]
+    (entry,) = history(kube)
     assert [(p["pod"], p["result"]) for p in entry["pods"]] == [(pods[4], "evicted"), (pods[0], "failed")]
-    assert {e["involvedObject"]["name"] for e in events(standin, "RebalanceBlocked")} == {pods[0]}
-    assert {e["involvedObject"]["name"] for e in events(standin, "Rebalanced")} == {pods[4], "ingestion-consumer"}
+    assert {e["involvedObject"]["name"] for e in kube.events("RebalanceBlocked")} == {pods[0]}
+    assert {e["involvedObject"]["name"] for e in kube.events("Rebalanced")} == {pods[4], "ingestion-consumer"}
 
 
-def test_failing_to_write_events_is_reported_and_the_history_still_holds_the_actions(live, standin):
+def test_delete_action_keeps_the_pods_own_grace_period(scene, make_client, victoria_metrics, kube):
+    pods = scene(grace_seconds=45)
+    kube.grant(deleting=True)
+    client = make_client(victoria_metrics.url, [target("ingestion-consumer", kube.namespace, action="delete")],
+                         env_rebalancer_dry_run="false")
+
+    body = decision(fire(client, kube))
+
+    assert [a["result"] for a in body["actions"]] == ["deleted", "deleted"]
+    for pod in (pods[4], pods[0]):
+        assert kube.get("pods", pod)["metadata"]["deletionGracePeriodSeconds"] == 45
+    deletes = kube.requests("delete", "pods")
+    assert [(r.name, r.code) for r in deletes] == [(pods[4], 200), (pods[0], 200)]
+    assert all("gracePeriodSeconds" not in r.query for r in deletes)
+
+
+def test_failing_to_write_events_is_reported_and_the_history_still_holds_the_actions(live, kube):
     _, build = live
-    standin.fail("create", "events", 503, times=10)
-    client = build()
+    kube.grant([rule for rule in role_rules(deleting=False) if rule["resources"] != ["events"]])
 
-    body = decision(client.post("/", json=FIRING, headers=AUTH))
+    body = decision(fire(build(), kube))
 
     assert body["outcome"] == "acted" and len(body["audit_errors"]) == 3
-    assert json.loads(state(standin)[HISTORY])[0]["outcome"] == "acted"
+    assert all("403" in error for error in body["audit_errors"])
+    assert history(kube)[0]["outcome"] == "acted"
 
 
-def test_dry_run_evaluates_the_lock_and_writes_nothing(make_client, victoria_metrics, standin, clock):
-    now = aligned_now()
-    pods = seed_deployment(standin, NS, "ingestion-consumer", replicas=6)
-    victoria_metrics.import_prometheus(to_victoriametrics_import(
-        cpu_usage(NS, "ingestion-consumer", dict(zip(pods, RATES, strict=True)), now - 1200, now)))
-    client = make_client(victoria_metrics.url, [target("ingestion-consumer", NS)])
+def test_dry_run_evaluates_the_lock_and_writes_nothing(scene, make_client, victoria_metrics, kube):
+    scene()
+    client = make_client(victoria_metrics.url, [target("ingestion-consumer", kube.namespace)])
 
-    body = decision(client.post("/", json=FIRING, headers=AUTH))
+    body = decision(fire(client, kube))
 
     assert body["outcome"] == "dry_run" and body["lock"] == "lock_free"
     assert "a live run would take it" in body["reason"]
-    assert [r for r in standin.requests if r.verb in ("create", "update", "patch", "delete")] == []
-    assert standin.requests_for("get", "configmaps")  # it did look
+    assert kube.writes() == []
+    assert kube.requests("get", "configmaps")  # it did look
 
 
-def test_dry_run_reports_a_cooldown_in_force(live, standin, make_client, victoria_metrics):
-    _, build = live
-    build().post("/", json=FIRING, headers=AUTH)  # a live action starts the cooldown
-    dry = make_client(victoria_metrics.url, [target("ingestion-consumer", NS)])
+def test_dry_run_reports_a_cooldown_in_force(live, kube, make_client, victoria_metrics):
+    pods, build = live
+    fire(build(), kube)  # a live action starts the cooldown
+    replacements_report_like_the_rest(kube, victoria_metrics, pods)
+    dry = make_client(victoria_metrics.url, [target("ingestion-consumer", kube.namespace)])
 
-    body = decision(dry.post("/", json=FIRING, headers=AUTH))
+    body = decision(fire(dry, kube))
 
     assert body["outcome"] == "skipped" and body["code"] == "cooldown"
 
 
-def test_unreadable_state_refuses_to_act(live, standin):
+def test_unreadable_state_refuses_to_act(live, kube):
     pods, build = live
-    standin.put({"apiVersion": "v1", "kind": "ConfigMap",
-                 "metadata": {"name": "pod-rebalancer-state", "namespace": NS, "annotations": {HISTORY: "{not json"}}})
-    body = decision(build().post("/", json=FIRING, headers=AUTH))
+    kube.core.create_namespaced_config_map(kube.namespace, {
+        "metadata": {"name": "pod-rebalancer-state", "annotations": {HISTORY: "{not json"}}})
+    body = decision(fire(build(), kube))
     assert body["outcome"] == "skipped" and body["code"] == "state_unreadable"
-    assert terminating(standin, pods) == []
+    assert kube.terminating(pods) == []
 
 
-def test_rolling_out_deployment_is_left_alone(make_client, victoria_metrics, standin):
-    now = aligned_now()
-    pods = seed_deployment(standin, NS, "ingestion-consumer", replicas=6, status={
-        "observedGeneration": 2, "replicas": 7, "updatedReplicas": 3, "readyReplicas": 6, "availableReplicas": 6})
-    victoria_metrics.import_prometheus(to_victoriametrics_import(
-        cpu_usage(NS, "ingestion-consumer", dict(zip(pods, RATES, strict=True)), now - 1200, now)))
-    client = make_client(victoria_metrics.url, [target("ingestion-consumer", NS)], env_rebalancer_dry_run="false")
-
-    body = decision(client.post("/", json=FIRING, headers=AUTH))
-
-    assert body["code"] == "rolling_out" and "3 of 6 replicas updated" in body["reason"]
-    assert terminating(standin, pods) == []
-
-
-def test_scaling_hpa_is_left_alone(live, standin):
+def test_rolling_out_deployment_is_left_alone(live, kube):
     pods, build = live
-    standin.put({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-                 "metadata": {"name": "consumer", "namespace": NS},
-                 "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "ingestion-consumer"},
-                          "minReplicas": 2, "maxReplicas": 20},
-                 "status": {"currentReplicas": 6, "desiredReplicas": 9}})
+    # A real rolling update that cannot finish: the new template's pods never become Ready.
+    kube.apps.patch_namespaced_deployment("ingestion-consumer", kube.namespace, {
+        "spec": {"template": {"metadata": {"annotations": {READY_ANNOTATION: "false", "release": "2"}}}}})
+    kube.wait_for(lambda: (s := kube.apps.read_namespaced_deployment("ingestion-consumer", kube.namespace).status)
+                  .observed_generation == 2 and (s.updated_replicas or 0) > 0, "the rollout to start")
+    kube.forget_requests()
 
-    body = decision(build().post("/", json=FIRING, headers=AUTH))
+    body = decision(fire(build(max_unready_fraction=0.9), kube))
+
+    assert body["code"] == "rolling_out", body["reason"]
+    assert re.search(r"\(\d of 6 replicas (updated|available)\)", body["reason"]), body["reason"]
+    assert kube.requests("create", "pods") == []
+
+
+def test_too_many_unready_pods_are_left_alone(live, kube):
+    pods, build = live
+    for pod in pods[1:3]:  # two of six fail their readiness probe: over the 20 % allowed
+        kube.core.patch_namespaced_pod(pod, kube.namespace, {"metadata": {"annotations": {READY_ANNOTATION: "false"}}})
+    kube.wait_for(lambda: len(kube.ready_pods("app=ingestion-consumer")) == 4, "two pods to turn unready")
+
+    body = decision(fire(build(), kube))
+
+    assert body["code"] == "too_many_unready" and "2 of 6 pods of the Deployment are not Ready" in body["reason"]
+    assert kube.requests("create", "pods") == []
+
+
+def test_scaling_hpa_is_left_alone(live, kube):
+    pods, build = live
+    kube.autoscaling.create_namespaced_horizontal_pod_autoscaler(kube.namespace, {
+        "metadata": {"name": "consumer"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "ingestion-consumer"},
+                 "minReplicas": 2, "maxReplicas": 20,
+                 "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}}}]}})
+    # What the HPA controller writes when it decides to scale up. It does not run here: without a
+    # metrics API it could only record failures, so the test writes its status through the API.
+    kube.autoscaling.patch_namespaced_horizontal_pod_autoscaler_status("consumer", kube.namespace, {
+        "status": {"currentReplicas": 6, "desiredReplicas": 9}})
+
+    body = decision(fire(build(), kube))
 
     assert body["code"] == "hpa_scaling" and "6 -> 9 replicas" in body["reason"]
-    assert terminating(standin, pods) == []
+    assert kube.terminating(pods) == []
 
 
-def test_metrics_count_each_action_by_result(live, standin):
+def test_metrics_count_each_action_by_result(live, kube):
     _, build = live
     client = build()
-    client.post("/", json=FIRING, headers=AUTH)
+    fire(client, kube)
     text = client.get("/metrics").get_data(as_text=True)
     assert 'rebalancer_actions_total{result="evicted",signal="cpu",target="ingestion-consumer"} 2.0' in text
-
-
-def test_losing_the_lock_stands_down_every_signal_of_the_target(make_client, victoria_metrics, standin):
-    now = aligned_now()
-    pods = seed_deployment(standin, NS, "ingestion-consumer", replicas=6)
-    victoria_metrics.import_prometheus(to_victoriametrics_import(
-        cpu_usage(NS, "ingestion-consumer", dict(zip(pods, RATES, strict=True)), now - 1200, now)
-        + consumer_records_lag(NS, "ingestion-consumer", dict(zip(pods, [10, 20, 30, 40, 9000, 50], strict=True)), now - 1200, now)))
-    both = target("ingestion-consumer", NS, signals={"cpu": {"threshold": 0.3}, "lag": {"threshold": 0.5}})
-    client = make_client(victoria_metrics.url, [both], env_rebalancer_dry_run="false")
-    standin.fail("create", "configmaps", 409)  # another invocation created the state first
-
-    body = client.post("/rebalance", json={"target": "ingestion-consumer"}, headers=AUTH).get_json()
-
-    assert [(d["signal"], d["outcome"], d["code"]) for d in body["decisions"]] == [
-        ("cpu", "skipped", "lock_taken"), ("lag", "skipped", "lock_taken")]
-    assert terminating(standin, pods) == []

@@ -72,6 +72,21 @@ def test_too_many_pods_without_data_is_skipped_as_incomplete():
     assert verdict.missing == ("p3", "p4")
 
 
+def test_replacement_pods_without_data_yet_are_starting_not_missing():
+    young = [PodState(name=n, ready=True, owned=True, created_at=NOW - timedelta(seconds=20)) for n in ("p6", "p7")]
+    verdict = decide("cpu", FIVE + young, dict(SKEWED), RULES, NOW)  # 2 of 7 without data, both seconds old
+    assert verdict.act and verdict.missing == ()
+    assert [(note.pod, note.why) for note in verdict.ignored] == [
+        ("p6", "starting: no value yet, younger than min_pod_age"), ("p7", "starting: no value yet, younger than min_pod_age")]
+    assert {pod.pod for pod in verdict.selected}.isdisjoint({"p6", "p7"})
+
+
+def test_a_pod_old_enough_to_report_counts_as_missing_even_when_just_past_min_pod_age():
+    just_old = PodState(name="p6", ready=True, owned=True, created_at=NOW - RULES.min_pod_age)
+    verdict = decide("cpu", [*FIVE, just_old], dict(SKEWED), Rules(threshold=0.3, min_pods=3, max_missing_fraction=0.0), NOW)
+    assert verdict.code == "incomplete_data" and verdict.missing == ("p6",)
+
+
 def test_missing_pods_within_the_allowance_are_listed_and_the_rest_decides():
     data = dict(SKEWED)
     del data["p3"]  # 1 of 5 = 20%: not more than the default
