@@ -14,21 +14,21 @@ import requests
 
 from rebalancer.cooldown import annotation_keys
 from tests.conftest import TOKEN
-from tests.fleet import NS, skewed_consumer, start_live_functions
-from tests.samples import sample
+from tests.fleet import REPEAT_SKIP_CODES, skewed_consumer, start_live_functions
+from tests.samples import sample_in_namespace
 
-FIRING = sample("alertmanager-0.25-firing-cpu-two-deployments.json")
+FIRING = "alertmanager-0.25-firing-cpu-two-deployments.json"
 REQUESTS, PROCESSES, WORKERS, CLIENTS = 500, 2, 4, 32
 
 
-def test_a_storm_of_500_duplicates_over_8_workers_makes_exactly_one_action(victoria_metrics, standin, tmp_path, capsys):
-    pods = skewed_consumer(standin, victoria_metrics)
-    functions = start_live_functions(tmp_path, standin, victoria_metrics.url, PROCESSES, {"WORKERS": str(WORKERS)})
+def test_a_storm_of_500_duplicates_over_8_workers_makes_exactly_one_action(victoria_metrics, kube, tmp_path, capsys):
+    pods = skewed_consumer(kube, victoria_metrics)
+    functions = start_live_functions(tmp_path, kube, victoria_metrics.url, PROCESSES, {"WORKERS": str(WORKERS)})
     try:
         def deliver(i: int) -> tuple[int, float, str]:
             started = time.perf_counter()
             try:
-                answer = requests.post(f"{functions[i % PROCESSES].url}/alertmanager", json=FIRING,
+                answer = requests.post(f"{functions[i % PROCESSES].url}/alertmanager", json=sample_in_namespace(FIRING, kube.namespace),
                                        headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
             except requests.RequestException as e:
                 return 0, time.perf_counter() - started, f"{type(e).__name__}: {e}"[:300]
@@ -55,7 +55,7 @@ def test_a_storm_of_500_duplicates_over_8_workers_makes_exactly_one_action(victo
 
     assert errors == 0, [r for r in results if r[0] != 200][:3]
     assert outcomes["acted"] == 1
-    assert set(outcomes) <= {"acted", "lock_taken", "cooldown"}
-    assert sorted(r.name for r in standin.requests_for("create", "pods")) == sorted([pods[4], pods[0]])
-    history = json.loads(standin.get("configmaps", NS, "pod-rebalancer-state")["metadata"]["annotations"][annotation_keys("ingestion-consumer")[2]])
+    assert set(outcomes) <= {"acted"} | REPEAT_SKIP_CODES
+    assert sorted(r.name for r in kube.requests("create", "pods")) == sorted([pods[4], pods[0]])
+    history = json.loads(kube.annotations("configmaps", "pod-rebalancer-state")[annotation_keys("ingestion-consumer")[2]])
     assert [h["outcome"] for h in history] == ["acted"]

