@@ -15,7 +15,7 @@ from rebalancer.config import SignalSpec, Target, environment_variables
 from tests.conftest import AUTH, REPO, aligned_now, target
 from tests.metricsdata import cpu_usage, to_victoriametrics_import
 from tests.realcluster import drop_namespace, new_namespace
-from tests.terraform_rbac import MODULE, granted, hcl, resource, role_rules
+from tests.terraform_rbac import MODULE, granted, hcl, resource, role_rules, unquote
 
 TERRAFORM = REPO / "terraform"
 # What GKE mode needs to start at all; everything else has a default.
