@@ -6,9 +6,12 @@ function (a functions-framework process); the function re-verifies, evicts and t
 cooldown; a repeat is refused; the load evens out and the alert resolves. Everything it starts,
 it stops.
 
-Kubernetes is the in-repo API stand-in (a test double: no cluster runs here), or, with
-DEMO_CLUSTER=real and KUBECONFIG set, that cluster: the Deployment DEMO_NAMESPACE/DEMO_DEPLOYMENT
-(default posthog/ingestion-consumer) must exist there, and the function runs dry-run only.
+Kubernetes is a real control plane started for the demo (kube-apiserver, etcd, the controllers
+and a node simulator, built from k8s.io/kubernetes by `make`): the evicted pods terminate after
+their grace period and their ReplicaSet's replacements become Ready before the demo ends. With
+DEMO_CLUSTER=real and KUBECONFIG set, it uses that cluster instead: the Deployment
+DEMO_NAMESPACE/DEMO_DEPLOYMENT (default posthog/ingestion-consumer) must exist there, and the
+function runs dry-run only.
 """
 
 from __future__ import annotations
@@ -26,9 +29,8 @@ sys.path.insert(0, str(REPO))
 
 from tests.chain import Chain, wait_for  # noqa: E402
 from tests.metricsdata import cpu_usage, to_victoriametrics_import  # noqa: E402
+from tests.realcluster import Cluster, ControlPlane  # noqa: E402
 from tests.samples import sample  # noqa: E402
-from tests.standin import KubeApiStandIn  # noqa: E402
-from tests.standin.fixtures import seed_deployment  # noqa: E402
 
 TOKEN = "demo-token-not-a-secret"
 # Two hot pods: after the first action the second keeps the skew, so a repeat is refused by the cooldown.
@@ -62,7 +64,8 @@ def main() -> int:
     namespace = os.environ.get("DEMO_NAMESPACE", "posthog") if real else "posthog"
     deployment = os.environ.get("DEMO_DEPLOYMENT", "ingestion-consumer") if real else "ingestion-consumer"
     workdir = Path(tempfile.mkdtemp(prefix="rebalancer-demo-"))
-    standin = None
+    plane: ControlPlane | None = None
+    kube: Cluster | None = None
     if real:
         if not os.environ.get("KUBECONFIG"):
             raise SystemExit("DEMO_CLUSTER=real needs KUBECONFIG pointing at the cluster")
@@ -70,23 +73,30 @@ def main() -> int:
         pods = real_cluster_pods(namespace, deployment)
         kubeconfig = Path(os.environ["KUBECONFIG"])
     else:
-        step("1. Kubernetes: the API stand-in with a consumer Deployment")
-        standin = KubeApiStandIn().start()
-        pods = seed_deployment(standin, namespace, deployment, replicas=len(RATES))
-        kubeconfig = standin.write_kubeconfig(workdir / "kubeconfig")
-        say(f"   {namespace}/{deployment}: {len(pods)} Ready pods, owned through a ReplicaSet")
-        say(f"   {DIM}(a test double of the API server: no cluster runs on this machine; DEMO_CLUSTER=real uses yours){RESET}")
+        step("1. Kubernetes: a real control plane, and a consumer Deployment on it")
+        plane = ControlPlane(workdir / "kubernetes").start()
+        say(f"   kube-apiserver {plane.info['version']} at {plane.server}, ready in {plane.start_to_ready:.1f} s "
+            f"(etcd, controllers, a simulated node)")
+        kube = Cluster(plane, namespace)
+        kube.core.create_namespace({"metadata": {"name": namespace}})
+        kube.grant()
+        pods = kube.deployment(deployment, replicas=len(RATES), grace_seconds=5)
+        kubeconfig = kube.write_kubeconfig(workdir / "kubeconfig")
+        say(f"   {namespace}/{deployment}: {len(pods)} Ready pods, created by its ReplicaSet")
+        say("   the function acts as ServiceAccount pod-rebalancer/pod-rebalancer, bound to terraform's Role")
+        say(f"   {DIM}(DEMO_CLUSTER=real KUBECONFIG=... uses your cluster instead, dry-run only){RESET}")
 
     rates = dict(zip(pods, (RATES * len(pods))[: len(pods)], strict=True))
     config = {"dry_run": real, "log_format": "json", "targets": [{
         "name": deployment, "namespace": namespace, "deployment": deployment, "container": deployment,
-        "min_pods": 3, "cooldown": "15m", "signals": {"cpu": {"threshold": 0.3}}}]}
+        # The demo's pods are seconds old: min_pod_age (10m by default) would pass over all of them.
+        "min_pods": 3, "cooldown": "15m", "min_pod_age": "0s", "signals": {"cpu": {"threshold": 0.3}}}]}
     chain = Chain(workdir, config, kubeconfig, TOKEN)
     started = time.monotonic()
     try:
         step("2. The chain: VictoriaMetrics, vmalert (shipped rules), Alertmanager (shipped config), the function")
         chain.start()
-        say(f"   function {chain.function.url} ({'dry-run' if real else 'LIVE on the stand-in'}), "
+        say(f"   function {chain.function.url} ({'dry-run' if real else 'LIVE on the control plane'}), "
             f"Alertmanager {chain.alertmanager_url}, vmalert {chain.vmalert_url}")
 
         step("3. Twenty minutes of cAdvisor CPU counters, one pod hot and one cold")
@@ -113,18 +123,24 @@ def main() -> int:
         say(f"   projected CV after rebalancing: {decision['projected_cv']:.3f}")
         say(f"   outcome {BOLD}{decision['outcome']}{RESET}: {DIM}{decision['reason'][:220]}{RESET}")
 
-        if standin is not None:
-            step("6. The evictions, and the audit trail")
-            evictions = wait_for(lambda: standin.requests_for("create", "pods"), "evictions", timeout=10)
+        if kube is not None:
+            step("6. The evictions, and the audit trail (the API server's own audit log)")
+            evictions = wait_for(lambda: [r for r in kube.requests("create", "pods") if r.code == 201], "evictions", timeout=10)
             say(f"   first eviction {(evictions[0].at - fired) * 1000:.0f} ms after the alert fired")
-            for request in standin.requests_for("create", "pods"):
-                say(f"   POST pods/{request.name}/eviction  -> terminating (its grace period runs)")
-            wait_for(lambda: len(standin.objects("events", namespace)) >= 3, "events", timeout=10)
-            for event in standin.objects("events", namespace):
+            for request in kube.requests("create", "pods"):
+                say(f"   POST pods/{request.name}/eviction -> {request.code}: terminating, its 5 s grace period runs")
+            wait_for(lambda: len(kube.events("Rebalanced")) >= 3, "events", timeout=10)
+            for event in kube.events("Rebalanced"):
                 say(f"   Event {event['reason']:<10} on {event['involvedObject']['kind']}/{event['involvedObject']['name']}")
-            state = standin.get("configmaps", namespace, "pod-rebalancer-state")["metadata"]["annotations"]
+            state = kube.annotations("configmaps", "pod-rebalancer-state")
             say(f"   ConfigMap pod-rebalancer-state: {deployment}.pod-rebalancer.io/last-action = "
                 f"{state[f'{deployment}.pod-rebalancer.io/last-action']}")
+            replacements = sorted(set(kube.wait_for_ready_pods(deployment, len(pods))) - set(pods))
+            say(f"   the ReplicaSet replaced them: {', '.join(replacements)} Ready")
+            now = (int(time.time()) // 15) * 15
+            chain.vm.import_prometheus(to_victoriametrics_import(
+                cpu_usage(namespace, deployment, dict.fromkeys(replacements, 0.42), now - 1200, now, noise=0.05)))
+            say("   they are scraped like the others (0.42 cores each)")
 
         step("7. The skew persists (a second hot pod); the same notification comes again")
         again = requests.post(f"{chain.function.url}/alertmanager", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30,
@@ -138,19 +154,24 @@ def main() -> int:
         balanced_end = (int(time.time()) // 15) * 15
         chain.vm.import_prometheus(to_victoriametrics_import(cpu_usage(namespace, deployment, dict.fromkeys(pods, 0.55), now - 1200, balanced_end)))
         wait_for(lambda: not chain.alerts("ConsumerCpuSkew"), "the alert to resolve", timeout=30)
-        writes = [r for r in standin.requests if r.verb in ("create", "update", "patch", "delete")] if standin else []
         say("   ConsumerCpuSkew resolved; nothing more happens")
+        if kube is not None:
+            evicted = [r.name for r in kube.requests("create", "pods")]
+            wait_for(lambda: kube.terminating(evicted) == sorted(evicted) and all(kube.get("pods", p) is None for p in evicted),
+                     "the evicted pods to finish terminating", timeout=30)
+            ready = kube.wait_for_ready_pods(deployment, len(pods))
+            say(f"   the evicted pods are gone after their grace period; {len(ready)} Ready pods again")
         step("Done")
-        if standin is not None:
-            say(f"   {len(standin.requests_for('create', 'pods'))} evictions, {len(writes)} Kubernetes writes in all, "
+        if kube is not None:
+            say(f"   {len(kube.requests('create', 'pods'))} evictions, {len(kube.writes())} Kubernetes writes by the function in all, "
                 f"in {time.monotonic() - started:.0f} s")
         else:
             say(f"   dry-run against the real cluster: no writes; {time.monotonic() - started:.0f} s")
         return 0
     finally:
         chain.stop()
-        if standin is not None:
-            standin.stop()
+        if plane is not None:
+            plane.stop()
         say(f"{DIM}stopped every process it started; logs are in {workdir}{RESET}")
 
 

@@ -238,7 +238,7 @@ def test_unreadable_state_refuses_to_act(live, kube):
 
 
 def test_rolling_out_deployment_is_left_alone(live, kube):
-    pods, build = live
+    _pods, build = live
     # A real rolling update that cannot finish: the new template's pods never become Ready.
     kube.apps.patch_namespaced_deployment("ingestion-consumer", kube.namespace, {
         "spec": {"template": {"metadata": {"annotations": {READY_ANNOTATION: "false", "release": "2"}}}}})
