@@ -1,8 +1,9 @@
 """`make bench`: what one invocation costs as a Deployment grows, cold start, and memory.
 
-For each size (10, 100, 1,000, 10,000 pods) it seeds a Deployment of realistic pods (about 6 KB
-of JSON each, managedFields and all) in the Kubernetes API stand-in and per-pod CPU and lag
-series in a real VictoriaMetrics, starts a fresh `functions-framework` process (dry-run, JSON
+For each size (10, 100, 1,000, 10,000 pods) it creates a Deployment of realistic pods on the real
+control plane (tests/realcluster.py: the controllers make the pods, the node simulator makes them
+Ready; the API server serves them with managedFields and all) and per-pod CPU and lag series in
+a real VictoriaMetrics, starts a fresh `functions-framework` process (dry-run, JSON
 logs, as deployed), and sends the same webhook (one cpu and one lag alert for the target)
 several times. It prints one table and, with --readme, writes it into README.md.
 
@@ -10,8 +11,10 @@ What each column is, and where it comes from:
 - latency: at the client, request sent to response read, after one warm-up invocation.
 - cpu: the request thread's own CPU time (Server-Timing ``cpu``); waiting on a socket is not in it.
 - kube / metrics: wall time inside the Kubernetes and metrics adapters (Server-Timing).
-- requests: counted by the servers themselves (the stand-in's request log, VictoriaMetrics'
-  ``vm_http_requests_total``), not by the function.
+- API server: the API server's own time for the function's requests (its audit log: received
+  to response complete), the part of "kube" that is not the network, the client or decoding.
+- requests: counted by the servers themselves (the API server's audit log of the function's
+  ServiceAccount, VictoriaMetrics' ``vm_http_requests_total``), not by the function.
 - peak RSS: VmHWM of the gunicorn worker that served the runs, plus the private memory of the
   arbiter it was forked from (shared pages are counted once, as the container's memory counts them).
 Cold start: ``Popen`` to the first 200 answer to the webhook, polling every 10 ms; import time:
@@ -31,6 +34,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import requests
@@ -40,10 +44,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.metricsdata import consumer_records_lag, cpu_usage, to_victoriametrics_import  # noqa: E402
+from tests.realcluster import FUNCTION_USER, Cluster, ControlPlane  # noqa: E402
 from tests.samples import sample  # noqa: E402
 from tests.servers import FunctionProcess, VictoriaMetrics  # noqa: E402
-from tests.standin import KubeApiStandIn  # noqa: E402
-from tests.standin.fixtures import seed_deployment  # noqa: E402
 
 TOKEN = "bench-token-not-a-secret"
 SIZES = (10, 100, 1_000, 10_000)
@@ -72,12 +75,19 @@ class Case:
         return f"{self.pods:,}" + ("" if self.realistic else " (lean pods)")
 
 
-def seed(standin: KubeApiStandIn, vm: VictoriaMetrics, case: Case, now: float) -> None:
+def seed(plane: ControlPlane, vm: VictoriaMetrics, case: Case, now: float) -> None:
     """A consumer Deployment whose lag sits on one pod (the act path, with its cooldown read) and
     whose CPU is spread with noise (measured, not acted on at large sizes: moving two pods out
     of thousands cannot improve it by min_improvement)."""
     name, ns = case.name, case.namespace
-    names = seed_deployment(standin, ns, name, replicas=case.pods, realistic=case.realistic)
+    cluster = Cluster(plane, ns)
+    cluster.core.create_namespace({"metadata": {"name": ns}})
+    cluster.grant()
+    # Created through the API: the Deployment and ReplicaSet controllers make the pods, the node
+    # simulator binds them and reports them Ready, as on a cluster (about a minute for 10,000).
+    cluster.deployment(name, replicas=case.pods, realistic=case.realistic, wait=False)
+    cluster.wait_for_settled(name, timeout=1800)
+    names = sorted(p.metadata.name for p in cluster.core.list_namespaced_pod(ns, label_selector=f"app={name}").items)
     rates = {pod: 0.3 + 0.4 * ((i * 7919) % 1000) / 1000 for i, pod in enumerate(names)}
     lag = {pod: 800.0 + (i % 50) for i, pod in enumerate(names)}
     lag[names[len(names) // 2]] = 2_000_000.0
@@ -142,6 +152,7 @@ class SizeResult:
     latency_ms: list[float]
     cpu_ms: list[float]
     kube_ms: list[float]
+    apiserver_ms: float  # the API server's own time per invocation, from its audit log
     metrics_ms: list[float]
     kube_requests: float
     metrics_requests: float
@@ -151,15 +162,27 @@ class SizeResult:
     outcome: str
 
 
-def function_env(workdir: Path, config: dict, standin: KubeApiStandIn) -> dict[str, str]:
+def function_env(workdir: Path, config: dict, plane: ControlPlane) -> dict[str, str]:
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "rebalancer.yaml"
     config_path.write_text(yaml.safe_dump(config))
     return {"REBALANCER_CONFIG": str(config_path), "REBALANCER_AUTH_TOKEN": TOKEN,
-            "KUBECONFIG": str(standin.write_kubeconfig(workdir / "kubeconfig"))}
+            "KUBECONFIG": str(plane.write_function_kubeconfig(workdir / "kubeconfig"))}
 
 
-def measure_size(case: Case, runs: int, env: dict[str, str], workdir: Path, standin: KubeApiStandIn,
+def function_audit(plane: ControlPlane, namespace: str) -> list[dict]:
+    return [e for e in plane.audit() if e["user"]["username"] == FUNCTION_USER
+            and (e.get("objectRef") or {}).get("namespace") == namespace]
+
+
+def apiserver_seconds(events: list[dict]) -> float:
+    """Received to response complete, summed: what the API server itself spent on the requests."""
+    def at(stamp: str) -> float:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    return sum(at(e["stageTimestamp"]) - at(e["requestReceivedTimestamp"]) for e in events)
+
+
+def measure_size(case: Case, runs: int, env: dict[str, str], workdir: Path, plane: ControlPlane,
                  vm: VictoriaMetrics) -> SizeResult:
     function = FunctionProcess(workdir / f"fn-{case.name}", env, name=f"function-{case.name}").start(timeout=60)
     try:
@@ -175,7 +198,7 @@ def measure_size(case: Case, runs: int, env: dict[str, str], workdir: Path, stan
 
         invoke()  # warm-up: the first call also opens the connections
         latency, cpu, kube, metrics, sizes = [], [], [], [], []
-        kube_before, metrics_before = len(standin.requests), vm_queries(vm)
+        kube_before, metrics_before = len(function_audit(plane, case.namespace)), vm_queries(vm)
         outcome = ""
         for _ in range(runs):
             started = time.perf_counter()
@@ -187,12 +210,14 @@ def measure_size(case: Case, runs: int, env: dict[str, str], workdir: Path, stan
             metrics.append(timing.get("metrics", 0.0))
             sizes.append(len(response.content))
             outcome = ", ".join(f"{d['signal']}: {d['outcome']} ({d.get('code')})" for d in response.json()["decisions"])
-        kube_requests = (len(standin.requests) - kube_before) / runs
+        made = function_audit(plane, case.namespace)[kube_before:]
+        kube_requests = len(made) / runs
+        apiserver_ms = apiserver_seconds(made) * 1000 / runs
         metrics_requests = (vm_queries(vm) - metrics_before) / runs
         peak, tree = peak_rss_mib(function.process.pid)
     finally:
         function.stop()
-    return SizeResult(case, runs, latency, cpu, kube, metrics, kube_requests, metrics_requests,
+    return SizeResult(case, runs, latency, cpu, kube, apiserver_ms, metrics, kube_requests, metrics_requests,
                       max(sizes), peak, tree, outcome)
 
 
@@ -259,17 +284,20 @@ def machine() -> str:
 def render(results: list[SizeResult], cold: list[float], imports: list[float], costly: list[tuple[str, float]]) -> str:
     lines = [
         f"Measured by `make bench` on {time.strftime('%Y-%m-%d')}: {machine()}.",
-        "Dry-run webhook with one cpu and one lag alert; realistic pods (about 6 KB of JSON each).",
+        "Dry-run webhook with one cpu and one lag alert, against the real control plane (kube-apiserver "
+        "v1.37.2, pods created through the API by the controllers; realistic pods carry env, probes, ports "
+        "and resources). kube ms: wall time in the Kubernetes adapter; of it, API server ms: the API "
+        "server's own time (its audit log, received to response complete).",
         "",
-        "| pods | runs | median ms | p95 ms | own CPU ms (share of median) | kube ms | metrics ms | kube requests | metrics queries | response bytes | peak RSS MiB (worker + arbiter's own) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| pods | runs | median ms | p95 ms | own CPU ms (share of median) | kube ms | API server ms | metrics ms | kube requests | metrics queries | response bytes | peak RSS MiB (worker + arbiter's own) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         median = statistics.median(r.latency_ms)
         cpu = statistics.median(r.cpu_ms)
         lines.append(
             f"| {r.case.label} | {r.runs} | {median:.0f} | {percentile(r.latency_ms, 0.95):.0f} | {cpu:.0f} ({cpu / median:.0%}) "
-            f"| {statistics.median(r.kube_ms):.0f} | {statistics.median(r.metrics_ms):.0f} | {r.kube_requests:g} "
+            f"| {statistics.median(r.kube_ms):.0f} | {r.apiserver_ms:.0f} | {statistics.median(r.metrics_ms):.0f} | {r.kube_requests:g} "
             f"| {r.metrics_requests:g} | {r.response_bytes:,} | {r.peak_rss_mib:.0f} + {r.arbiter_private_mib:.0f} |"
         )
     lines += [
@@ -307,30 +335,32 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="rebalancer-bench-") as tmp:
         workdir = Path(tmp)
         vm = VictoriaMetrics(workdir / "vm").start()
-        standin = KubeApiStandIn().start()
+        plane = ControlPlane(workdir / "kubernetes").start()
         try:
             now = time.time() // 15 * 15
             cases = [Case(pods) for pods in args.sizes] + [Case(pods, realistic=False) for pods in args.lean]
             seeded = sorted(set(cases) | {Case(SIZES[0])}, key=lambda c: (c.pods, not c.realistic))
             for case in seeded:
                 print(f"seeding {case.label} pods and their series ...", flush=True)
-                seed(standin, vm, case, now)
+                began = time.monotonic()
+                seed(plane, vm, case, now)
+                print(f"  {case.label} pods Ready in {time.monotonic() - began:.1f} s", flush=True)
             targets = [
                 {"name": case.name, "namespace": case.namespace, "deployment": case.name, "min_pods": 3,
                  "signals": {"cpu": {"threshold": 0.3}, "lag": {"threshold": 0.5}}}
                 for case in seeded
             ]
             env = function_env(workdir, {"metrics_url": vm.url, "dry_run": True, "log_format": "json",
-                                         "targets": targets}, standin)
+                                         "targets": targets}, plane)
             results = []
             for case in cases:
                 print(f"timing {case.label} pods ...", flush=True)
-                results.append(measure_size(case, args.runs, env, workdir, standin, vm))
+                results.append(measure_size(case, args.runs, env, workdir, plane, vm))
             print("cold starts ...", flush=True)
             cold = measure_cold_start(env, workdir, args.cold_starts)
             imports, costly = measure_import(env, args.imports)
         finally:
-            standin.stop()
+            plane.stop()
             vm.stop()
     table = render(results, cold, imports, costly)
     print()

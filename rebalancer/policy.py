@@ -70,9 +70,13 @@ def rollout_guard(workload: WorkloadStatus) -> str | None:
     """Evicting during a rollout fights the Deployment controller and can stall it."""
     if workload.observed_generation < workload.generation:
         return f"the Deployment is rolling out (observedGeneration {workload.observed_generation} < generation {workload.generation})"
-    for field_name, value in (("updated", workload.updated_replicas), ("available", workload.available_replicas)):
-        if value is not None and value < workload.replicas:
-            return f"the Deployment is rolling out ({value} of {workload.replicas} replicas {field_name})"
+    if workload.updated_replicas is not None and workload.updated_replicas < workload.replicas:
+        return f"the Deployment is rolling out ({workload.updated_replicas} of {workload.replicas} replicas updated)"
+    if workload.available_replicas is not None and workload.available_replicas < workload.replicas:
+        # Also right after an eviction, until the replacement is available: moving more now would
+        # take capacity the Deployment does not have yet.
+        return (f"the Deployment is not fully available ({workload.available_replicas} of {workload.replicas} "
+                "replicas available: a rollout, or pods being replaced)")
     return None
 
 

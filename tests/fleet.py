@@ -38,6 +38,8 @@ def start_live_functions(tmp_path: Path, kube: Cluster, metrics_url: str, proces
     return [FunctionProcess(tmp_path / f"fn{i}", env, name=f"function-{i}").start(timeout=60) for i in range(processes)]
 
 
-# Why a duplicate may stand down: the lock or cooldown, or, once the ReplicaSet's replacements are
-# Ready but not yet scraped (min_pod_age is 0 here, so they are not "starting"), incomplete data.
-REPEAT_SKIP_CODES = {"lock_taken", "cooldown", "incomplete_data"}
+# Why a duplicate may stand down: the lock or the cooldown; or what a real cluster shows right after
+# the eviction, before the cooldown is read: the Deployment not yet fully available again
+# (rolling_out), then the ReplicaSet's replacements Ready but not yet scraped (min_pod_age is 0
+# here, so they are not "starting"): incomplete data.
+REPEAT_SKIP_CODES = {"lock_taken", "cooldown", "rolling_out", "incomplete_data"}

@@ -334,6 +334,17 @@ class Cluster:
             and found.status and found.status.observed_generation == found.metadata.generation and found,
             f"the disruption controller to observe PDB {name}")
 
+    def hpa(self, deployment: str, *, cpu_utilization: int, name: str | None = None) -> str:
+        """An autoscaling/v2 HorizontalPodAutoscaler on the Deployment with a CPU Utilization target."""
+        name = name or deployment
+        self.autoscaling.create_namespaced_horizontal_pod_autoscaler(self.namespace, {
+            "metadata": {"name": name},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment},
+                     "minReplicas": 1, "maxReplicas": 100,
+                     "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                         "type": "Utilization", "averageUtilization": cpu_utilization}}}]}})
+        return name
+
     def bare_pod(self, name: str, labels: dict[str, str]) -> Any:
         return self.core.create_namespaced_pod(self.namespace, {
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},

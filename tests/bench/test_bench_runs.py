@@ -16,6 +16,6 @@ def test_the_benchmark_runs_and_reports_constant_upstream_requests(capsys):
     assert set(rows) == {"10", "100", "10 (lean pods)"}
     for row in rows.values():
         cells = [c.strip() for c in row.strip("|").split("|")]
-        assert cells[7:9] == ["5", "2"], row  # kube requests, metrics queries: the same at every size
+        assert cells[8:10] == ["5", "2"], row  # kube requests, metrics queries: the same at every size
     assert "Cold start (process start to the first answered webhook, 1 starts)" in table
     assert "lag: dry_run (skew_verified)" in table

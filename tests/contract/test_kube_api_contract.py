@@ -36,10 +36,14 @@ def pdb(cluster, name: str, selector: dict, **spec):
 
 
 def wait_for_budget(cluster, name: str, allowed: int):
-    """The disruption controller fills in the status asynchronously on a real cluster."""
+    """The disruption controller fills in the status asynchronously on a real cluster; until it
+    has observed the budget, the status reads zero allowed (and evictions answer 429)."""
+    def computed():
+        found = cluster.policy.read_namespaced_pod_disruption_budget(name, cluster.namespace)
+        status = found.status
+        return status and status.observed_generation == found.metadata.generation and status.disruptions_allowed == allowed and status
     return cluster.wait_for(
-        lambda: (s := cluster.policy.read_namespaced_pod_disruption_budget(name, cluster.namespace).status)
-        and s.disruptions_allowed == allowed and s,
+        computed,
         f"PDB {name} to allow {allowed} disruption(s)",
     )
 

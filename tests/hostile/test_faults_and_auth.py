@@ -1,5 +1,10 @@
 """Every way in is closed, and every failure ends safe: the right status, no unsafe action, and
-whatever was done before the failure is on record."""
+whatever was done before the failure is on record.
+
+Kubernetes here is the stand-in: these tests inject what a real control plane cannot produce on
+demand (a 403, a connection reset, a 429 or a 500 on the second eviction after the first went
+through; a TLS endpoint whose token cannot be refreshed), and the authentication tests assert
+that the API saw no request at all, which the stand-in's log shows for any identity."""
 
 from __future__ import annotations
 
@@ -46,10 +51,10 @@ def skewed(victoria_metrics, standin):
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"}, {"Authorization": "Bearer"}, {"Authorization": f"Token {TOKEN}"},
                                      {"Authorization": f"bearer  {TOKEN} extra"}, {"Authorization": "Bearer " + "x" * 10000}])
-def test_unauthenticated_posts_reach_neither_backend(make_client, victoria_metrics, standin, skewed, headers):
+def test_unauthenticated_posts_reach_neither_backend(make_standin_client, victoria_metrics, standin, skewed, headers):
     proxy = LoggingProxy(victoria_metrics.url).start()
     try:
-        client = make_client(proxy.url, [target("ingestion-consumer", NS)], env_rebalancer_dry_run="false")
+        client = make_standin_client(proxy.url, [target("ingestion-consumer", NS)], env_rebalancer_dry_run="false")
         for path in ("/", "/alertmanager", "/rebalance"):
             assert client.post(path, json=FIRING, headers=headers).status_code == 401
         assert proxy.seen == [] and standin.requests == []
@@ -57,18 +62,18 @@ def test_unauthenticated_posts_reach_neither_backend(make_client, victoria_metri
         proxy.stop()
 
 
-def test_tokens_are_compared_in_constant_time(make_client, victoria_metrics, monkeypatch):
+def test_tokens_are_compared_in_constant_time(make_standin_client, victoria_metrics, monkeypatch):
     calls = []
     real = rebalancer.routes.hmac.compare_digest
     monkeypatch.setattr(rebalancer.routes.hmac, "compare_digest", lambda a, b: calls.append((a, b)) or real(a, b))
-    client = make_client(victoria_metrics.url, [target("ingestion-consumer", NS)])
+    client = make_standin_client(victoria_metrics.url, [target("ingestion-consumer", NS)])
     client.post("/rebalance", json={"target": "ingestion-consumer"}, headers={"Authorization": "Bearer guess"})
     assert calls == [(b"guess", TOKEN.encode())]
 
 
-def test_the_token_appears_in_no_answer_and_no_log_line(make_client, victoria_metrics, skewed, capsys):
+def test_the_token_appears_in_no_answer_and_no_log_line(make_standin_client, victoria_metrics, skewed, capsys):
     capsys.readouterr()
-    client = make_client(victoria_metrics.url, [target("ingestion-consumer", NS)], env_rebalancer_dry_run="false")
+    client = make_standin_client(victoria_metrics.url, [target("ingestion-consumer", NS)], env_rebalancer_dry_run="false")
     answers = [client.post(p, json=FIRING, headers=h).get_data(as_text=True)
                for p in ("/", "/rebalance") for h in (AUTH, {"Authorization": f"Bearer {TOKEN}x"})]
     answers.append(client.get("/metrics").get_data(as_text=True))
@@ -90,9 +95,9 @@ def test_the_token_appears_in_no_answer_and_no_log_line(make_client, victoria_me
     ],
     ids=["5xx", "proxy-502", "garbage", "too-slow", "nan-and-partial", "query-rejected"],
 )
-def test_a_misbehaving_metrics_backend_never_leads_to_action(make_client, misbehaving_backend, standin, skewed, status, body, delay, expected):
+def test_a_misbehaving_metrics_backend_never_leads_to_action(make_standin_client, misbehaving_backend, standin, skewed, status, body, delay, expected):
     misbehaving_backend.answer(status, body, delay)
-    client = make_client(misbehaving_backend.url, [target("ingestion-consumer", NS)], env_rebalancer_dry_run="false",
+    client = make_standin_client(misbehaving_backend.url, [target("ingestion-consumer", NS)], env_rebalancer_dry_run="false",
                          metrics_timeout="500ms")
     response = client.post("/", json=FIRING, headers=AUTH)
     assert response.status_code == expected
@@ -103,7 +108,7 @@ def test_a_misbehaving_metrics_backend_never_leads_to_action(make_client, misbeh
 # -- Kubernetes failing mid-run: whatever was done is on record ----------------------------------------
 
 @pytest.mark.parametrize(("fault", "detail"), [("rbac", "403"), ("reset", "unreachable"), ("too-many", "HTTP 429"), ("several-budgets", "HTTP 500")])
-def test_a_failure_after_the_first_eviction_is_recorded_with_it(make_client, victoria_metrics, standin, skewed, fault, detail, capsys):
+def test_a_failure_after_the_first_eviction_is_recorded_with_it(make_standin_client, victoria_metrics, standin, skewed, fault, detail, capsys):
     second = skewed[0]  # the cold pod goes second
     if fault == "rbac":
         standin.fail("create", "pods", 403, subresource="eviction", name=second)
@@ -113,7 +118,7 @@ def test_a_failure_after_the_first_eviction_is_recorded_with_it(make_client, vic
         standin.fail("create", "pods", 429, subresource="eviction", name=second)
     else:
         standin.fail("create", "pods", 500, subresource="eviction", name=second)
-    client = make_client(victoria_metrics.url, [target("ingestion-consumer", NS)], env_rebalancer_dry_run="false")
+    client = make_standin_client(victoria_metrics.url, [target("ingestion-consumer", NS)], env_rebalancer_dry_run="false")
 
     body = decision(client.post("/", json=FIRING, headers=AUTH))
 

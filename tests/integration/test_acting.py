@@ -249,7 +249,7 @@ def test_rolling_out_deployment_is_left_alone(live, kube):
     body = decision(fire(build(max_unready_fraction=0.9), kube))
 
     assert body["code"] == "rolling_out", body["reason"]
-    assert re.search(r"\(\d of 6 replicas (updated|available)\)", body["reason"]), body["reason"]
+    assert re.search(r"is rolling out \(\d of 6 replicas updated\)", body["reason"]), body["reason"]
     assert kube.requests("create", "pods") == []
 
 

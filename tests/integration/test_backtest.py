@@ -33,7 +33,11 @@ TARGET = {"name": "ingestion-consumer", "namespace": NS, "deployment": "ingestio
 @pytest.fixture
 def day(standin, load_metrics):
     """24 hours of per-pod CPU counters with the four EPISODES in VictoriaMetrics or Prometheus;
-    returns (day start, end, pods, the backend's URL)."""
+    returns (day start, end, pods, the backend's URL).
+
+    The pods live in the stand-in, not on the real control plane: the live function is asked
+    about moments of the past day, so its pods must have existed then, and a real API server
+    sets creationTimestamp itself, to now."""
     end = aligned_now()
     start = end - 86400
     pods = seed_deployment(standin, NS, "ingestion-consumer", replicas=6,
@@ -79,10 +83,10 @@ def test_the_backtest_finds_exactly_the_skew_episodes_and_respects_the_cooldown(
     assert len(report.actions) / report.days == pytest.approx(3.0, rel=0.01)
 
 
-def test_at_any_instant_the_backtest_decides_as_the_live_function_does(day, make_client, clock):
+def test_at_any_instant_the_backtest_decides_as_the_live_function_does(day, make_standin_client, clock):
     start, end, _, url = day
     report = run_backtest(url, start, end)
-    client = make_client(url, [TARGET])
+    client = make_standin_client(url, [TARGET])
     by_time = {s.at: s for s in report.steps}
     acted = report.actions[0].at
     wanted = [acted, acted + timedelta(minutes=10), start + timedelta(hours=2, minutes=45),  # acting, held, held
