@@ -176,6 +176,13 @@ def make_client(tmp_path, monkeypatch, kube, clock) -> Callable[..., Any]:
 
 
 @pytest.fixture
+def client_builder_for(tmp_path, monkeypatch, clock) -> Callable[[Cluster], Callable[..., Any]]:
+    """``client_builder_for(cluster)``: the function acting as its ServiceAccount on a namespace
+    the test made itself."""
+    return lambda cluster: client_builder(tmp_path, monkeypatch, cluster.write_kubeconfig, clock)
+
+
+@pytest.fixture
 def make_standin_client(tmp_path, monkeypatch, standin, clock) -> Callable[..., Any]:
     """The function pointed at the stand-in, for the tests that need an injected fault."""
     return client_builder(tmp_path, monkeypatch, standin.write_kubeconfig, clock)

@@ -1,10 +1,10 @@
 """Every way in is closed, and every failure ends safe: the right status, no unsafe action, and
 whatever was done before the failure is on record.
 
-Kubernetes here is the stand-in: these tests inject what a real control plane cannot produce on
-demand (a 403, a connection reset, a 429 or a 500 on the second eviction after the first went
-through; a TLS endpoint whose token cannot be refreshed), and the authentication tests assert
-that the API saw no request at all, which the stand-in's log shows for any identity."""
+The authentication tests run on the real control plane (its audit log shows the function asked
+nothing). The fault tests use the stand-in: they inject what a real control plane cannot produce
+on demand (a 403, a connection reset, a 429 or a 500 on the second eviction after the first went
+through; a TLS endpoint whose token cannot be refreshed)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from rebalancer.kube import KubeGateway
 from tests.conftest import AUTH, TOKEN, aligned_now, target
 from tests.metricsdata import cpu_usage, to_victoriametrics_import
 from tests.proxy import LoggingProxy
-from tests.samples import sample
+from tests.samples import sample, sample_in_namespace
 from tests.standin import KubeApiStandIn
 from tests.standin.fixtures import seed_deployment
 
@@ -47,34 +47,44 @@ def skewed(victoria_metrics, standin):
     return pods
 
 
-# -- authentication ----------------------------------------------------------------------------------
+# -- authentication (the real control plane) ----------------------------------------------------------
+
+@pytest.fixture
+def real_skewed(victoria_metrics, kube):
+    pods = kube.deployment("ingestion-consumer", replicas=6)
+    now = aligned_now()
+    victoria_metrics.import_prometheus(to_victoriametrics_import(
+        cpu_usage(kube.namespace, "ingestion-consumer", dict(zip(pods, RATES, strict=True)), now - 1200, now)))
+    return sample_in_namespace("alertmanager-0.25-firing-cpu-two-deployments.json", kube.namespace)
+
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"}, {"Authorization": "Bearer"}, {"Authorization": f"Token {TOKEN}"},
                                      {"Authorization": f"bearer  {TOKEN} extra"}, {"Authorization": "Bearer " + "x" * 10000}])
-def test_unauthenticated_posts_reach_neither_backend(make_standin_client, victoria_metrics, standin, skewed, headers):
+def test_unauthenticated_posts_reach_neither_backend(make_client, victoria_metrics, kube, real_skewed, headers):
     proxy = LoggingProxy(victoria_metrics.url).start()
     try:
-        client = make_standin_client(proxy.url, [target("ingestion-consumer", NS)], env_rebalancer_dry_run="false")
+        client = make_client(proxy.url, [target("ingestion-consumer", kube.namespace, min_pod_age="0s")], env_rebalancer_dry_run="false")
         for path in ("/", "/alertmanager", "/rebalance"):
-            assert client.post(path, json=FIRING, headers=headers).status_code == 401
-        assert proxy.seen == [] and standin.requests == []
+            assert client.post(path, json=real_skewed, headers=headers).status_code == 401
+        assert proxy.seen == [] and kube.requests() == []
     finally:
         proxy.stop()
 
 
-def test_tokens_are_compared_in_constant_time(make_standin_client, victoria_metrics, monkeypatch):
+def test_tokens_are_compared_in_constant_time(make_client, victoria_metrics, kube, monkeypatch):
     calls = []
     real = rebalancer.routes.hmac.compare_digest
     monkeypatch.setattr(rebalancer.routes.hmac, "compare_digest", lambda a, b: calls.append((a, b)) or real(a, b))
-    client = make_standin_client(victoria_metrics.url, [target("ingestion-consumer", NS)])
+    client = make_client(victoria_metrics.url, [target("ingestion-consumer", kube.namespace)])
     client.post("/rebalance", json={"target": "ingestion-consumer"}, headers={"Authorization": "Bearer guess"})
     assert calls == [(b"guess", TOKEN.encode())]
 
 
-def test_the_token_appears_in_no_answer_and_no_log_line(make_standin_client, victoria_metrics, skewed, capsys):
+def test_the_token_appears_in_no_answer_and_no_log_line(make_client, victoria_metrics, kube, real_skewed, capsys):
     capsys.readouterr()
-    client = make_standin_client(victoria_metrics.url, [target("ingestion-consumer", NS)], env_rebalancer_dry_run="false")
-    answers = [client.post(p, json=FIRING, headers=h).get_data(as_text=True)
+    client = make_client(victoria_metrics.url, [target("ingestion-consumer", kube.namespace, min_pod_age="0s")],
+                         env_rebalancer_dry_run="false")
+    answers = [client.post(p, json=real_skewed, headers=h).get_data(as_text=True)
                for p in ("/", "/rebalance") for h in (AUTH, {"Authorization": f"Bearer {TOKEN}x"})]
     answers.append(client.get("/metrics").get_data(as_text=True))
     out = capsys.readouterr()

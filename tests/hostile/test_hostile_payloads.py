@@ -1,11 +1,13 @@
 """Hostile input, generated: at least 10,000 requests against the real app, live mode, with a real
-VictoriaMetrics behind a logging proxy and the API stand-in. Whatever arrives: never a 5xx, never
-an action, and never a query other than the configured targets' own."""
+VictoriaMetrics behind a logging proxy and the real control plane. Whatever arrives: never a 5xx,
+never an action (the API server's audit log shows no write by the function), and never a query
+other than the configured targets' own."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -13,8 +15,10 @@ from rebalancer.config import SIGNAL_NAMES, Settings
 from tests.conftest import AUTH, aligned_now, target
 from tests.metricsdata import KAFKA_EXPORTER_LAG_JOIN, cpu_usage, partition_lag_with_assignment, to_victoriametrics_import
 from tests.proxy import LoggingProxy
-from tests.standin.fixtures import seed_deployment
+from tests.realcluster import Cluster, drop_namespace
 
+# The strategies name this namespace, so the test's namespace on the control plane is exactly it
+# (no other test of a session uses it).
 NS = "posthog"
 WRITES = ("create", "update", "patch", "delete", "deletecollection")
 ALLOWED_STATUS = {200, 400, 403, 413}
@@ -65,10 +69,21 @@ MANUAL = st.fixed_dictionaries({}, optional={"target": HOSTILE_TEXT, "signal": H
 HUGE = st.builds(lambda n, alert: {"version": "4", "status": "firing", "alerts": [alert] * n}, st.integers(101, 400), ALERT)
 
 
-def test_generated_hostile_requests_never_5xx_never_act_never_query_outside_the_targets(make_client, victoria_metrics, standin, capsys):
+@pytest.fixture
+def posthog(control_plane):
+    cluster = Cluster(control_plane, NS)
+    cluster.core.create_namespace({"metadata": {"name": NS}})
+    cluster.grant()
+    yield cluster
+    drop_namespace(cluster)
+
+
+def test_generated_hostile_requests_never_5xx_never_act_never_query_outside_the_targets(client_builder_for, posthog,
+                                                                                        victoria_metrics, capsys):
+    make_client = client_builder_for(posthog)
+    pods = posthog.deployment("ingestion-consumer", replicas=6)
+    recordings = posthog.deployment("session-recordings", replicas=4)
     now = aligned_now()
-    pods = seed_deployment(standin, NS, "ingestion-consumer", replicas=6)
-    recordings = seed_deployment(standin, NS, "session-recordings", replicas=4)
     victoria_metrics.import_prometheus(to_victoriametrics_import(
         cpu_usage(NS, "ingestion-consumer", dict.fromkeys(pods, 0.5), now - 1200, now)
         + cpu_usage(NS, "session-recordings", dict.fromkeys(recordings, 0.5), now - 1200, now)
@@ -125,7 +140,7 @@ def test_generated_hostile_requests_never_5xx_never_act_never_query_outside_the_
         for property_test in (raw_bytes, any_json, webhook_shaped, manual_runs, valid_envelope_hostile_labels, huge_arrays):
             property_test()
 
-        writes = [r for r in standin.requests if r.verb in WRITES]
+        writes = [r for r in posthog.requests() if r.verb in WRITES]
         outside = set(proxy.queries()) - allowed_queries
         with capsys.disabled():
             print(f"\n  [hostile] {counts['requests']} requests, statuses {dict(sorted(counts['statuses'].items()))}, "

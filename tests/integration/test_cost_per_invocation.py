@@ -1,11 +1,11 @@
 """What one invocation costs upstream, whatever the size of the Deployment, and the answer's own
 account of where its time went (Server-Timing). Timing figures live in `make bench`; these tests
-assert on counts and on the shape of what is reported, never on durations."""
+assert on counts and on the shape of what is reported, never on durations. Kubernetes is the real
+control plane; its audit log counts the function's requests."""
 
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timezone
 
 import pytest
 
@@ -13,13 +13,14 @@ from rebalancer.kube import KubeGateway, api_client
 from tests.conftest import AUTH, aligned_now
 from tests.metricsdata import consumer_records_lag, cpu_usage, to_victoriametrics_import
 from tests.proxy import LoggingProxy
-from tests.standin.fixtures import seed_deployment
+from tests.realcluster import READY_ANNOTATION, Cluster, drop_namespace, new_namespace
 
 
-def seed(standin, victoria_metrics, namespace: str, pods: int) -> list[str]:
+def seed(cluster: Cluster, victoria_metrics, pods: int) -> list[str]:
     """A consumer with one lag-hot pod (so the decision goes as far as the cooldown read)."""
+    names = cluster.deployment("consumer", replicas=pods, realistic=True)
+    namespace = cluster.namespace
     now = aligned_now()
-    names = seed_deployment(standin, namespace, "consumer", replicas=pods, realistic=True)
     lag = {pod: 1000.0 + i for i, pod in enumerate(names)}
     lag[names[0]] = 500_000.0
     victoria_metrics.import_prometheus(to_victoriametrics_import(
@@ -28,8 +29,8 @@ def seed(standin, victoria_metrics, namespace: str, pods: int) -> list[str]:
     return names
 
 
-def consumer(namespace: str) -> dict:
-    return {"name": f"consumer-{namespace}", "namespace": namespace, "deployment": "consumer", "min_pods": 2,
+def consumer(name: str, namespace: str) -> dict:
+    return {"name": f"consumer-{name}", "namespace": namespace, "deployment": "consumer", "min_pods": 2, "min_pod_age": "0s",
             "signals": {"cpu": {"threshold": 0.3}, "lag": {"threshold": 0.5}}}
 
 
@@ -40,18 +41,27 @@ def proxy(victoria_metrics):
     running.stop()
 
 
-def test_upstream_requests_per_invocation_do_not_grow_with_the_pod_count(make_client, standin, victoria_metrics, proxy):
-    seed(standin, victoria_metrics, "small", 4)
-    seed(standin, victoria_metrics, "large", 400)
-    client = make_client(proxy.url, [consumer("small"), consumer("large")])
+@pytest.fixture
+def large(control_plane):
+    cluster = new_namespace(control_plane)
+    cluster.grant()
+    yield cluster
+    drop_namespace(cluster)
+
+
+def test_upstream_requests_per_invocation_do_not_grow_with_the_pod_count(make_client, kube, large, victoria_metrics, proxy):
+    clusters = {"small": kube, "large": large}
+    seed(kube, victoria_metrics, 4)
+    seed(large, victoria_metrics, 400)
+    client = make_client(proxy.url, [consumer(name, cluster.namespace) for name, cluster in clusters.items()])
 
     profiles = {}
-    for namespace in ("small", "large"):
-        standin.requests.clear()
+    for name, cluster in clusters.items():
+        cluster.forget_requests()
         proxy.clear()
-        answer = client.post("/rebalance", json={"target": f"consumer-{namespace}"}, headers=AUTH).get_json()
+        answer = client.post("/rebalance", json={"target": f"consumer-{name}"}, headers=AUTH).get_json()
         assert [d["outcome"] for d in answer["decisions"]] == ["skipped", "dry_run"], answer["reason"]
-        profiles[namespace] = (Counter((r.verb, r.resource) for r in standin.requests), len(proxy.queries()))
+        profiles[name] = (Counter((r.verb, r.resource) for r in cluster.requests()), len(proxy.queries()))
 
     assert profiles["small"] == profiles["large"]
     kube, queries = profiles["large"]
@@ -62,9 +72,9 @@ def test_upstream_requests_per_invocation_do_not_grow_with_the_pod_count(make_cl
     assert queries == 2
 
 
-def test_every_answer_says_where_its_time_went(make_client, standin, victoria_metrics):
-    seed(standin, victoria_metrics, "small", 4)
-    client = make_client(victoria_metrics.url, [consumer("small")])
+def test_every_answer_says_where_its_time_went(make_client, kube, victoria_metrics):
+    seed(kube, victoria_metrics, 4)
+    client = make_client(victoria_metrics.url, [consumer("small", kube.namespace)])
 
     decided = client.post("/rebalance", json={"target": "consumer-small"}, headers=AUTH)
     health = client.get("/healthz")
@@ -84,21 +94,23 @@ def server_timing(header: str) -> dict[str, float]:
     return entries
 
 
-def test_real_world_pods_read_the_same_as_minimal_ones(standin, tmp_path):
-    """The adapter decodes only the fields it uses; the ~6 KB a real pod carries besides
-    (managedFields, env, probes, statuses) must change nothing it reads."""
-    shape = {"replicas": 3, "now": datetime.now(timezone.utc), "ready": [True, False, True],
-             "annotations": [{}, {}, {"pod-rebalancer/exclude": "true"}]}
-    seed_deployment(standin, "minimal", "consumer", **shape)
-    seed_deployment(standin, "real", "consumer", **shape, realistic=True)
-    gateway = KubeGateway(api_client(kubeconfig=standin.write_kubeconfig(tmp_path / "kubeconfig"), in_cluster=False), 5)
+def test_real_world_pods_read_the_same_as_minimal_ones(kube, tmp_path):
+    """The adapter decodes only the fields it uses; what the API server serves besides
+    (managedFields, env, probes, ports, statuses) must change nothing it reads."""
+    gateway = KubeGateway(api_client(kubeconfig=kube.write_kubeconfig(tmp_path / "kubeconfig"), in_cluster=False), 5)
+    shapes = {}
+    for name, realistic in (("minimal", False), ("real", True)):
+        pods = kube.deployment(name, replicas=3, realistic=realistic)
+        kube.core.patch_namespaced_pod(pods[1], kube.namespace, {"metadata": {"annotations": {READY_ANNOTATION: "false"}}})
+        kube.core.patch_namespaced_pod(pods[2], kube.namespace, {"metadata": {"annotations": {"pod-rebalancer/exclude": "true"}}})
+        kube.wait_for(lambda name=name: len(kube.ready_pods(f"app={name}")) == 2, f"one pod of {name} to turn unready")
+        read = gateway.deployment_pods(kube.namespace, name)
+        shapes[name] = ([(p.ready, p.owned, p.excluded, p.phase, p.terminating) for p in sorted(read.pods, key=lambda p: p.name)],
+                        read.workload)
 
-    minimal, real = gateway.deployment_pods("minimal", "consumer"), gateway.deployment_pods("real", "consumer")
-
-    assert real.pods == minimal.pods
-    assert [(p.ready, p.owned, p.excluded, p.phase) for p in real.pods] == [
-        (True, True, False, "Running"), (False, True, False, "Running"), (True, True, True, "Running")]
-    assert real.workload == minimal.workload
+    assert shapes["real"][0] == shapes["minimal"][0] == [
+        (True, True, False, "Running", False), (False, True, False, "Running", False), (True, True, True, "Running", False)]
+    assert shapes["real"][1].replicas == shapes["minimal"][1].replicas == 3
     # Requests are read only when asked for (hpa mode), as Kubernetes quantities.
-    assert {p.cpu_request for p in real.pods} == {None}
-    assert {p.cpu_request for p in gateway.deployment_pods("real", "consumer", "consumer").pods} == {0.5}  # "500m"
+    assert {p.cpu_request for p in gateway.deployment_pods(kube.namespace, "real").pods} == {None}
+    assert {p.cpu_request for p in gateway.deployment_pods(kube.namespace, "real", "real").pods} == {0.5}  # "500m"
