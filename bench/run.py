@@ -346,7 +346,9 @@ def main(argv: list[str] | None = None) -> int:
                 seed(plane, vm, case, now)
                 print(f"  {case.label} pods Ready in {time.monotonic() - began:.1f} s", flush=True)
             targets = [
-                {"name": case.name, "namespace": case.namespace, "deployment": case.name, "min_pods": 3,
+                # The pods were created seconds ago: without min_pod_age 0 none could be selected, and
+                # the lag decision would stop before the cooldown read that a real one makes.
+                {"name": case.name, "namespace": case.namespace, "deployment": case.name, "min_pods": 3, "min_pod_age": "0s",
                  "signals": {"cpu": {"threshold": 0.3}, "lag": {"threshold": 0.5}}}
                 for case in seeded
             ]

@@ -2,7 +2,7 @@
 
     VictoriaMetrics --(vmalert: the shipped, generated rules)--> Alertmanager (the shipped config)
         --webhook, bearer token file--> the function (a functions-framework process)
-        --> Kubernetes API (the stand-in, or a real cluster through its kubeconfig)
+        --> Kubernetes API (the real control plane, or any cluster through its kubeconfig)
 
 Only what a test on one machine must change is changed: URLs and the token file path point at
 the local processes, and the timers are short (rule ``for``, evaluation interval, group_wait)

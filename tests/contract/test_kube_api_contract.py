@@ -1,7 +1,7 @@
 """What pod-rebalancer relies on from the Kubernetes API, each behaviour as the docs state it.
 
-Run against the stand-in in ``make test``, and against a real cluster with
-``make test-real-cluster``; the assertions are the same for both.
+Run against the real control plane and the stand-in in ``make test``, and against any cluster
+with ``make test-real-cluster``; the assertions are the same for all.
 """
 
 from __future__ import annotations

@@ -1,9 +1,14 @@
-"""GKE connection mode: the function's Google identity, a CA written once, tokens refreshed in time."""
+"""GKE connection mode: the function's Google identity, a CA written once, tokens refreshed in time.
+
+The end-to-end ones reach the real control plane over TLS: each "Google token" the fake
+credentials hand out is a real ServiceAccount token the API server minted (TokenRequest), so the
+refreshed token is one the server must accept, as GKE accepts the function's identity."""
 
 from __future__ import annotations
 
 import base64
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import kubernetes
 import pytest
@@ -11,8 +16,7 @@ import pytest
 from rebalancer.errors import ConfigError, KubeUnavailableError
 from rebalancer.gke import REFRESH_MARGIN, GoogleTokenSource, ca_file, gke_configuration
 from rebalancer.kube import KubeGateway
-from tests.standin import KubeApiStandIn
-from tests.standin.fixtures import seed_deployment
+from tests.realcluster import IDENTITY, IDENTITY_NAMESPACE
 from tests.standin.tls import self_signed_certificate
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
@@ -71,26 +75,45 @@ def test_missing_google_credentials_give_a_clear_error(tmp_path, monkeypatch):
         gke_configuration("203.0.113.10", PEM, ca_directory=tmp_path)
 
 
-def test_gke_mode_reaches_the_api_over_tls_with_refreshed_tokens(tmp_path):
-    with KubeApiStandIn(tls=True) as cluster:
-        seed_deployment(cluster, "posthog", "consumer", replicas=3)
-        credentials = FakeCredentials(lifetime=timedelta(minutes=20), on_refresh=cluster.accept_token)
-        configuration = gke_configuration(cluster.url, base64.b64encode(cluster.ca_pem.encode()).decode(),
-                                          credentials=credentials, ca_directory=tmp_path, clock=lambda: credentials.now)
-        gateway = KubeGateway(kubernetes.client.ApiClient(configuration), timeout_seconds=5)
-
-        assert len(gateway.deployment_pods("posthog", "consumer").pods) == 3
-        credentials.now += timedelta(minutes=16)  # the token is about to expire
-        assert len(gateway.deployment_pods("posthog", "consumer").pods) == 3
-        assert credentials.refreshes == 2 and len(cluster.requests) == 8
+def minted_token(kube) -> str:
+    """A fresh token for the function's ServiceAccount, from the API server itself."""
+    request = kube.core.create_namespaced_service_account_token(IDENTITY, IDENTITY_NAMESPACE, {"spec": {"expirationSeconds": 3600}})
+    return request.status.token
 
 
-def test_a_server_certificate_from_another_ca_is_refused(tmp_path):
-    with KubeApiStandIn(tls=True) as cluster:
-        other_ca, _ = self_signed_certificate()
-        credentials = FakeCredentials(on_refresh=cluster.accept_token)
-        configuration = gke_configuration(cluster.url, other_ca, credentials=credentials, ca_directory=tmp_path)
-        gateway = KubeGateway(kubernetes.client.ApiClient(configuration), timeout_seconds=5)
-        with pytest.raises(KubeUnavailableError):
-            gateway.deployment_pods("posthog", "consumer")
-        assert cluster.requests == []
+class MintingCredentials(FakeCredentials):
+    """Each refresh hands out a real token the API server minted."""
+
+    def __init__(self, kube, lifetime: timedelta) -> None:
+        super().__init__(lifetime=lifetime)
+        self.kube, self.issued = kube, []
+
+    def refresh(self, request) -> None:
+        super().refresh(request)
+        self.token = minted_token(self.kube)
+        self.issued.append(self.token)
+
+
+def test_gke_mode_reaches_the_api_over_tls_with_refreshed_tokens(kube, control_plane, tmp_path):
+    kube.deployment("consumer", replicas=3)
+    credentials = MintingCredentials(kube, lifetime=timedelta(minutes=20))
+    ca = base64.b64encode(Path(control_plane.info["ca_file"]).read_bytes()).decode()
+    configuration = gke_configuration(control_plane.server, ca, credentials=credentials, ca_directory=tmp_path,
+                                      clock=lambda: credentials.now)
+    gateway = KubeGateway(kubernetes.client.ApiClient(configuration), timeout_seconds=5)
+
+    assert len(gateway.deployment_pods(kube.namespace, "consumer").pods) == 3
+    credentials.now += timedelta(minutes=16)  # the token is about to expire
+    assert len(gateway.deployment_pods(kube.namespace, "consumer").pods) == 3
+    assert credentials.refreshes == 2 and len(set(credentials.issued)) == 2
+    assert [(r.verb, r.code) for r in kube.requests()] == [("get", 200), ("list", 200), ("list", 200), ("list", 200)] * 2
+
+
+def test_a_server_certificate_from_another_ca_is_refused(kube, control_plane, tmp_path):
+    other_ca, _ = self_signed_certificate()
+    credentials = MintingCredentials(kube, lifetime=timedelta(hours=1))
+    configuration = gke_configuration(control_plane.server, other_ca, credentials=credentials, ca_directory=tmp_path)
+    gateway = KubeGateway(kubernetes.client.ApiClient(configuration), timeout_seconds=5)
+    with pytest.raises(KubeUnavailableError):
+        gateway.deployment_pods(kube.namespace, "consumer")
+    assert kube.requests() == []
