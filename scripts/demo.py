@@ -27,10 +27,11 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.chain import Chain, wait_for  # noqa: E402
+from tests.chain import Chain  # noqa: E402
 from tests.metricsdata import cpu_usage, to_victoriametrics_import  # noqa: E402
 from tests.realcluster import Cluster, ControlPlane  # noqa: E402
 from tests.samples import sample  # noqa: E402
+from tests.servers import wait_for  # noqa: E402
 
 TOKEN = "demo-token-not-a-secret"
 # Two hot pods: after the first action the second keeps the skew, so a repeat is refused by the cooldown.

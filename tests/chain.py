@@ -12,8 +12,6 @@ so the chain runs in seconds instead of minutes.
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -105,13 +103,3 @@ class Chain:
                 except ValueError:
                     continue
         return lines
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60.0, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")

@@ -38,7 +38,7 @@ from kubernetes.client import (
     RbacAuthorizationV1Api,
 )
 
-from tests.servers import ServerProcess
+from tests.servers import ServerProcess, wait_for
 from tests.terraform_rbac import granted, role_rules
 
 REPO = Path(__file__).resolve().parents[1]
@@ -352,14 +352,7 @@ class Cluster:
 
     @staticmethod
     def wait_for(condition: Callable[[], Any], what: str, timeout: float = 120.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            result = condition()
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-            time.sleep(0.1)
+        return wait_for(condition, what, timeout)
 
 
 def new_namespace(plane: ControlPlane, prefix: str = "t") -> Cluster:

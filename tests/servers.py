@@ -11,11 +11,25 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60.0, interval: float = 0.1) -> Any:
+    """Poll ``condition`` until it returns something truthy, and return that; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
 
 
 def free_port() -> int:

@@ -10,7 +10,6 @@ throw-away namespace that it creates and deletes."""
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import pytest
 from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, PolicyV1Api
 
 from tests.realcluster import drop_namespace, new_namespace
+from tests.servers import wait_for
 from tests.standin import KubeApiStandIn
 
 PAUSE_IMAGE = "registry.k8s.io/pause:3.9"
@@ -45,14 +45,7 @@ class Cluster:
         return PolicyV1Api(self.api_client)
 
     def wait_for(self, condition: Callable[[], Any], what: str, timeout: float = 120.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            result = condition()
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-            time.sleep(0.5)
+        return wait_for(condition, what, timeout, interval=0.5)
 
     def ready_pods(self, selector: str) -> list[Any]:
         pods = self.core.list_namespaced_pod(self.namespace, label_selector=selector).items

@@ -14,9 +14,10 @@ import pytest
 import yaml
 
 from rebalancer.cooldown import annotation_keys
-from tests.chain import REPO, Chain, wait_for
+from tests.chain import REPO, Chain
 from tests.conftest import aligned_now
 from tests.metricsdata import cpu_usage, partition_lag_with_assignment, to_victoriametrics_import
+from tests.servers import wait_for
 
 TOKEN = "e2e-token-7c1d"
 
