@@ -47,9 +47,13 @@ def clock() -> Clock:
 
 
 @pytest.fixture(scope="session")
-def control_plane(tmp_path_factory) -> Iterator[ControlPlane]:
+def control_plane(request, tmp_path_factory) -> Iterator[ControlPlane]:
     """The real control plane (tests/realcluster.py), started once per test session."""
     plane = ControlPlane(tmp_path_factory.mktemp("controlplane")).start()
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:  # shown in make test's output, as the e2e latency is
+        reporter.write_line(f"\n  [control plane] kube-apiserver {plane.info['version']} ready {plane.start_to_ready:.1f} s "
+                            f"after start (etcd, kube-apiserver, kube-controller-manager, node simulator)")
     yield plane
     plane.stop()
 
