@@ -34,7 +34,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import requests
@@ -44,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.metricsdata import consumer_records_lag, cpu_usage, to_victoriametrics_import  # noqa: E402
-from tests.realcluster import FUNCTION_USER, Cluster, ControlPlane  # noqa: E402
+from tests.realcluster import Cluster, ControlPlane  # noqa: E402
 from tests.samples import sample  # noqa: E402
 from tests.servers import FunctionProcess, VictoriaMetrics  # noqa: E402
 
@@ -170,18 +169,6 @@ def function_env(workdir: Path, config: dict, plane: ControlPlane) -> dict[str, 
             "KUBECONFIG": str(plane.write_function_kubeconfig(workdir / "kubeconfig"))}
 
 
-def function_audit(plane: ControlPlane, namespace: str) -> list[dict]:
-    return [e for e in plane.audit() if e["user"]["username"] == FUNCTION_USER
-            and (e.get("objectRef") or {}).get("namespace") == namespace]
-
-
-def apiserver_seconds(events: list[dict]) -> float:
-    """Received to response complete, summed: what the API server itself spent on the requests."""
-    def at(stamp: str) -> float:
-        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-    return sum(at(e["stageTimestamp"]) - at(e["requestReceivedTimestamp"]) for e in events)
-
-
 def measure_size(case: Case, runs: int, env: dict[str, str], workdir: Path, plane: ControlPlane,
                  vm: VictoriaMetrics) -> SizeResult:
     function = FunctionProcess(workdir / f"fn-{case.name}", env, name=f"function-{case.name}").start(timeout=60)
@@ -198,7 +185,9 @@ def measure_size(case: Case, runs: int, env: dict[str, str], workdir: Path, plan
 
         invoke()  # warm-up: the first call also opens the connections
         latency, cpu, kube, metrics, sizes = [], [], [], [], []
-        kube_before, metrics_before = len(function_audit(plane, case.namespace)), vm_queries(vm)
+        cluster = Cluster(plane, case.namespace)
+        cluster.forget_requests()
+        metrics_before = vm_queries(vm)
         outcome = ""
         for _ in range(runs):
             started = time.perf_counter()
@@ -210,9 +199,9 @@ def measure_size(case: Case, runs: int, env: dict[str, str], workdir: Path, plan
             metrics.append(timing.get("metrics", 0.0))
             sizes.append(len(response.content))
             outcome = ", ".join(f"{d['signal']}: {d['outcome']} ({d.get('code')})" for d in response.json()["decisions"])
-        made = function_audit(plane, case.namespace)[kube_before:]
+        made = cluster.requests()  # the function's, from the API server's audit log
         kube_requests = len(made) / runs
-        apiserver_ms = apiserver_seconds(made) * 1000 / runs
+        apiserver_ms = sum(r.server_seconds for r in made) * 1000 / runs
         metrics_requests = (vm_queries(vm) - metrics_before) / runs
         peak, tree = peak_rss_mib(function.process.pid)
     finally:

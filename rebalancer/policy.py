@@ -259,8 +259,8 @@ def _selectable(pod: PodState, rules: Rules, now: datetime) -> str | None:
         return 'annotated pod-rebalancer/exclude: "true"'
     if pod.created_at is None:
         return "creation time unknown"
-    age = now - pod.created_at
-    if age < rules.min_pod_age:
+    if _starting(pod, rules, now):
+        age = now - pod.created_at
         return f"younger than min_pod_age ({int(age.total_seconds())}s < {int(rules.min_pod_age.total_seconds())}s)"
     return None
 

@@ -128,19 +128,21 @@ class AuditedRequest:
     code: int
     query: dict[str, str]
     at: float  # when the API server received it (epoch seconds)
+    server_seconds: float  # received to response complete: the API server's own time
     user: str
 
     @classmethod
     def from_audit(cls, event: dict[str, Any]) -> AuditedRequest:
         ref = event.get("objectRef") or {}
         uri = urllib.parse.urlsplit(event.get("requestURI", ""))
+        received, completed = (datetime.fromisoformat(event[key].replace("Z", "+00:00")).timestamp()
+                               for key in ("requestReceivedTimestamp", "stageTimestamp"))
         return cls(
             verb=event["verb"], group=ref.get("apiGroup", ""), resource=ref.get("resource", ""),
             subresource=ref.get("subresource", ""), namespace=ref.get("namespace", ""), name=ref.get("name", ""),
             code=(event.get("responseStatus") or {}).get("code", 0),
             query=dict(urllib.parse.parse_qsl(uri.query)),
-            at=datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00")).timestamp(),
-            user=event["user"]["username"],
+            at=received, server_seconds=completed - received, user=event["user"]["username"],
         )
 
 
@@ -264,8 +266,6 @@ class Cluster:
         return sorted((r for r in seen if r.namespace == self.namespace
                        and (verb is None or r.verb == verb) and (resource is None or r.resource == resource)),
                       key=lambda r: r.at)
-
-    requests_for = requests
 
     def writes(self) -> list[AuditedRequest]:
         return [r for r in self.requests() if r.verb in ("create", "update", "patch", "delete")]
