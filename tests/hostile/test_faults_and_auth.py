@@ -1,16 +1,17 @@
 """Every way in is closed, and every failure ends safe: the right status, no unsafe action, and
 whatever was done before the failure is on record.
 
-The authentication tests run on the real control plane (its audit log shows the function asked
-nothing). The fault tests use the stand-in: they inject what a real control plane cannot produce
-on demand (a 403, a connection reset, a 429 or a 500 on the second eviction after the first went
-through; a TLS endpoint whose token cannot be refreshed)."""
+Everything here runs on the real control plane (its audit log shows what the function asked),
+but for the failures after a first eviction: a 403, a connection reset, a 429 or a 500 on the
+second eviction once the first went through is what a real control plane cannot produce on
+demand, so those use the stand-in."""
 
 from __future__ import annotations
 
 import base64
 import json
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import google.auth.exceptions
 import kubernetes
@@ -25,7 +26,6 @@ from tests.conftest import AUTH, TOKEN, aligned_now, target
 from tests.metricsdata import cpu_usage, to_victoriametrics_import
 from tests.proxy import LoggingProxy
 from tests.samples import sample, sample_in_namespace
-from tests.standin import KubeApiStandIn
 from tests.standin.fixtures import seed_deployment
 
 NS = "posthog"
@@ -105,20 +105,22 @@ def test_the_token_appears_in_no_answer_and_no_log_line(make_client, victoria_me
     ],
     ids=["5xx", "proxy-502", "garbage", "too-slow", "nan-and-partial", "query-rejected"],
 )
-def test_a_misbehaving_metrics_backend_never_leads_to_action(make_standin_client, misbehaving_backend, standin, skewed, status, body, delay, expected):
+def test_a_misbehaving_metrics_backend_never_leads_to_action(make_client, misbehaving_backend, kube, real_skewed, status, body, delay, expected):
     misbehaving_backend.answer(status, body, delay)
-    client = make_standin_client(misbehaving_backend.url, [target("ingestion-consumer", NS)], env_rebalancer_dry_run="false",
-                         metrics_timeout="500ms")
-    response = client.post("/", json=FIRING, headers=AUTH)
+    client = make_client(misbehaving_backend.url, [target("ingestion-consumer", kube.namespace, min_pod_age="0s")],
+                         env_rebalancer_dry_run="false", metrics_timeout="500ms")
+    response = client.post("/", json=real_skewed, headers=AUTH)
     assert response.status_code == expected
     assert response.get_json()["outcome"] == "skipped"
-    assert [r for r in standin.requests if r.verb in WRITES] == []
+    assert kube.writes() == []
 
 
 # -- Kubernetes failing mid-run: whatever was done is on record ----------------------------------------
 
 @pytest.mark.parametrize(("fault", "detail"), [("rbac", "403"), ("reset", "unreachable"), ("too-many", "HTTP 429"), ("several-budgets", "HTTP 500")])
 def test_a_failure_after_the_first_eviction_is_recorded_with_it(make_standin_client, victoria_metrics, standin, skewed, fault, detail, capsys):
+    """Stand-in because: the fault must hit the second eviction of one run, and only it. (The real
+    server's own 429s and two-budget 500 are in test_acting.py.)"""
     second = skewed[0]  # the cold pod goes second
     if fault == "rbac":
         standin.fail("create", "pods", 403, subresource="eviction", name=second)
@@ -143,7 +145,7 @@ def test_a_failure_after_the_first_eviction_is_recorded_with_it(make_standin_cli
     assert {line["pod"]: line["result"] for line in logged} == {a["pod"]: a["result"] for a in body["actions"]}
 
 
-def test_an_expired_gke_token_that_cannot_be_refreshed_is_a_temporary_failure(tmp_path):
+def test_an_expired_gke_token_that_cannot_be_refreshed_is_a_temporary_failure(kube, control_plane, tmp_path):
     class ExpiredCredentials:
         token = "old"
         expiry = (datetime.now(timezone.utc) - timedelta(minutes=1)).replace(tzinfo=None)  # google-auth: naive UTC
@@ -151,11 +153,10 @@ def test_an_expired_gke_token_that_cannot_be_refreshed_is_a_temporary_failure(tm
         def refresh(self, request):
             raise google.auth.exceptions.RefreshError("the service account key was disabled")
 
-    with KubeApiStandIn(tls=True) as cluster:
-        seed_deployment(cluster, NS, "ingestion-consumer", replicas=3)
-        configuration = gke_configuration(cluster.url, base64.b64encode(cluster.ca_pem.encode()).decode(),
-                                          credentials=ExpiredCredentials(), ca_directory=tmp_path)
-        gateway = KubeGateway(kubernetes.client.ApiClient(configuration), timeout_seconds=5)
-        with pytest.raises(KubeUnavailableError, match="cannot obtain a Google access token"):
-            gateway.deployment_pods(NS, "ingestion-consumer")
-        assert cluster.requests == []  # nothing was sent with a stale token
+    kube.deployment("ingestion-consumer", replicas=3)
+    ca = base64.b64encode(Path(control_plane.info["ca_file"]).read_bytes()).decode()
+    configuration = gke_configuration(control_plane.server, ca, credentials=ExpiredCredentials(), ca_directory=tmp_path)
+    gateway = KubeGateway(kubernetes.client.ApiClient(configuration), timeout_seconds=5)
+    with pytest.raises(KubeUnavailableError, match="cannot obtain a Google access token"):
+        gateway.deployment_pods(kube.namespace, "ingestion-consumer")
+    assert kube.requests() == []  # nothing was sent with a stale token
