@@ -45,6 +45,8 @@ REPO = Path(__file__).resolve().parents[1]
 BINARY = REPO / ".build" / "controlplane"
 # The node simulator keeps a pod annotated "false" Running but not Ready (a failing readiness probe).
 READY_ANNOTATION = "podsim.pod-rebalancer.test/ready"
+# On a namespace, "true": pods there that were never Ready stay unready (slow-starting containers).
+HOLD_NEW_PODS_ANNOTATION = "podsim.pod-rebalancer.test/hold-new-pods"
 IDENTITY_NAMESPACE = "pod-rebalancer"
 IDENTITY = "pod-rebalancer"
 FUNCTION_USER = f"system:serviceaccount:{IDENTITY_NAMESPACE}:{IDENTITY}"
@@ -296,6 +298,10 @@ class Cluster:
         if not wait:
             return []
         return self.wait_for_ready_pods(name, replicas)
+
+    def hold_new_pods(self, hold: bool) -> None:
+        """Make new pods here start slowly (they run, unready) until told otherwise."""
+        self.core.patch_namespace(self.namespace, {"metadata": {"annotations": {HOLD_NEW_PODS_ANNOTATION: "true" if hold else None}}})
 
     def selector(self, deployment: str) -> str:
         found = self.apps.read_namespaced_deployment(deployment, self.namespace)

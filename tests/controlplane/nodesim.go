@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	listersv1 "k8s.io/client-go/listers/core/v1"
@@ -23,28 +24,38 @@ import (
 // but is not Ready, and becomes Ready once the annotation goes (as a probe that recovers).
 const ReadyAnnotation = "podsim.pod-rebalancer.test/ready"
 
+// HoldNewPodsAnnotation on a namespace plays slow-starting containers there: while it is "true",
+// pods that have not been Ready yet run but stay unready; once it goes, they become Ready. A
+// scale-up then stays in progress, as it does while new pods pull images and warm up.
+const HoldNewPodsAnnotation = "podsim.pod-rebalancer.test/hold-new-pods"
+
 // nodeSimulator does what the scheduler and a kubelet would do for the pods the tests create,
 // and nothing else: it binds every unbound pod to its one node, reports bound pods Running with
 // every container started (Ready unless annotated otherwise), and finishes a graceful deletion
 // once the pod's deletionTimestamp has passed, with a grace-0 delete that carries the pod's UID
 // as a precondition, as the kubelet does. No container runs anywhere.
 type nodeSimulator struct {
-	client  kubernetes.Interface
-	node    string
-	factory informers.SharedInformerFactory
-	pods    listersv1.PodLister
-	synced  cache.InformerSynced
-	queue   workqueue.TypedRateLimitingInterface[string]
-	nextIP  atomic.Uint32
+	client     kubernetes.Interface
+	node       string
+	factory    informers.SharedInformerFactory
+	pods       listersv1.PodLister
+	namespaces listersv1.NamespaceLister
+	synced     cache.InformerSynced
+	queue      workqueue.TypedRateLimitingInterface[string]
+	nextIP     atomic.Uint32
 }
 
 func newNodeSimulator(client kubernetes.Interface, node string) *nodeSimulator {
 	factory := informers.NewSharedInformerFactory(client, 0)
 	podInformer := factory.Core().V1().Pods()
+	namespaceInformer := factory.Core().V1().Namespaces()
 	s := &nodeSimulator{
 		client: client, node: node, factory: factory,
-		pods:   podInformer.Lister(),
-		synced: podInformer.Informer().HasSynced,
+		pods:       podInformer.Lister(),
+		namespaces: namespaceInformer.Lister(),
+		synced: func() bool {
+			return podInformer.Informer().HasSynced() && namespaceInformer.Informer().HasSynced()
+		},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "node-simulator"}),
@@ -57,6 +68,19 @@ func newNodeSimulator(client kubernetes.Interface, node string) *nodeSimulator {
 	_, _ = podInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    enqueue,
 		UpdateFunc: func(_, obj any) { enqueue(obj) },
+	})
+	// A namespace's hold lifted: its held pods are looked at again.
+	_, _ = namespaceInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		UpdateFunc: func(_, obj any) {
+			namespace, ok := obj.(*corev1.Namespace)
+			if !ok {
+				return
+			}
+			pods, _ := s.pods.Pods(namespace.Name).List(labels.Everything())
+			for _, pod := range pods {
+				enqueue(pod)
+			}
+		},
 	})
 	return s
 }
@@ -181,7 +205,7 @@ func (s *nodeSimulator) finishDeletion(ctx context.Context, key string, pod *cor
 }
 
 func (s *nodeSimulator) reportRunning(ctx context.Context, pod *corev1.Pod) error {
-	ready := pod.Annotations[ReadyAnnotation] != "false"
+	ready := pod.Annotations[ReadyAnnotation] != "false" && !(s.holding(pod.Namespace) && !conditionIs(pod, corev1.PodReady, true))
 	if pod.Status.Phase == corev1.PodRunning && conditionIs(pod, corev1.PodReady, ready) &&
 		len(pod.Status.ContainerStatuses) == len(pod.Spec.Containers) {
 		return nil
@@ -229,6 +253,11 @@ func (s *nodeSimulator) reportRunning(ctx context.Context, pod *corev1.Pod) erro
 		return nil
 	}
 	return err
+}
+
+func (s *nodeSimulator) holding(namespace string) bool {
+	found, err := s.namespaces.Get(namespace)
+	return err == nil && found.Annotations[HoldNewPodsAnnotation] == "true"
 }
 
 func conditionIs(pod *corev1.Pod, kind corev1.PodConditionType, want bool) bool {

@@ -50,3 +50,19 @@ def test_a_pod_annotated_not_ready_runs_but_is_not_ready_until_the_annotation_go
     kube.core.patch_namespaced_pod(pods[0].metadata.name, kube.namespace, {"metadata": {"annotations": {READY_ANNOTATION: None}}})
     ready = kube.wait_for(lambda: kube.ready_pods(selector), "the pod to become Ready")
     assert [p.metadata.name for p in ready] == [pods[0].metadata.name]
+
+
+def test_new_pods_of_a_held_namespace_run_unready_until_the_hold_is_lifted(kube):
+    before = kube.deployment("consumer", replicas=2)
+    kube.hold_new_pods(True)
+    kube.apps.patch_namespaced_deployment_scale("consumer", kube.namespace, {"spec": {"replicas": 4}})
+    selector = kube.selector("consumer")
+    kube.wait_for(lambda: len([p for p in kube.core.list_namespaced_pod(kube.namespace, label_selector=selector).items
+                               if p.status.phase == "Running"]) == 4, "4 Running pods")
+    assert sorted(p.metadata.name for p in kube.ready_pods(selector)) == before  # the old ones stay Ready
+    status = kube.apps.read_namespaced_deployment("consumer", kube.namespace).status
+    assert (status.replicas, status.available_replicas or 0) == (4, 2)
+
+    kube.hold_new_pods(False)
+
+    assert len(kube.wait_for_ready_pods("consumer", 4)) == 4

@@ -253,6 +253,24 @@ def test_rolling_out_deployment_is_left_alone(live, kube):
     assert kube.requests("create", "pods") == []
 
 
+def test_a_scale_up_in_progress_is_left_alone(live, kube):
+    pods, build = live
+    kube.hold_new_pods(True)  # the new pods start slowly
+    kube.apps.patch_namespaced_deployment_scale("ingestion-consumer", kube.namespace, {"spec": {"replicas": 9}})
+    kube.wait_for(lambda: (s := kube.apps.read_namespaced_deployment("ingestion-consumer", kube.namespace).status)
+                  .observed_generation == 2 and s.replicas == 9, "the Deployment controller to scale up")
+
+    # Three of nine unready is over max_unready_fraction's 20 %: that guard speaks first ...
+    first = decision(fire(build(), kube))
+    # ... and with it relaxed, the Deployment's own status holds the action back.
+    relaxed = decision(fire(build(max_unready_fraction=0.5), kube))
+
+    assert first["code"] == "too_many_unready" and "3 of 9 pods of the Deployment are not Ready" in first["reason"]
+    assert relaxed["code"] == "rolling_out"
+    assert "not fully available (6 of 9 replicas available" in relaxed["reason"], relaxed["reason"]
+    assert kube.requests("create", "pods") == [] and kube.terminating(pods) == []
+
+
 def test_too_many_unready_pods_are_left_alone(live, kube):
     pods, build = live
     for pod in pods[1:3]:  # two of six fail their readiness probe: over the 20 % allowed
