@@ -50,10 +50,10 @@ def clock() -> Clock:
 def control_plane(request, tmp_path_factory) -> Iterator[ControlPlane]:
     """The real control plane (tests/realcluster.py), started once per test session."""
     plane = ControlPlane(tmp_path_factory.mktemp("controlplane")).start()
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:  # shown in make test's output, as the e2e latency is
-        reporter.write_line(f"\n  [control plane] kube-apiserver {plane.info['version']} ready {plane.start_to_ready:.1f} s "
-                            f"after start (etcd, kube-apiserver, kube-controller-manager, node simulator)")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled():  # shown in make test's output, as the e2e latency is
+        print(f"\n  [control plane] kube-apiserver {plane.info['version']} ready {plane.start_to_ready:.1f} s "
+              "after start (etcd, kube-apiserver, kube-controller-manager, node simulator)", flush=True)
     yield plane
     plane.stop()
 
