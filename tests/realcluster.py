@@ -26,6 +26,7 @@ from typing import Any
 
 import kubernetes
 import pytest
+import requests
 import yaml
 from kubernetes.client import (
     ApiClient,
@@ -74,6 +75,12 @@ class ControlPlane(ServerProcess):
                 self._fail(f"was not ready within {timeout:.0f}s{self._component_logs()}")
             time.sleep(0.05)
         self.info = json.loads(ready.read_text())
+        # Readiness as the other servers' fixtures judge it: the API server's own /readyz
+        # (open to anyone, as on any cluster), over TLS checked against the cluster's CA.
+        answer = requests.get(f"{self.info['server']}/readyz", verify=self.info["ca_file"], timeout=10)
+        if answer.status_code != 200 or answer.text != "ok":
+            self.stop()
+            self._fail(f"wrote ready.json but /readyz answered {answer.status_code} {answer.text[:200]!r}")
         self.start_to_ready = time.monotonic() - began
         self.admin = kubernetes.config.new_client_from_config(config_file=self.info["admin_kubeconfig"])
         self.function_token = self._function_identity()
