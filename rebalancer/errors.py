@@ -37,6 +37,10 @@ class PayloadTooLargeError(PermanentError):
     """The request body exceeds the configured limit (HTTP 413)."""
 
 
+class UnauthorizedError(PermanentError):
+    """No valid bearer token, or none configured (HTTP 401); nothing upstream is asked."""
+
+
 class MetricsUnavailableError(TemporaryError):
     """The metrics backend could not be reached, timed out, answered 5xx or garbage."""
 

@@ -26,7 +26,7 @@ from rebalancer import alerts, service
 from rebalancer.acting import Actor
 from rebalancer.config import Settings, describe_validation_error, load_settings
 from rebalancer.cooldown import StateStore
-from rebalancer.errors import BadRequestError, PayloadTooLargeError
+from rebalancer.errors import BadRequestError, PayloadTooLargeError, UnauthorizedError
 from rebalancer.kube import KubeGateway, api_client
 from rebalancer.metrics_source import MetricsSource
 from rebalancer.telemetry import Telemetry, configure_logging
@@ -75,10 +75,6 @@ def build_state() -> AppState:
         extra={"json_fields": {"event": "start", "targets": [t.name for t in settings.targets], "dry_run": settings.dry_run}},
     )
     return AppState(settings=settings, deps=deps, registry=registry)
-
-
-class UnauthorizedError(Exception):
-    pass
 
 
 def _json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> flask.Response:

@@ -196,7 +196,7 @@ def handle(
     invocation: str,
     requested_dry_run: bool | None = None,
 ) -> Outcome:
-    """Run a plan and answer with the decision record (see DESIGN.md, "Response")."""
+    """Run a plan and answer with the decision record (README, "The answer")."""
     # A request may ask for a dry run when the configuration is live, never the reverse.
     dry_run = deps.settings.dry_run or requested_dry_run is True
     decisions = [_refusal_record(r) for r in plan.refusals]

@@ -143,7 +143,7 @@ def consumer_records_lag(
     return series
 
 
-# The lag template DESIGN.md and the README give for kafka-exporter's per-partition lag: joined
+# The lag template the README gives for kafka-exporter's per-partition lag: joined
 # to the consumers' own partition -> pod assignment metric.
 KAFKA_EXPORTER_LAG_JOIN = (
     'sum by (pod) (kafka_consumergroup_lag{consumergroup="ingestion"} * on (topic, partition) '
