@@ -327,7 +327,8 @@ def _decide_hpa(pods: Sequence[PodState], counted: Sequence[PodState], values: M
                 base: dict, measured: str) -> Verdict:
     """PostHog's pod-rebalancer algorithm: the ``top_k`` busiest pods above the HPA's target usage
     x ``tolerance`` are hot; with the ``top_k`` idlest they are moved when that improves the hot
-    pods' average by more than ``min_improvement`` (improvement = 1 - avg(hot + cold) / avg(hot)).
+    pods' average by at least ``min_improvement`` (improvement = 1 - avg(hot + cold) / avg(hot)),
+    the same rule as cv mode's (PostHog's own asks for strictly more).
     Unlike theirs, every safety guard, ``min_pods`` and ``min_pod_age`` still apply."""
     facts = _hpa_facts(counted, workload)
     if isinstance(facts, str):
@@ -363,9 +364,9 @@ def _decide_hpa(pods: Sequence[PodState], counted: Sequence[PodState], values: M
     base["extra"] = {**base["extra"], "improvement": improvement}
     chosen = ", ".join(f"{s.pod} ({s.role}, {_fmt(s.value)})" for s in selected)
     moved = f"moving {chosen} brings the hot pods' average {_fmt(hot_average)} to {_fmt(hot_average * (1 - improvement))}"
-    if not improvement > rules.min_improvement:
+    if improvement < rules.min_improvement:
         return Verdict(False, "no_improvement", f"{exceeds}, but {moved} ({improvement:.1%} better, "
-                       f"not above min_improvement {rules.min_improvement:.0%})", **base)
+                       f"less than min_improvement {rules.min_improvement:.0%})", **base)
     return Verdict(True, "skew_verified", f"{exceeds}; {moved} ({improvement:.1%} better); {measured}", **base)
 
 

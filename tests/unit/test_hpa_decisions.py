@@ -97,3 +97,20 @@ def test_a_hot_pod_younger_than_min_pod_age_is_never_selected_in_hpa_mode():
     verdict = decide("cpu", pods, FIRST, hpa_rules(), NOW, hpa())
     assert "high-1" not in [s.pod for s in verdict.selected]
     assert [n.pod for n in verdict.passed_over] == ["high-1"]
+
+
+@pytest.mark.parametrize("mode", ["cv", "hpa"])
+def test_an_improvement_exactly_at_min_improvement_acts_and_a_hair_above_it_does_not(mode):
+    """One rule in both modes: the projected improvement must be at least min_improvement."""
+    import math
+
+    values = dict(FIRST)
+    rules = hpa_rules if mode == "hpa" else (lambda **o: Rules(**{"threshold": 0.3, "min_pods": 3, **o}))
+    workload = hpa() if mode == "hpa" else None
+    measured = decide("cpu", deployment(values), values, rules(min_improvement=0.0), NOW, workload).extra["improvement"]
+
+    at = decide("cpu", deployment(values), values, rules(min_improvement=measured), NOW, workload)
+    above = decide("cpu", deployment(values), values, rules(min_improvement=math.nextafter(measured, 1.0)), NOW, workload)
+
+    assert at.act and at.code == "skew_verified"
+    assert not above.act and above.code == "no_improvement"
