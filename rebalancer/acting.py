@@ -45,7 +45,6 @@ class Actor:
             now: datetime, dry_run: bool, invocation: str) -> None:
         """Carry a verdict that wants to act through the lock, updating ``record`` in place."""
         target = run.target
-        pods = ", ".join(f"{s.pod} ({s.role})" for s in verdict.selected)
         if run.acted_by == LOST_LOCK:
             record.update(outcome="skipped", code="lock_taken", lock="taken",
                           reason=f"another invocation holds the cooldown lock of {target.name}. {verdict.reason}")
@@ -62,6 +61,19 @@ class Actor:
         except StateError as e:
             record.update(outcome="skipped", code="state_unreadable", reason=f"{e}. {verdict.reason}")
             return
+        state, abandoned = policy.mark_abandoned(state, now, target.cooldown)
+        self._through_lock(run, signal, verdict, record, now, dry_run, invocation, state)
+        if abandoned:  # written with the lock when a live run takes it; said in the answer either way
+            record["abandoned"] = [{"invocation": r.invocation, "at": stamp(r.at), "signal": r.signal} for r in abandoned]
+            record["reason"] += (" Noticed: " + "; ".join(f"the action of invocation {r.invocation} at {stamp(r.at)} never "
+                                                          "recorded its outcome (the run died; it may have moved pods)"
+                                                          for r in abandoned) + ", so it is marked abandoned.")
+
+    def _through_lock(self, run: TargetRun, signal: str, verdict: policy.Verdict, record: dict[str, Any],
+                      now: datetime, dry_run: bool, invocation: str, state: policy.TargetState) -> None:
+        """Cooldown check, then (live) the lock and the actions."""
+        target = run.target
+        pods = ", ".join(f"{s.pod} ({s.role})" for s in verdict.selected)
         check = policy.check_cooldown(state, now, target.cooldown, target.max_actions_per_hour)
         record["lock"] = check.code
         record["cooldown_until"] = stamp(check.cooldown_until) if check.cooldown_until else None

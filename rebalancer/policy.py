@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from statistics import fmean
 from typing import Literal
@@ -105,7 +105,7 @@ class ActionRecord:
     at: datetime
     invocation: str
     signal: str
-    outcome: str  # in_progress, acted, blocked
+    outcome: str  # in_progress, acted, blocked, abandoned (in progress past its cooldown: the run died)
     value: float | None = None
     threshold: float | None = None
     pods: tuple[dict, ...] = ()  # {pod, role, value, result}
@@ -124,6 +124,17 @@ class CooldownCheck:
     code: str  # "lock_free", "cooldown", "hourly_budget"
     reason: str
     cooldown_until: datetime | None
+
+
+def mark_abandoned(state: TargetState, now: datetime, cooldown: timedelta) -> tuple[TargetState, tuple[ActionRecord, ...]]:
+    """The state with every ``in_progress`` entry whose cooldown has passed marked ``abandoned``, and
+    those entries. A run writes its outcome seconds after taking the lock; one still in progress a
+    cooldown later died on the way (it may have evicted pods, so it still counts in its hour)."""
+    stale = tuple(r for r in state.history if r.outcome == "in_progress" and r.at + cooldown <= now)
+    if not stale:
+        return state, ()
+    history = tuple(replace(r, outcome="abandoned") if r in stale else r for r in state.history)
+    return replace(state, history=history), stale
 
 
 def check_cooldown(state: TargetState, now: datetime, cooldown: timedelta, max_actions_per_hour: int) -> CooldownCheck:

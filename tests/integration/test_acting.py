@@ -228,6 +228,25 @@ def test_dry_run_reports_a_cooldown_in_force(live, kube, make_client, victoria_m
     assert body["outcome"] == "skipped" and body["code"] == "cooldown"
 
 
+def test_an_action_whose_run_died_is_marked_abandoned_by_the_next_one(live, kube, clock):
+    pods, build = live
+    died_at = clock() - timedelta(minutes=20)  # past the 15 minute cooldown, within the hour
+    dead = {"at": died_at.isoformat().replace("+00:00", "Z"), "invocation": "deadbeef", "signal": "cpu",
+            "outcome": "in_progress", "value": 0.9, "threshold": 0.3, "pods": []}
+    kube.core.create_namespaced_config_map(kube.namespace, {"metadata": {"name": "pod-rebalancer-state", "annotations": {
+        LAST: dead["at"], INVOCATION: "deadbeef", HISTORY: json.dumps([dead])}}})
+
+    response = fire(build(max_actions_per_hour=2), kube)
+
+    body = decision(response)
+    assert body["outcome"] == "acted", body["reason"]
+    assert body["abandoned"] == [{"invocation": "deadbeef", "at": dead["at"], "signal": "cpu"}]
+    assert "the action of invocation deadbeef" in body["reason"] and "marked abandoned" in body["reason"]
+    assert [(h["invocation"], h["outcome"]) for h in history(kube)] == [
+        ("deadbeef", "abandoned"), (response.get_json()["invocation"], "acted")]
+    assert len(kube.terminating(pods)) == 2
+
+
 def test_unreadable_state_refuses_to_act(live, kube):
     pods, build = live
     kube.core.create_namespaced_config_map(kube.namespace, {

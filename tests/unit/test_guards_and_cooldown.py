@@ -9,7 +9,7 @@ import pytest
 
 from rebalancer.cooldown import annotation_keys, decode_state, encode_finished, encode_lock
 from rebalancer.errors import StateError
-from rebalancer.policy import ActionRecord, PodState, Rules, TargetState, WorkloadStatus, check_cooldown, decide
+from rebalancer.policy import ActionRecord, PodState, Rules, TargetState, WorkloadStatus, check_cooldown, decide, mark_abandoned
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 OLD = NOW - timedelta(hours=2)
@@ -130,3 +130,19 @@ def test_unreadable_state_is_refused_not_guessed(broken):
 def test_other_targets_annotations_are_not_this_targets_state():
     annotations = encode_lock("other", TargetState(), record(1), history_limit=5)
     assert decode_state(annotations, "consumer") == TargetState()
+
+
+def test_an_action_still_in_progress_a_cooldown_later_is_abandoned_and_not_before():
+    started = NOW - timedelta(minutes=15)
+    dead = ActionRecord(at=started, invocation="dead", signal="cpu", outcome="in_progress")
+    done = ActionRecord(at=started - timedelta(hours=1), invocation="old", signal="cpu", outcome="acted")
+    state = TargetState(last_action=started, invocation="dead", history=(done, dead))
+
+    unchanged, none = mark_abandoned(state, NOW - timedelta(microseconds=1), timedelta(minutes=15))
+    marked, found = mark_abandoned(state, NOW, timedelta(minutes=15))
+
+    assert none == () and unchanged == state
+    assert [r.invocation for r in found] == ["dead"]
+    assert [(r.invocation, r.outcome) for r in marked.history] == [("old", "acted"), ("dead", "abandoned")]
+    # It may have moved pods: within its hour it still counts toward max_actions_per_hour.
+    assert check_cooldown(marked, NOW, timedelta(minutes=15), max_actions_per_hour=1).code == "hourly_budget"
