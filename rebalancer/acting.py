@@ -15,10 +15,11 @@ from typing import Any
 
 from rebalancer import policy
 from rebalancer.config import Target
-from rebalancer.cooldown import StateStore, decode_state, finished, stamp
+from rebalancer.cooldown import StateStore, decode_state, finished
 from rebalancer.errors import RebalancerError, StateError
 from rebalancer.kube import ConfigMapState, DeploymentPods, KubeGateway, PodAction
 from rebalancer.telemetry import Telemetry
+from rebalancer.timestamps import stamp
 
 SUCCESS = ("evicted", "deleted")
 LOST_LOCK = "(the lock was lost to another invocation)"

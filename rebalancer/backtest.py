@@ -24,13 +24,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import yaml
-
 from rebalancer import policy
-from rebalancer.config import SIGNAL_NAMES, Settings, SignalName, Target, describe_validation_error
+from rebalancer.config import SIGNAL_NAMES, Settings, SignalName, Target, load_settings
 from rebalancer.durations import format_duration, parse_duration
 from rebalancer.errors import RebalancerError
 from rebalancer.metrics_source import MetricsSource
+from rebalancer.timestamps import stamp
 
 # How the codes that held an action back are grouped in the summary.
 HELD_BY = {
@@ -217,10 +216,7 @@ def main(argv: list[str] | None = None, now: datetime | None = None) -> int:
     args = parser.parse_args(argv)
     now = now or datetime.now(timezone.utc)
     try:
-        document = yaml.safe_load(args.config.read_text()) or {}
-        if args.metrics_url:
-            document["metrics_url"] = args.metrics_url
-        settings = Settings(**document)
+        settings = load_settings(args.config, **({"metrics_url": args.metrics_url} if args.metrics_url else {}))
         target = next((t for t in settings.targets if t.name == args.target), None)
         if target is None:
             raise ValueError(f"no target {args.target!r} in {args.config}; it has: {', '.join(t.name for t in settings.targets)}")
@@ -233,15 +229,14 @@ def main(argv: list[str] | None = None, now: datetime | None = None) -> int:
         start = args.start or end - parse_duration(args.since or "24h")
         step = parse_duration(args.step)
         if start >= end:
-            raise ValueError(f"the period is empty: start {start.isoformat()} is not before end {end.isoformat()}")
+            raise ValueError(f"the period is empty: start {stamp(start)} is not before end {stamp(end)}")
         rules = target.rules(signal)
         if rules.mode == "hpa" and (args.hpa_target_utilization is None or args.cpu_request is None):
             raise ValueError("hpa mode: the backtest cannot ask Kubernetes; give --hpa-target-utilization and --cpu-request")
         assumed = Assumed(args.hpa_target_utilization, args.cpu_request)
         report = run(settings, target, signal, start, end, step, assumed)
-    except (OSError, ValueError, RebalancerError) as e:  # a CLI: one line, never a traceback
-        detail = describe_validation_error(e) if hasattr(e, "errors") else str(e)
-        print(f"backtest: {detail}", file=sys.stderr)
+    except (OSError, ValueError, RebalancerError) as e:  # a CLI: what is wrong, never a traceback
+        print(f"backtest: {e}", file=sys.stderr)
         return 2
     print(render(report, rules))
     if args.plot:

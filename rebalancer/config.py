@@ -90,7 +90,7 @@ class SignalSpec(_Strict):
     average CPU request; it acts when moving them and the ``top_k`` idlest would improve the
     hot pods' average by more than the target's ``min_improvement``."""
 
-    mode: Literal["cv", "hpa"] = "cv"
+    mode: policy.Mode = "cv"
     threshold: float | None = Field(default=None, gt=0.0, description="cv mode: coefficient of variation to exceed")
     tolerance: float = Field(default=1.5, gt=0.0, description="hpa mode: multiple of the HPA's target usage")
     top_k: int = Field(default=2, ge=1, description="hpa mode: hot and cold pods considered on each side")
@@ -124,7 +124,7 @@ class Target(_Strict):
     min_pods: int = Field(default=3, ge=2)
     min_pod_age: Duration = timedelta(minutes=10)
     window: PositiveDuration = timedelta(minutes=5)
-    selection: Literal["rotate_outliers", "hottest"] = "rotate_outliers"
+    selection: policy.Selection = "rotate_outliers"
     max_pods_per_action: int = Field(default=2, ge=1)
     max_missing_fraction: Fraction = 0.2
     min_improvement: Fraction = 0.1
@@ -282,10 +282,12 @@ def describe_validation_error(error: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def load_settings() -> Settings:
-    """Load and validate the configuration once. Raises ConfigError with a readable message."""
-    config_path = os.environ.get("REBALANCER_CONFIG")
-    file_values = _read_file(Path(config_path)) if config_path else {}
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Load and validate the configuration, the one way the function and its CLIs do it: the YAML
+    file (``path``, else env REBALANCER_CONFIG) with its own checks, ``overrides`` on top of the
+    file (a CLI's flags), and REBALANCER_* env over both. Raises ConfigError with a readable message."""
+    config_path = str(path) if path is not None else os.environ.get("REBALANCER_CONFIG")
+    file_values = {**(_read_file(Path(config_path)) if config_path else {}), **overrides}
     source = f"config file {config_path} and REBALANCER_* env" if config_path else "REBALANCER_* env"
     try:
         return Settings(**file_values)

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, replace
-from datetime import datetime, timezone
 from typing import Any
 
 from rebalancer.errors import KubeConflictError, StateError
 from rebalancer.kube import ConfigMapState, KubeGateway
 from rebalancer.policy import ActionRecord, TargetState
+from rebalancer.timestamps import parse_stamp, stamp
 
 ANNOTATION_DOMAIN = "pod-rebalancer.io"
 FINISH_ATTEMPTS = 5
@@ -30,15 +30,6 @@ FINISH_ATTEMPTS = 5
 def annotation_keys(target: str) -> tuple[str, str, str]:
     prefix = f"{target}.{ANNOTATION_DOMAIN}"
     return f"{prefix}/last-action", f"{prefix}/invocation", f"{prefix}/history"
-
-
-def _time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
-
-
-def stamp(moment: datetime) -> str:
-    """RFC 3339 in UTC with a Z, as Kubernetes writes times."""
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def _record_to_json(record: ActionRecord) -> dict[str, Any]:
@@ -50,7 +41,7 @@ def _record_to_json(record: ActionRecord) -> dict[str, Any]:
 
 def _record_from_json(raw: dict[str, Any]) -> ActionRecord:
     return ActionRecord(
-        at=_time(raw["at"]),
+        at=parse_stamp(raw["at"]),
         invocation=str(raw["invocation"]),
         signal=str(raw.get("signal", "")),
         outcome=str(raw.get("outcome", "")),
@@ -64,7 +55,7 @@ def decode_state(annotations: dict[str, str], target: str) -> TargetState:
     """Read a target's state. Unreadable state refuses action (StateError): guessing could act twice."""
     last_key, invocation_key, history_key = annotation_keys(target)
     try:
-        last = _time(annotations[last_key]) if last_key in annotations else None
+        last = parse_stamp(annotations[last_key]) if last_key in annotations else None
         history = tuple(_record_from_json(r) for r in json.loads(annotations.get(history_key, "[]")))
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise StateError(f"the state annotations of target {target} cannot be read ({type(e).__name__}); "

@@ -40,6 +40,7 @@ from rebalancer.errors import (
     KubeUnavailableError,
 )
 from rebalancer.policy import PodState, WorkloadStatus
+from rebalancer.timestamps import stamp
 
 EXCLUDE_ANNOTATION = "pod-rebalancer/exclude"
 EVENT_SOURCE = "pod-rebalancer"
@@ -500,14 +501,14 @@ class KubeGateway:
         reason: str, message: str, event_type: str, now: datetime,
     ) -> None:
         """A core/v1 Event on an object, for `kubectl describe` and `kubectl get events`."""
-        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        at = stamp(now)
         body = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"generateName": f"{name}.", "namespace": namespace},
             "involvedObject": {"apiVersion": api_version, "kind": kind, "name": name, "namespace": namespace, "uid": uid},
             "reason": reason, "message": message[:1024], "type": event_type,
             "source": {"component": EVENT_SOURCE}, "reportingComponent": EVENT_SOURCE,
-            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+            "firstTimestamp": at, "lastTimestamp": at, "count": 1,
         }
         try:
             self._request("POST", f"/api/v1/namespaces/{namespace}/events", body=body)

@@ -14,6 +14,8 @@ from datetime import datetime, timedelta
 from statistics import fmean
 from typing import Literal
 
+from rebalancer.timestamps import stamp
+
 Selection = Literal["rotate_outliers", "hottest"]
 Mode = Literal["cv", "hpa"]
 Role = Literal["hot", "cold"]
@@ -142,13 +144,13 @@ def check_cooldown(state: TargetState, now: datetime, cooldown: timedelta, max_a
     blocked one: the PDB or the API said no, and asking again at once would only hammer it."""
     if state.last_action is not None and now < state.last_action + cooldown:
         until = state.last_action + cooldown
-        return CooldownCheck(False, "cooldown", f"in cooldown until {until.isoformat()} (last action at "
-                             f"{state.last_action.isoformat()} by invocation {state.invocation})", until)
+        return CooldownCheck(False, "cooldown", f"in cooldown until {stamp(until)} (last action at "
+                             f"{stamp(state.last_action)} by invocation {state.invocation})", until)
     recent = [r for r in state.history if now - timedelta(hours=1) < r.at <= now]
     if len(recent) >= max_actions_per_hour:
         until = min(r.at for r in recent) + timedelta(hours=1)
         return CooldownCheck(False, "hourly_budget", f"max_actions_per_hour {max_actions_per_hour} used up "
-                             f"({len(recent)} actions in the last hour); next at {until.isoformat()}", until)
+                             f"({len(recent)} actions in the last hour); next at {stamp(until)}", until)
     return CooldownCheck(True, "lock_free", "no cooldown in force", now + cooldown)
 
 

@@ -27,8 +27,10 @@ from typing import Any
 
 import yaml
 
-from rebalancer.config import SIGNAL_NAMES, Settings, Target, describe_validation_error
+from rebalancer.alerts import SIGNAL_LABEL, TARGET_LABEL
+from rebalancer.config import SIGNAL_NAMES, Settings, Target, load_settings
 from rebalancer.durations import format_duration, parse_duration
+from rebalancer.errors import ConfigError
 
 ALERT_NAMES = {"cpu": "ConsumerCpuSkew", "lag": "ConsumerLagSkew"}
 SUMMARIES = {"cpu": "CPU skew", "lag": "Kafka lag skew"}
@@ -71,8 +73,8 @@ def alert_rule(target: Target, signal: str, for_duration: timedelta) -> dict[str
         "for": format_duration(for_duration),
         "labels": {
             "severity": "warning",
-            "rebalancer_target": target.name,
-            "rebalancer_signal": signal,
+            TARGET_LABEL: target.name,
+            SIGNAL_LABEL: signal,
             "namespace": target.namespace,
             "deployment": target.deployment,
         },
@@ -119,12 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", default="30s", help="rule evaluation interval (default 30s)")
     args = parser.parse_args(argv)
     try:
-        document = yaml.safe_load(args.config.read_text())
-        settings = Settings(**{"metrics_url": "http://unused", **document})
+        settings = load_settings(args.config)
         text = render(settings, parse_duration(args.for_duration), parse_duration(args.interval))
-    except Exception as e:  # a CLI: say what is wrong in one line, never a traceback
-        detail = describe_validation_error(e) if hasattr(e, "errors") else str(e)
-        print(f"cannot generate rules from {args.config}: {detail}", file=sys.stderr)
+    except (ConfigError, ValueError) as e:  # a CLI: say what is wrong, never a traceback
+        print(f"cannot generate rules from {args.config}: {e}", file=sys.stderr)
         return 2
     sys.stdout.write(text)
     return 0

@@ -22,6 +22,7 @@ from rebalancer.errors import KubeError, MetricsQueryError, PermanentError, Temp
 from rebalancer.kube import DeploymentPods
 from rebalancer.metrics_source import PodValues
 from rebalancer.telemetry import Telemetry
+from rebalancer.timestamps import stamp
 
 # Top-level outcome, from the strongest: the first one any decision has wins.
 OUTCOME_PRECEDENCE = ("acted", "blocked", "dry_run", "skipped", "rejected")
@@ -228,7 +229,7 @@ def handle(
         "reason": reason,
         "dry_run": dry_run,
         "invocation": invocation,
-        "at": now.isoformat(),
+        "at": stamp(now),
         "decisions": decisions,
     }
     if requested_dry_run is False and deps.settings.dry_run:

@@ -97,12 +97,14 @@ def test_alertmanager_route_fits_the_function():
     assert 0 < webhook["max_alerts"] <= Settings.model_fields["max_alerts"].default
 
 
-@pytest.mark.parametrize("document", ["targets: []\n", "- not a mapping\n", "targets:\n  - name: x\n"])
+@pytest.mark.parametrize("document", ["targets: []\n", "- not a mapping\n", "targets:\n  - name: x\n",
+                                      "metrics_url: http://vm:8428\nauth_token: s3cret\ntargets: []\n"])
 def test_the_rules_generator_refuses_a_bad_configuration_in_one_line(tmp_path, document):
     config = tmp_path / "bad.yaml"
     config.write_text(document)
     result = run(sys.executable, "-m", "rebalancer.rules", str(config))
     assert result.returncode == 2 and result.stderr.startswith("cannot generate rules from") and "Traceback" not in result.stderr
+    assert "s3cret" not in result.stderr
 
 
 def test_an_hpa_mode_rule_fires_on_a_pod_above_tolerance_times_the_average_in_promtool(tmp_path):
