@@ -22,7 +22,6 @@ from rebalancer.telemetry import Telemetry
 from rebalancer.timestamps import stamp
 
 SUCCESS = ("evicted", "deleted")
-LOST_LOCK = "(the lock was lost to another invocation)"
 
 
 @dataclass
@@ -33,6 +32,7 @@ class TargetRun:
     found: DeploymentPods
     snapshot: ConfigMapState | None = None
     acted_by: str | None = None  # the signal whose action took the lock in this invocation
+    lock_lost: bool = False  # another invocation's write won: every signal of the target stands down
 
 
 @dataclass
@@ -46,7 +46,7 @@ class Actor:
             now: datetime, dry_run: bool, invocation: str) -> None:
         """Carry a verdict that wants to act through the lock, updating ``record`` in place."""
         target = run.target
-        if run.acted_by == LOST_LOCK:
+        if run.lock_lost:
             record.update(outcome="skipped", code="lock_taken", lock="taken",
                           reason=f"another invocation holds the cooldown lock of {target.name}. {verdict.reason}")
             return
@@ -96,7 +96,7 @@ class Actor:
             pods=tuple({"pod": s.pod, "role": s.role, "value": s.value} for s in verdict.selected),
         )
         if not self.state.take(target.namespace, target.name, run.snapshot, state, entry):
-            run.acted_by = LOST_LOCK
+            run.lock_lost = True
             record.update(outcome="skipped", code="lock_taken", lock="taken",
                           reason="another invocation took the cooldown lock first (409 on the state ConfigMap); "
                                  f"it acts, this one stands down. {verdict.reason}")
@@ -141,7 +141,7 @@ class Actor:
             self.state.finish(target.namespace, target.name, finished(entry, outcome, pods_json))
         except RebalancerError as e:
             errors.append(f"history not written: {e}")
-        if "tolerance_threshold" in verdict.extra:  # hpa mode: the line is in cores, not a CV
+        if verdict.mode == "hpa":  # the line is in cores, not a CV
             measured = f"{signal} above {verdict.threshold:.3g} cores (HPA target x tolerance)"
         else:
             measured = f"{signal} CV {verdict.stats.value:.3g} > {verdict.threshold:.3g}" if verdict.stats else signal

@@ -186,7 +186,7 @@ def render(report: Report, rules: policy.Rules) -> str:
         *[f"  - {a}" for a in ASSUMPTIONS],
     ]
     if rules.mode == "hpa":
-        extra = next((s.verdict.extra for s in report.steps if "tolerance_threshold" in s.verdict.extra), {})
+        extra = next((s.verdict.extra for s in report.steps if "hpa_target_utilization" in s.verdict.extra), {})
         lines.append(f"  - hpa mode: the HPA's CPU target {extra.get('hpa_target_utilization', '?')}% and a CPU request of "
                      f"{extra.get('avg_cpu_request', '?')} cores per pod, as given on the command line")
     return "\n".join(lines)

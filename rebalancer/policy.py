@@ -199,6 +199,7 @@ class Verdict:
     ignored: tuple[PodNote, ...] = ()  # pods not counted at all (not Ready, terminating, not owned)
     passed_over: tuple[PodNote, ...] = ()  # counted, but never selectable (too young, excluded)
     ready_pods: int = 0
+    mode: Mode = "cv"  # which test decided: the CV against a threshold, or hpa mode's line in cores
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -397,7 +398,7 @@ def decide(
     ``samples`` that the Deployment does not have are ignored (the caller counts them).
     """
     counted, ignored = _split_pods(pods)
-    base = {"threshold": rules.threshold, "ignored": tuple(ignored), "ready_pods": len(counted)}
+    base = {"threshold": rules.threshold, "ignored": tuple(ignored), "ready_pods": len(counted), "mode": rules.mode}
     if not counted:
         return Verdict(False, "no_ready_pods", "the Deployment has no Ready pods to measure", **base)
 

@@ -114,3 +114,12 @@ def test_an_improvement_exactly_at_min_improvement_acts_and_a_hair_above_it_does
 
     assert at.act and at.code == "skew_verified"
     assert not above.act and above.code == "no_improvement"
+
+
+def test_every_verdict_says_which_mode_decided_it_early_refusals_too():
+    acting = decide("cpu", deployment(FIRST), FIRST, hpa_rules(), NOW, hpa())
+    no_data = decide("cpu", deployment(FIRST), {}, hpa_rules(), NOW, hpa())
+    cv = decide("cpu", deployment(FIRST), FIRST, Rules(threshold=0.3, min_pods=3), NOW)
+    assert (acting.mode, acting.code) == ("hpa", "skew_verified")
+    assert (no_data.mode, no_data.code) == ("hpa", "incomplete_data")
+    assert cv.mode == "cv"
