@@ -49,10 +49,10 @@ rules: deps
 demo: deps controlplane
 	$(BIN)/python scripts/demo.py
 
-# Cost per invocation at 10 to 10,000 pods, cold start and memory; rewrites the README's table.
+# Cost per invocation at 10 to 10,000 pods, cold start and memory; rewrites the table in docs/benchmarks.md.
 # Not part of `make test` (a small run of it is): it takes about two minutes.
 bench: deps controlplane
-	$(BIN)/python bench/run.py --readme
+	$(BIN)/python bench/run.py --write
 
 # The Kubernetes API contract suite against the cluster KUBECONFIG points at (creates and deletes a
 # throw-away namespace there). Never part of `make test`: it must be asked for by name.

@@ -5,7 +5,7 @@ control plane (tests/realcluster.py: the controllers make the pods, the node sim
 Ready; the API server serves them with managedFields and all) and per-pod CPU and lag series in
 a real VictoriaMetrics, starts a fresh `functions-framework` process (dry-run, JSON
 logs, as deployed), and sends the same webhook (one cpu and one lag alert for the target)
-several times. It prints one table and, with --readme, writes it into README.md.
+several times. It prints one table and, with --write, writes it into docs/benchmarks.md.
 
 What each column is, and where it comes from:
 - latency: at the client, request sent to response read, after one warm-up invocation.
@@ -49,7 +49,8 @@ from tests.servers import FunctionProcess, VictoriaMetrics  # noqa: E402
 
 TOKEN = "bench-token-not-a-secret"
 SIZES = (10, 100, 1_000, 10_000)
-README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
+TABLE_START, TABLE_END = "<!-- bench:start -->", "<!-- bench:end -->"
+REPORT = REPO / "docs" / "benchmarks.md"
 
 
 @dataclass(frozen=True)
@@ -300,14 +301,13 @@ def render(results: list[SizeResult], cold: list[float], imports: list[float], c
     return "\n".join(lines)
 
 
-def write_readme(table: str) -> None:
-    readme = REPO / "README.md"
-    text = readme.read_text()
-    if README_START not in text or README_END not in text:
-        raise SystemExit(f"README.md has no {README_START} ... {README_END} block to write the table into")
-    head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    readme.write_text(f"{head}{README_START}\n{table}\n{README_END}{tail}")
+def write_report(table: str) -> None:
+    text = REPORT.read_text()
+    if TABLE_START not in text or TABLE_END not in text:
+        raise SystemExit(f"{REPORT} has no {TABLE_START} ... {TABLE_END} block to write the table into")
+    head, rest = text.split(TABLE_START, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    REPORT.write_text(f"{head}{TABLE_START}\n{table}\n{TABLE_END}{tail}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=10, help="timed invocations per size (after one warm-up)")
     parser.add_argument("--cold-starts", type=int, default=5)
     parser.add_argument("--imports", type=int, default=5, help="fresh interpreters timing `import main`")
-    parser.add_argument("--readme", action="store_true", help="write the table into README.md")
+    parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="rebalancer-bench-") as tmp:
@@ -356,9 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     table = render(results, cold, imports, costly)
     print()
     print(table)
-    if args.readme:
-        write_readme(table)
-        print("\nREADME.md updated.")
+    if args.write:
+        write_report(table)
+        print(f"\n{REPORT.relative_to(REPO)} updated.")
     return 0
 
 
