@@ -10,9 +10,11 @@ import gc
 
 import functions_framework
 
-from rebalancer.routes import build_state, respond
+from rebalancer.app import build
+from rebalancer.config import load_settings
+from rebalancer.routes import respond
 
-STATE = build_state()
+STATE = build(load_settings())
 # functions-framework loads this module in gunicorn's arbiter and then forks the worker.
 # Freezing what exists now keeps the worker's garbage collector from writing to (and so
 # copying) every page the two processes share: see gc.freeze() in the Python docs.

@@ -14,67 +14,17 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 import flask
 import pydantic
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from rebalancer import alerts, service
-from rebalancer.acting import Actor
-from rebalancer.config import Settings, describe_validation_error, load_settings
-from rebalancer.cooldown import StateStore
+from rebalancer.app import AppState
+from rebalancer.config import Settings, describe_validation_error
 from rebalancer.errors import BadRequestError, PayloadTooLargeError, UnauthorizedError
-from rebalancer.kube import KubeGateway, api_client
-from rebalancer.metrics_source import MetricsSource
-from rebalancer.telemetry import Telemetry, configure_logging
-from rebalancer.timing import TimedBackend, timed_request
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-@dataclass
-class AppState:
-    """Built once per function instance and shared by its requests."""
-
-    settings: Settings
-    deps: service.Dependencies
-    registry: CollectorRegistry
-    clock: Callable[[], datetime] = utc_now
-
-
-def build_state() -> AppState:
-    """Load the configuration and build the adapters. Raises ConfigError on a bad setting."""
-    settings = load_settings()
-    logger = configure_logging(settings.log_format)
-    registry = CollectorRegistry()
-    # Both adapters are timed, for the Server-Timing header of every answer.
-    kube = TimedBackend(KubeGateway(
-        api_client(kubeconfig=settings.kubeconfig, in_cluster=bool(settings.kubernetes_service_host),
-                   gke_endpoint=settings.gke_endpoint, gke_ca_cert=settings.gke_ca_cert),
-        timeout_seconds=settings.kube_timeout.total_seconds(),
-    ), "kubernetes")
-    metrics = TimedBackend(
-        MetricsSource(str(settings.metrics_url), timeout_seconds=settings.metrics_timeout.total_seconds()), "metrics"
-    )
-    telemetry = Telemetry(registry)
-    actor = Actor(kube, StateStore(kube, settings.state_configmap, settings.history_limit), telemetry, logger)
-    deps = service.Dependencies(settings, kube, metrics, telemetry, logger, actor)
-    if settings.auth_token is None and not settings.allow_unauthenticated:
-        logger.error(
-            "REBALANCER_AUTH_TOKEN is not set: every POST will be refused with 401 "
-            "(set a token, or REBALANCER_ALLOW_UNAUTHENTICATED=true for a private test setup)"
-        )
-    mode = "dry-run" if settings.dry_run else "LIVE"
-    logger.info(
-        f"pod-rebalancer ready ({mode}) for {len(settings.targets)} target(s)",
-        extra={"json_fields": {"event": "start", "targets": [t.name for t in settings.targets], "dry_run": settings.dry_run}},
-    )
-    return AppState(settings=settings, deps=deps, registry=registry)
+from rebalancer.timing import timed_request
 
 
 def _json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> flask.Response:

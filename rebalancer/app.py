@@ -1,0 +1,66 @@
+"""The composition root: one function instance's state, built once from its settings.
+
+Everything that is wired together is wired here (the Kubernetes and metrics adapters, timed for
+Server-Timing, the cooldown store, the actor, telemetry); ``routes`` keeps only HTTP concerns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from prometheus_client import CollectorRegistry
+
+from rebalancer import service
+from rebalancer.acting import Actor
+from rebalancer.config import Settings
+from rebalancer.cooldown import StateStore
+from rebalancer.kube import KubeGateway, api_client
+from rebalancer.metrics_source import MetricsSource
+from rebalancer.telemetry import Telemetry, configure_logging
+from rebalancer.timing import TimedBackend
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class AppState:
+    """Built once per function instance and shared by its requests."""
+
+    settings: Settings
+    deps: service.Dependencies
+    registry: CollectorRegistry
+    clock: Callable[[], datetime] = utc_now
+
+
+def build(settings: Settings, clock: Callable[[], datetime] = utc_now, registry: CollectorRegistry | None = None) -> AppState:
+    """Build the adapters, the service's dependencies and the metrics registry for one instance.
+    Tests pass their own clock and a fresh registry; nothing here talks to the network."""
+    logger = configure_logging(settings.log_format)
+    registry = registry if registry is not None else CollectorRegistry()
+    # Both adapters are timed, for the Server-Timing header of every answer.
+    kube = TimedBackend(KubeGateway(
+        api_client(kubeconfig=settings.kubeconfig, in_cluster=bool(settings.kubernetes_service_host),
+                   gke_endpoint=settings.gke_endpoint, gke_ca_cert=settings.gke_ca_cert),
+        timeout_seconds=settings.kube_timeout.total_seconds(),
+    ), "kubernetes")
+    metrics = TimedBackend(
+        MetricsSource(str(settings.metrics_url), timeout_seconds=settings.metrics_timeout.total_seconds()), "metrics"
+    )
+    telemetry = Telemetry(registry)
+    actor = Actor(kube, StateStore(kube, settings.state_configmap, settings.history_limit), telemetry, logger)
+    deps = service.Dependencies(settings, kube, metrics, telemetry, logger, actor)
+    if settings.auth_token is None and not settings.allow_unauthenticated:
+        logger.error(
+            "REBALANCER_AUTH_TOKEN is not set: every POST will be refused with 401 "
+            "(set a token, or REBALANCER_ALLOW_UNAUTHENTICATED=true for a private test setup)"
+        )
+    mode = "dry-run" if settings.dry_run else "LIVE"
+    logger.info(
+        f"pod-rebalancer ready ({mode}) for {len(settings.targets)} target(s)",
+        extra={"json_fields": {"event": "start", "targets": [t.name for t in settings.targets], "dry_run": settings.dry_run}},
+    )
+    return AppState(settings=settings, deps=deps, registry=registry, clock=clock)
