@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from statistics import fmean
-from typing import Literal
+from typing import Any, Literal
 
 from rebalancer.timestamps import stamp
 
@@ -292,33 +292,104 @@ def _select(values: Mapping[str, float], candidates: Sequence[str], rules: Rules
     return chosen
 
 
-def _safety(pods: Sequence[PodState], counted: Sequence[PodState], workload: WorkloadStatus | None,
-            rules: Rules, exceeds: str, base: dict) -> Verdict | None:
+@dataclass(frozen=True)
+class Measurement:
+    """What the pods and the metrics say now, before any mode's rule; both modes read it, none
+    changes it. ``verdict`` builds every answer from it, so the numbers always come along."""
+
+    signal: str
+    rules: Rules
+    pods: tuple[PodState, ...]  # every pod the Deployment's selector matched
+    counted: tuple[PodState, ...]  # Ready, owned, not terminating
+    values: Mapping[str, float]  # the usable value of each counted pod that has one
+    ignored: tuple[PodNote, ...] = ()
+    missing: tuple[str, ...] = ()
+    invalid: tuple[PodNote, ...] = ()
+    stats: Stats | None = None
+
+    @property
+    def ranked(self) -> list[str]:
+        """Pods with a value, coldest first; ties broken by name, so the same data ranks alike."""
+        return sorted(self.values, key=lambda pod: (self.values[pod], pod))
+
+    def described(self) -> str:
+        stats = self.stats
+        assert stats is not None
+        return f"{self.signal} CV {_fmt(stats.value)} over {stats.pods} pods (mean {_fmt(stats.mean)}, stddev {_fmt(stats.stddev)})"
+
+    def verdict(self, act: bool, code: str, reason: str, **more: Any) -> Verdict:
+        ranked = self.ranked if self.stats is not None else []
+        return Verdict(
+            act, code, reason, threshold=more.pop("threshold", self.rules.threshold), stats=self.stats,
+            hot=PodValue(ranked[-1], self.values[ranked[-1]]) if ranked else None,
+            cold=PodValue(ranked[0], self.values[ranked[0]]) if ranked else None,
+            missing=self.missing, invalid=self.invalid, ignored=self.ignored, ready_pods=len(self.counted),
+            mode=self.rules.mode, **more,
+        )
+
+
+def _measure(signal: str, pods: Sequence[PodState], samples: Mapping[str, float], rules: Rules, now: datetime) -> Measurement:
+    counted, ignored = _split_pods(pods)
+    values: dict[str, float] = {}
+    missing: list[str] = []
+    invalid: list[PodNote] = []
+    for pod in counted:
+        problem = _usable_value(samples.get(pod.name))
+        if problem is None:
+            values[pod.name] = samples[pod.name]
+        elif problem == "no value" and _starting(pod, rules, now):
+            # Every eviction's replacement is Ready before its first scrape: no data is expected
+            # yet, so it is not missing data (it cannot be selected either, having no value).
+            ignored.append(PodNote(pod.name, "starting: no value yet, younger than min_pod_age"))
+        elif problem == "no value":
+            missing.append(pod.name)
+        else:
+            invalid.append(PodNote(pod.name, problem))
+    return Measurement(signal, rules, tuple(pods), tuple(counted), values, tuple(ignored), tuple(missing), tuple(invalid))
+
+
+def _refusal_before_statistics(m: Measurement) -> Verdict | None:
+    """No statistics can be taken: no pods, too much data missing, too few values, all idle."""
+    rules, signal = m.rules, m.signal
+    if not m.counted:
+        return m.verdict(False, "no_ready_pods", "the Deployment has no Ready pods to measure")
+    unusable = len(m.missing) + len(m.invalid)
+    if unusable / len(m.counted) > rules.max_missing_fraction:
+        return m.verdict(False, "incomplete_data", f"incomplete data: {unusable} of {len(m.counted)} Ready pods have no "
+                         f"usable {signal} value (more than max_missing_fraction {_fmt(rules.max_missing_fraction)})")
+    if len(m.values) < 2:
+        return m.verdict(False, "too_few_pods", f"{len(m.values)} pod(s) with data: variance needs at least 2")
+    if fmean(m.values.values()) == 0:
+        return m.verdict(False, "idle", f"every pod reads 0 for {signal}: nothing to balance")
+    return None
+
+
+def _safety(m: Measurement, workload: WorkloadStatus | None, exceeds: str, **more: Any) -> Verdict | None:
     """The guards every mode applies once the skew is there, in order; None when all pass."""
-    guards = [unready_guard(pods, rules.max_unready_fraction)]
+    rules = m.rules
+    guards = [unready_guard(m.pods, rules.max_unready_fraction)]
     if workload is not None:
         guards += [rollout_guard(workload), hpa_guard(workload)]
     for code, why in zip(("too_many_unready", "rolling_out", "hpa_scaling"), guards, strict=False):
         if why is not None:
-            return Verdict(False, code, f"{exceeds}, but {why}", **base)
-    if len(counted) - rules.min_pods <= 0:
-        return Verdict(False, "min_pods", f"{exceeds}, but the Deployment has {len(counted)} Ready pods "
-                       f"and min_pods is {rules.min_pods}: none may be taken away", **base)
+            return m.verdict(False, code, f"{exceeds}, but {why}", **more)
+    if len(m.counted) - rules.min_pods <= 0:
+        return m.verdict(False, "min_pods", f"{exceeds}, but the Deployment has {len(m.counted)} Ready pods "
+                         f"and min_pods is {rules.min_pods}: none may be taken away", **more)
     return None
 
 
-def _candidates(counted: Sequence[PodState], ranked: Sequence[str], rules: Rules, now: datetime, base: dict) -> list[str]:
-    """The selectable pods, coldest first; the others go to ``base['passed_over']`` with the cause."""
-    by_pod = {pod.name: pod for pod in counted}
+def _candidates(m: Measurement, now: datetime) -> tuple[list[str], tuple[PodNote, ...]]:
+    """The selectable pods, coldest first, and the others with the cause."""
+    by_pod = {pod.name: pod for pod in m.counted}
     candidates, passed_over = [], []
-    for name in ranked:
-        why_not = _selectable(by_pod[name], rules, now)
+    for name in m.ranked:
+        why_not = _selectable(by_pod[name], m.rules, now)
         if why_not is None:
             candidates.append(name)
         else:
             passed_over.append(PodNote(name, why_not))
-    base["passed_over"] = tuple(passed_over)
-    return candidates
+    return candidates, tuple(passed_over)
 
 
 def _hpa_facts(counted: Sequence[PodState], workload: WorkloadStatus | None) -> tuple[float, float] | str:
@@ -336,52 +407,80 @@ def _hpa_facts(counted: Sequence[PodState], workload: WorkloadStatus | None) -> 
     return workload.hpa_cpu_target_utilization, math.fsum(requests) / len(requests)
 
 
-def _decide_hpa(pods: Sequence[PodState], counted: Sequence[PodState], values: Mapping[str, float],
-                ranked: Sequence[str], rules: Rules, now: datetime, workload: WorkloadStatus | None,
-                base: dict, measured: str) -> Verdict:
+def _decide_hpa(m: Measurement, now: datetime, workload: WorkloadStatus | None) -> Verdict:
     """PostHog's pod-rebalancer algorithm: the ``top_k`` busiest pods above the HPA's target usage
     x ``tolerance`` are hot; with the ``top_k`` idlest they are moved when that improves the hot
     pods' average by at least ``min_improvement`` (improvement = 1 - avg(hot + cold) / avg(hot)),
     the same rule as cv mode's (PostHog's own asks for strictly more).
     Unlike theirs, every safety guard, ``min_pods`` and ``min_pod_age`` still apply."""
-    facts = _hpa_facts(counted, workload)
+    rules, values, measured = m.rules, m.values, m.described()
+    facts = _hpa_facts(m.counted, workload)
     if isinstance(facts, str):
-        return Verdict(False, "no_hpa_target", f"{measured}; hpa mode cannot judge it: {facts}", **base)
+        return m.verdict(False, "no_hpa_target", f"{measured}; hpa mode cannot judge it: {facts}")
     utilization, request = facts
     target_usage = utilization / 100 * request
     limit = target_usage * rules.tolerance
-    base["threshold"] = limit
-    base["extra"] = {"hpa_target_utilization": utilization, "avg_cpu_request": request,
-                     "target_usage": target_usage, "tolerance": rules.tolerance, "tolerance_threshold": limit}
+    extra = {"hpa_target_utilization": utilization, "avg_cpu_request": request,
+             "target_usage": target_usage, "tolerance": rules.tolerance, "tolerance_threshold": limit}
     explained = (f"{_fmt(limit)} cores (the HPA's {_fmt(utilization)}% of the average request {_fmt(request)} "
                  f"x tolerance {_fmt(rules.tolerance)})")
-    top = [name for name in reversed(ranked[-rules.top_k:]) if values[name] > limit]
+    top = [name for name in reversed(m.ranked[-rules.top_k:]) if values[name] > limit]
     if not top:
-        return Verdict(False, "below_threshold", f"{measured}; no pod uses more than {explained}: the skew is not there now",
-                       **base)
+        return m.verdict(False, "below_threshold", f"{measured}; no pod uses more than {explained}: the skew is not there now",
+                         threshold=limit, extra=extra)
     exceeds = f"{len(top)} of the {rules.top_k} busiest pods use more than {explained}"
-    refusal = _safety(pods, counted, workload, rules, exceeds, base)
+    refusal = _safety(m, workload, exceeds, threshold=limit, extra=extra)
     if refusal is not None:
         return refusal
-    candidates = _candidates(counted, ranked, rules, now, base)
-    allowed = len(counted) - rules.min_pods
+    candidates, passed_over = _candidates(m, now)
+    allowed = len(m.counted) - rules.min_pods
     hot = [name for name in reversed(candidates) if values[name] > limit][: min(rules.top_k, allowed)]
     if not hot:
-        return Verdict(False, "no_candidates", f"{exceeds}, but none of them may be selected "
-                       f"({len(base['passed_over'])} passed over: too young or excluded)", **base)
+        return m.verdict(False, "no_candidates", f"{exceeds}, but none of them may be selected "
+                         f"({len(passed_over)} passed over: too young or excluded)",
+                         threshold=limit, extra=extra, passed_over=passed_over)
     cold = [name for name in candidates if name not in hot][: min(rules.top_k, allowed - len(hot))]
     selected = tuple([SelectedPod(n, values[n], "hot") for n in hot] + [SelectedPod(n, values[n], "cold") for n in cold])
     hot_average = fmean(values[n] for n in hot)
     improvement = 1 - fmean(s.value for s in selected) / hot_average
-    after = projected_cv(values, [s.pod for s in selected])
-    base.update(selected=selected, projected_cv=after)
-    base["extra"] = {**base["extra"], "improvement": improvement}
     chosen = ", ".join(f"{s.pod} ({s.role}, {_fmt(s.value)})" for s in selected)
     moved = f"moving {chosen} brings the hot pods' average {_fmt(hot_average)} to {_fmt(hot_average * (1 - improvement))}"
+    outcome = {"threshold": limit, "extra": {**extra, "improvement": improvement}, "passed_over": passed_over,
+               "selected": selected, "projected_cv": projected_cv(values, [s.pod for s in selected])}
     if improvement < rules.min_improvement:
-        return Verdict(False, "no_improvement", f"{exceeds}, but {moved} ({improvement:.1%} better, "
-                       f"less than min_improvement {rules.min_improvement:.0%})", **base)
-    return Verdict(True, "skew_verified", f"{exceeds}; {moved} ({improvement:.1%} better); {measured}", **base)
+        return m.verdict(False, "no_improvement", f"{exceeds}, but {moved} ({improvement:.1%} better, "
+                         f"less than min_improvement {rules.min_improvement:.0%})", **outcome)
+    return m.verdict(True, "skew_verified", f"{exceeds}; {moved} ({improvement:.1%} better); {measured}", **outcome)
+
+
+def _decide_cv(m: Measurement, now: datetime, workload: WorkloadStatus | None) -> Verdict:
+    """Act when the CV is above the threshold and moving the selected pods would lower it by at
+    least ``min_improvement`` (the load spread evenly over the pods that remain)."""
+    rules, stats, measured = m.rules, m.stats, m.described()
+    assert stats is not None
+    if stats.value <= rules.threshold:
+        return m.verdict(False, "below_threshold",
+                         f"{measured} is not above the threshold {_fmt(rules.threshold)}: the skew is not there now")
+    exceeds = f"{measured} exceeds {_fmt(rules.threshold)}"
+    refusal = _safety(m, workload, exceeds)
+    if refusal is not None:
+        return refusal
+    candidates, passed_over = _candidates(m, now)
+    if not candidates:
+        return m.verdict(False, "no_candidates", f"{exceeds}, but no pod may be selected "
+                         f"({len(passed_over)} passed over: too young or excluded)", passed_over=passed_over)
+    count = min(rules.max_pods_per_action, len(m.counted) - rules.min_pods)
+    selected = _select(m.values, candidates, rules, count)
+    after = projected_cv(m.values, [s.pod for s in selected])
+    improvement = 1 - after / stats.value
+    chosen = ", ".join(f"{s.pod} ({s.role}, {_fmt(s.value)})" for s in selected)
+    outcome = {"passed_over": passed_over, "selected": tuple(selected), "projected_cv": after,
+               "extra": {"improvement": improvement}}
+    if improvement < rules.min_improvement:
+        return m.verdict(False, "no_improvement", f"{exceeds}, but moving {chosen} would only bring it to "
+                         f"{_fmt(after)} ({improvement:.0%} better, min_improvement {rules.min_improvement:.0%})", **outcome)
+    return m.verdict(True, "skew_verified", f"{measured} exceeds the threshold {_fmt(rules.threshold)}; selected {chosen}; "
+                     f"projected CV after rebalancing {_fmt(after)} ({improvement:.0%} better)", **outcome)
 
 
 def decide(
@@ -397,89 +496,10 @@ def decide(
     ``samples`` maps pod name to the value the metrics backend returned for it now; pods in
     ``samples`` that the Deployment does not have are ignored (the caller counts them).
     """
-    counted, ignored = _split_pods(pods)
-    base = {"threshold": rules.threshold, "ignored": tuple(ignored), "ready_pods": len(counted), "mode": rules.mode}
-    if not counted:
-        return Verdict(False, "no_ready_pods", "the Deployment has no Ready pods to measure", **base)
-
-    values: dict[str, float] = {}
-    missing: list[str] = []
-    invalid: list[PodNote] = []
-    for pod in counted:
-        problem = _usable_value(samples.get(pod.name))
-        if problem is None:
-            values[pod.name] = samples[pod.name]
-        elif problem == "no value" and _starting(pod, rules, now):
-            # Every eviction's replacement is Ready before its first scrape: no data is expected
-            # yet, so it is not missing data (it cannot be selected either, having no value).
-            ignored.append(PodNote(pod.name, "starting: no value yet, younger than min_pod_age"))
-        elif problem == "no value":
-            missing.append(pod.name)
-        else:
-            invalid.append(PodNote(pod.name, problem))
-    base.update(missing=tuple(missing), invalid=tuple(invalid), ignored=tuple(ignored))
-
-    unusable = len(missing) + len(invalid)
-    if unusable / len(counted) > rules.max_missing_fraction:
-        return Verdict(
-            False,
-            "incomplete_data",
-            f"incomplete data: {unusable} of {len(counted)} Ready pods have no usable {signal} value "
-            f"(more than max_missing_fraction {_fmt(rules.max_missing_fraction)})",
-            **base,
-        )
-    if len(values) < 2:
-        return Verdict(False, "too_few_pods", f"{len(values)} pod(s) with data: variance needs at least 2", **base)
-    if fmean(values.values()) == 0:
-        return Verdict(False, "idle", f"every pod reads 0 for {signal}: nothing to balance", **base)
-
-    stats = coefficient_of_variation(list(values.values()))
-    ranked = sorted(values, key=lambda pod: (values[pod], pod))
-    hot, cold = PodValue(ranked[-1], values[ranked[-1]]), PodValue(ranked[0], values[ranked[0]])
-    base.update(stats=stats, hot=hot, cold=cold)
-    measured = (
-        f"{signal} CV {_fmt(stats.value)} over {stats.pods} pods "
-        f"(mean {_fmt(stats.mean)}, stddev {_fmt(stats.stddev)})"
-    )
-
-    if rules.mode == "hpa":
-        return _decide_hpa(pods, counted, values, ranked, rules, now, workload, base, measured)
-    if stats.value <= rules.threshold:
-        return Verdict(
-            False,
-            "below_threshold",
-            f"{measured} is not above the threshold {_fmt(rules.threshold)}: the skew is not there now",
-            **base,
-        )
-
-    exceeds = f"{measured} exceeds {_fmt(rules.threshold)}"
-    refusal = _safety(pods, counted, workload, rules, exceeds, base)
+    measurement = _measure(signal, pods, samples, rules, now)
+    refusal = _refusal_before_statistics(measurement)
     if refusal is not None:
         return refusal
-    candidates = _candidates(counted, ranked, rules, now, base)
-    if not candidates:
-        return Verdict(False, "no_candidates", f"{exceeds}, but no pod may be selected "
-                       f"({len(base['passed_over'])} passed over: too young or excluded)", **base)
-    allowed = len(counted) - rules.min_pods
-
-    count = min(rules.max_pods_per_action, allowed)
-    selected = _select(values, candidates, rules, count)
-    after = projected_cv(values, [s.pod for s in selected])
-    improvement = 1 - after / stats.value
-    base.update(selected=tuple(selected), projected_cv=after, extra={"improvement": improvement})
-    chosen = ", ".join(f"{s.pod} ({s.role}, {_fmt(s.value)})" for s in selected)
-    if improvement < rules.min_improvement:
-        return Verdict(
-            False,
-            "no_improvement",
-            f"{measured} exceeds {_fmt(rules.threshold)}, but moving {chosen} would only bring it to "
-            f"{_fmt(after)} ({improvement:.0%} better, min_improvement {rules.min_improvement:.0%})",
-            **base,
-        )
-    return Verdict(
-        True,
-        "skew_verified",
-        f"{measured} exceeds the threshold {_fmt(rules.threshold)}; selected {chosen}; "
-        f"projected CV after rebalancing {_fmt(after)} ({improvement:.0%} better)",
-        **base,
-    )
+    measurement = replace(measurement, stats=coefficient_of_variation(list(measurement.values.values())))
+    decide_mode = _decide_hpa if rules.mode == "hpa" else _decide_cv
+    return decide_mode(measurement, now, workload)
