@@ -330,6 +330,48 @@ def translate(error: Exception, doing: str) -> Exception:
 _CLIENT_FAILURES = (ApiException, urllib3.exceptions.HTTPError, OSError, google.auth.exceptions.GoogleAuthError)
 
 
+def _pod_states(pods: Sequence[_Pod], owned_replica_sets: set[str], container: str | None) -> list[PodState]:
+    """The decision core's view of each pod; owned means its controller is one of the
+    Deployment's ReplicaSets (by UID)."""
+    states = []
+    for pod in pods:  # a plain loop: this runs once per pod, 10,000 times for a large Deployment
+        meta, status = pod.metadata, pod.status
+        ref = _controller(meta)
+        annotations = meta.annotations
+        states.append(
+            PodState(
+                name=meta.name,
+                ready=_is_ready(pod),
+                owned=ref is not None and ref.kind == "ReplicaSet" and ref.uid in owned_replica_sets,
+                created_at=meta.creationTimestamp,
+                terminating=meta.deletionTimestamp is not None,
+                phase=(status.phase if status else None) or "Unknown",
+                excluded=bool(annotations) and annotations.get(EXCLUDE_ANNOTATION, "").lower() == "true",
+                cpu_request=_cpu_request(pod, container) if container and isinstance(pod, _PodWithRequests) else None,
+            )
+        )
+    return states
+
+
+def _workload(found: _Deployment, targeting: Sequence[_Hpa]) -> WorkloadStatus:
+    """The Deployment's rollout status and the HPA (if exactly one targets it) for the guards."""
+    spec, status = found.spec or _DeploymentSpec(), found.status or _DeploymentStatus()
+    hpa = targeting[0] if targeting else None
+    return WorkloadStatus(
+        replicas=spec.replicas if spec.replicas is not None else 1,
+        generation=found.metadata.generation or 0,
+        observed_generation=status.observedGeneration or 0,
+        # The API omits these counts when they are zero.
+        updated_replicas=status.updatedReplicas or 0,
+        available_replicas=status.availableReplicas or 0,
+        hpa_name=hpa.metadata.name if hpa else None,
+        hpa_current_replicas=hpa.status.currentReplicas if hpa and hpa.status else None,
+        hpa_desired_replicas=hpa.status.desiredReplicas if hpa and hpa.status else None,
+        hpa_count=len(targeting),
+        hpa_cpu_target_utilization=_cpu_target_utilization(hpa) if hpa else None,
+    )
+
+
 class KubeGateway:
     """The function's only door to the Kubernetes API."""
 
@@ -382,53 +424,17 @@ class KubeGateway:
         targeting = [h for h in autoscalers
                      if h.spec and h.spec.scaleTargetRef and h.spec.scaleTargetRef.kind == "Deployment"
                      and h.spec.scaleTargetRef.name == deployment]
-        hpa = targeting[0] if targeting else None
 
         uid = found.metadata.uid
-        owned_replica_sets = set()
-        for rs in replica_sets:
-            ref = _controller(rs.metadata)
-            if ref is not None and ref.kind == "Deployment" and ref.uid == uid:
-                owned_replica_sets.add(rs.metadata.uid)
-        states = []
-        for pod in pods:  # a plain loop: this runs once per pod, 10,000 times for a large Deployment
-            meta, status = pod.metadata, pod.status
-            ref = _controller(meta)
-            annotations = meta.annotations
-            states.append(
-                PodState(
-                    name=meta.name,
-                    ready=_is_ready(pod),
-                    owned=ref is not None and ref.kind == "ReplicaSet" and ref.uid in owned_replica_sets,
-                    created_at=meta.creationTimestamp,
-                    terminating=meta.deletionTimestamp is not None,
-                    phase=(status.phase if status else None) or "Unknown",
-                    excluded=bool(annotations) and annotations.get(EXCLUDE_ANNOTATION, "").lower() == "true",
-                    cpu_request=_cpu_request(pod, container) if container else None,
-                )
-            )
-        spec, status = found.spec or _DeploymentSpec(), found.status or _DeploymentStatus()
-        replicas = spec.replicas if spec.replicas is not None else 1
-        workload = WorkloadStatus(
-            replicas=replicas,
-            generation=found.metadata.generation or 0,
-            observed_generation=status.observedGeneration or 0,
-            # The API omits these counts when they are zero.
-            updated_replicas=status.updatedReplicas or 0,
-            available_replicas=status.availableReplicas or 0,
-            hpa_name=hpa.metadata.name if hpa else None,
-            hpa_current_replicas=hpa.status.currentReplicas if hpa and hpa.status else None,
-            hpa_desired_replicas=hpa.status.desiredReplicas if hpa and hpa.status else None,
-            hpa_count=len(targeting),
-            hpa_cpu_target_utilization=_cpu_target_utilization(hpa) if hpa else None,
-        )
+        owned_replica_sets = {rs.metadata.uid for rs in replica_sets
+                              if (ref := _controller(rs.metadata)) is not None and ref.kind == "Deployment" and ref.uid == uid}
         return DeploymentPods(
             namespace=namespace,
             deployment=deployment,
             uid=uid,
             selector=selector,
-            pods=tuple(states),
-            workload=workload,
+            pods=tuple(_pod_states(pods, owned_replica_sets, container)),
+            workload=_workload(found, targeting),
             pod_uids={pod.metadata.name: pod.metadata.uid for pod in pods},
         )
 
