@@ -34,6 +34,7 @@ $(CHECKOV_STAMP): constraints-checkov.txt
 lint: deps
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 test: lint controlplane
 	$(BIN)/python -m pytest

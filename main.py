@@ -8,6 +8,7 @@ instance, at import: an invalid configuration stops the instance before it serve
 
 import gc
 
+import flask
 import functions_framework
 
 from rebalancer.app import build
@@ -22,5 +23,5 @@ gc.freeze()
 
 
 @functions_framework.http
-def rebalance(request):
+def rebalance(request: flask.Request) -> flask.Response:
     return respond(request, STATE)

@@ -15,7 +15,8 @@ def main(argv: list[str]) -> int:
         print(__doc__.strip(), file=sys.stderr)
         return 2
     module = __import__(commands[argv[0]], fromlist=["main"])
-    return module.main(argv[1:])
+    code: int = module.main(argv[1:])
+    return code
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ from rebalancer import policy
 from rebalancer.config import Target
 from rebalancer.cooldown import StateStore, decode_state, finished
 from rebalancer.errors import RebalancerError, StateError
-from rebalancer.kube import ConfigMapState, DeploymentPods, KubeGateway, PodAction
+from rebalancer.kube import ConfigMapState, DeploymentPods, PodAction
+from rebalancer.ports import PodActions
 from rebalancer.telemetry import Telemetry
 from rebalancer.timestamps import stamp
 
@@ -37,7 +38,7 @@ class TargetRun:
 
 @dataclass
 class Actor:
-    kube: KubeGateway
+    kube: PodActions
     state: StateStore
     telemetry: Telemetry
     logger: logging.Logger
@@ -63,14 +64,14 @@ class Actor:
             record.update(outcome="skipped", code="state_unreadable", reason=f"{e}. {verdict.reason}")
             return
         state, abandoned = policy.mark_abandoned(state, now, target.cooldown)
-        self._through_lock(run, signal, verdict, record, now, dry_run, invocation, state)
+        self._through_lock(run, run.snapshot, signal, verdict, record, now, dry_run, invocation, state)
         if abandoned:  # written with the lock when a live run takes it; said in the answer either way
             record["abandoned"] = [{"invocation": r.invocation, "at": stamp(r.at), "signal": r.signal} for r in abandoned]
             record["reason"] += (" Noticed: " + "; ".join(f"the action of invocation {r.invocation} at {stamp(r.at)} never "
                                                           "recorded its outcome (the run died; it may have moved pods)"
                                                           for r in abandoned) + ", so it is marked abandoned.")
 
-    def _through_lock(self, run: TargetRun, signal: str, verdict: policy.Verdict, record: dict[str, Any],
+    def _through_lock(self, run: TargetRun, snapshot: ConfigMapState, signal: str, verdict: policy.Verdict, record: dict[str, Any],
                       now: datetime, dry_run: bool, invocation: str, state: policy.TargetState) -> None:
         """Cooldown check, then (live) the lock and the actions."""
         target = run.target
@@ -95,7 +96,7 @@ class Actor:
             value=verdict.stats.value if verdict.stats else None, threshold=verdict.threshold,
             pods=tuple({"pod": s.pod, "role": s.role, "value": s.value} for s in verdict.selected),
         )
-        if not self.state.take(target.namespace, target.name, run.snapshot, state, entry):
+        if not self.state.take(target.namespace, target.name, snapshot, state, entry):
             run.lock_lost = True
             record.update(outcome="skipped", code="lock_taken", lock="taken",
                           reason="another invocation took the cooldown lock first (409 on the state ConfigMap); "

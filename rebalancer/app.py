@@ -19,7 +19,7 @@ from rebalancer.cooldown import StateStore
 from rebalancer.kube import KubeGateway, api_client
 from rebalancer.metrics_source import MetricsSource
 from rebalancer.telemetry import Telemetry, configure_logging
-from rebalancer.timing import TimedBackend
+from rebalancer.timing import timed
 
 
 def utc_now() -> datetime:
@@ -42,12 +42,12 @@ def build(settings: Settings, clock: Callable[[], datetime] = utc_now, registry:
     logger = configure_logging(settings.log_format)
     registry = registry if registry is not None else CollectorRegistry()
     # Both adapters are timed, for the Server-Timing header of every answer.
-    kube = TimedBackend(KubeGateway(
+    kube = timed(KubeGateway(
         api_client(kubeconfig=settings.kubeconfig, in_cluster=bool(settings.kubernetes_service_host),
                    gke_endpoint=settings.gke_endpoint, gke_ca_cert=settings.gke_ca_cert),
         timeout_seconds=settings.kube_timeout.total_seconds(),
     ), "kubernetes")
-    metrics = TimedBackend(
+    metrics = timed(
         MetricsSource(str(settings.metrics_url), timeout_seconds=settings.metrics_timeout.total_seconds()), "metrics"
     )
     telemetry = Telemetry(registry)

@@ -80,7 +80,7 @@ class Report:
     def days(self) -> float:
         return max((self.end - self.start).total_seconds() / 86400, 1e-9)
 
-    def held(self) -> Counter:
+    def held(self) -> Counter[str]:
         """How often the cooldown, the minimum improvement or a safety guard held an action back."""
         return Counter(HELD_BY[s.held_by] for s in self.steps if s.held_by in HELD_BY)
 

@@ -24,12 +24,12 @@ def plot(report: Any, rules: policy.Rules, path: Path) -> int:
     measured = [s for s in report.steps if s.verdict.stats is not None]  # a step with stats has a hot pod too
     if rules.mode == "hpa":
         label, limit_label = "busiest pod's CPU (cores)", "HPA target x tolerance"
-        def value(s): return s.verdict.hot.value
-        def limit(s): return s.verdict.threshold
+        def value(s: Any) -> float: return float(s.verdict.hot.value)
+        def limit(s: Any) -> float: return float(s.verdict.threshold)
     else:
         label, limit_label = "coefficient of variation", f"threshold {rules.threshold:g}"
-        def value(s): return s.verdict.stats.value
-        def limit(s): return rules.threshold
+        def value(s: Any) -> float: return float(s.verdict.stats.value)
+        def limit(s: Any) -> float: return rules.threshold
     series = [(s.at, value(s), limit(s)) for s in measured]
 
     figure, axes = plt.subplots(figsize=(12, 4.5), dpi=110)

@@ -19,8 +19,9 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from rebalancer.errors import KubeConflictError, StateError
-from rebalancer.kube import ConfigMapState, KubeGateway
+from rebalancer.kube import ConfigMapState
 from rebalancer.policy import ActionRecord, TargetState
+from rebalancer.ports import StateConfigMaps
 from rebalancer.timestamps import parse_stamp, stamp
 
 ANNOTATION_DOMAIN = "pod-rebalancer.io"
@@ -85,7 +86,7 @@ def encode_finished(target: str, state: TargetState, entry: ActionRecord, histor
 class StateStore:
     """Reads and writes the state ConfigMap through the Kubernetes adapter."""
 
-    def __init__(self, kube: KubeGateway, configmap: str, history_limit: int) -> None:
+    def __init__(self, kube: StateConfigMaps, configmap: str, history_limit: int) -> None:
         self.kube, self.configmap, self.history_limit = kube, configmap, history_limit
 
     def read(self, namespace: str) -> ConfigMapState:

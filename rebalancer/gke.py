@@ -45,7 +45,7 @@ class GoogleTokenSource:
         self._lock = threading.Lock()
 
     def _expiry(self) -> datetime | None:
-        expiry = self.credentials.expiry  # google-auth keeps it naive, in UTC
+        expiry: datetime | None = self.credentials.expiry  # google-auth keeps it naive, in UTC
         return expiry.replace(tzinfo=timezone.utc) if expiry is not None and expiry.tzinfo is None else expiry
 
     def token(self) -> str:
@@ -53,7 +53,8 @@ class GoogleTokenSource:
             expiry = self._expiry()
             if not self.credentials.token or (expiry is not None and expiry - self.clock() < REFRESH_MARGIN):
                 self.credentials.refresh(self.request_factory())
-            return self.credentials.token
+            token: str = self.credentials.token
+            return token
 
 
 def ca_file(ca_certificate: str, directory: Path = CA_DIR) -> Path:
@@ -94,5 +95,6 @@ def gke_configuration(endpoint: str, ca_certificate: str, credentials: Any = Non
     configuration.verify_ssl = True
     configuration.api_key = {"BearerToken": ""}  # present, so the client sends it; the hook fills it
     configuration.api_key_prefix = {"BearerToken": "Bearer"}
-    configuration.refresh_api_key_hook = lambda c: c.api_key.__setitem__("BearerToken", source.token())
+    # The client declares the hook as None, yet calls it before every request when it is set.
+    configuration.refresh_api_key_hook = lambda c: c.api_key.__setitem__("BearerToken", source.token())  # type: ignore[assignment]
     return configuration

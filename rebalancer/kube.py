@@ -16,7 +16,7 @@ without building it: 0.17 s and 22 MiB for the same list.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -199,7 +199,7 @@ _PODS_WITH_REQUESTS = msgspec.json.Decoder(_PodWithRequestsList)
 _HPAS = msgspec.json.Decoder(_HpaList)
 
 
-def _decode(data: bytes, decoder: msgspec.json.Decoder, doing: str) -> Any:
+def _decode(data: bytes, decoder: msgspec.json.Decoder[Any], doing: str) -> Any:
     try:
         return decoder.decode(data)
     except msgspec.DecodeError as e:  # ValidationError is a DecodeError
@@ -346,7 +346,7 @@ def _pod_states(pods: Sequence[_Pod], owned_replica_sets: set[str], container: s
                 created_at=meta.creationTimestamp,
                 terminating=meta.deletionTimestamp is not None,
                 phase=(status.phase if status else None) or "Unknown",
-                excluded=bool(annotations) and annotations.get(EXCLUDE_ANNOTATION, "").lower() == "true",
+                excluded=annotations is not None and annotations.get(EXCLUDE_ANNOTATION, "").lower() == "true",
                 cpu_request=_cpu_request(pod, container) if container and isinstance(pod, _PodWithRequests) else None,
             )
         )
@@ -394,7 +394,7 @@ class KubeGateway:
             body=body, auth_settings=["BearerToken"],
         )
         response = self.client.call_api(*request, _request_timeout=self.timeout)
-        data = response.read()
+        data: bytes = response.read()
         if not 200 <= response.status <= 299:
             ApiException.from_response(http_resp=response, body=data.decode("utf-8", "replace"), data=None)
         return data
@@ -451,7 +451,8 @@ class KubeGateway:
             raise error from e
         return ConfigMapState(dict(found.metadata.annotations or {}), found.metadata.resourceVersion)
 
-    def write_configmap_annotations(self, namespace: str, name: str, annotations: dict[str, str | None], resource_version: str | None) -> str:
+    def write_configmap_annotations(self, namespace: str, name: str, annotations: Mapping[str, str | None],
+                                    resource_version: str | None) -> str:
         """Create the ConfigMap (``resource_version`` None) or merge-patch its annotations on the
         condition that it is still at ``resource_version``. Raises KubeConflictError when another
         writer got there first (409 AlreadyExists or Conflict). Returns the new resourceVersion."""

@@ -110,7 +110,7 @@ class ActionRecord:
     outcome: str  # in_progress, acted, blocked, abandoned (in progress past its cooldown: the run died)
     value: float | None = None
     threshold: float | None = None
-    pods: tuple[dict, ...] = ()  # {pod, role, value, result}
+    pods: tuple[dict[str, Any], ...] = ()  # {pod, role, value, result}
 
 
 @dataclass(frozen=True)

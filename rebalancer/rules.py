@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from rebalancer.alerts import SIGNAL_LABEL, TARGET_LABEL
-from rebalancer.config import SIGNAL_NAMES, Settings, Target, load_settings
+from rebalancer.config import SIGNAL_NAMES, Settings, SignalName, Target, load_settings
 from rebalancer.durations import format_duration, parse_duration
 from rebalancer.errors import ConfigError
 
@@ -52,7 +52,7 @@ def hpa_alert_expression(query: str, tolerance: float, min_pods: int) -> str:
     )
 
 
-def alert_rule(target: Target, signal: str, for_duration: timedelta) -> dict[str, Any]:
+def alert_rule(target: Target, signal: SignalName, for_duration: timedelta) -> dict[str, Any]:
     spec = target.signals[signal]
     query = target.query_for(signal)
     summary = f'{SUMMARIES[signal]} {{{{ $value | printf "%.2f" }}}} across {target.deployment} pods'
@@ -64,6 +64,8 @@ def alert_rule(target: Target, signal: str, for_duration: timedelta) -> dict[str
                        f"times the pods' average {signal}. pod-rebalancer re-verifies it against the HPA's target "
                        "and may move the outlier pods.")
     else:
+        if spec.threshold is None:  # the configuration refuses a cv-mode signal without one
+            raise ValueError(f"target {target.name}: signal {signal} has no threshold")
         expr = alert_expression(query, spec.threshold, target.min_pods)
         description = (f"The coefficient of variation (stddev/mean) of per-pod {signal} across {target.namespace}/"
                        f"{target.deployment} is above {spec.threshold!r}. pod-rebalancer re-verifies it and may move the outlier pods.")

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from rebalancer import policy
 from rebalancer.acting import Actor, TargetRun
@@ -21,19 +21,12 @@ from rebalancer.config import Settings, SignalName, Target
 from rebalancer.errors import KubeError, MetricsQueryError, PermanentError, TemporaryError
 from rebalancer.kube import DeploymentPods
 from rebalancer.metrics_source import PodValues
+from rebalancer.ports import MetricsReader, PodReader
 from rebalancer.telemetry import Telemetry
 from rebalancer.timestamps import stamp
 
 # Top-level outcome, from the strongest: the first one any decision has wins.
 OUTCOME_PRECEDENCE = ("acted", "blocked", "dry_run", "skipped", "rejected")
-
-
-class PodReader(Protocol):
-    def deployment_pods(self, namespace: str, deployment: str, container: str | None = None) -> DeploymentPods: ...
-
-
-class MetricsReader(Protocol):
-    def query_by_pod(self, query: str, at: datetime) -> PodValues: ...
 
 
 @dataclass
@@ -72,7 +65,7 @@ def _decision(target: Target, signal: str | None, alerts: Iterable[str], **field
         "alerts": list(alerts),
         "outcome": "skipped",
         "reason": "",
-        "verified": _verified(None, target.signals[signal].threshold if signal in target.signals else 0.0),
+        "verified": _verified(None, (target.signals[signal].threshold if signal in target.signals else None) or 0.0),
         "selected": [],
         "actions": [],
         "cooldown_until": None,

@@ -13,7 +13,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -49,10 +51,14 @@ def timed_request() -> Iterator[RequestTiming]:
         _current.reset(token)
 
 
-class TimedBackend:
-    """Wraps an adapter so that every method call adds its wall time to the current request's
-    timing, under ``backend``. Outside a request it only passes the call through."""
+def timed(adapter: T, backend: str) -> T:
+    """``adapter``, with every method call adding its wall time to the current request's timing
+    under ``backend``; outside a request the calls only pass through. Typed as the adapter
+    itself, so what receives it is checked against the adapter's own methods."""
+    return cast(T, _TimedBackend(adapter, backend))
 
+
+class _TimedBackend:
     def __init__(self, adapter: Any, backend: str) -> None:
         self._adapter, self._backend = adapter, backend
 

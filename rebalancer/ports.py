@@ -1,0 +1,37 @@
+"""The ports: what the orchestration, the cooldown store and the actor need from Kubernetes and
+the metrics backend, as Protocols. The adapters (``kube.KubeGateway``,
+``metrics_source.MetricsSource``) satisfy them structurally, and so can a test's in-memory fake;
+mypy (``make lint``) checks both."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Protocol
+
+from rebalancer.kube import ConfigMapState, DeploymentPods, PodAction
+from rebalancer.metrics_source import PodValues
+
+
+class PodReader(Protocol):
+    def deployment_pods(self, namespace: str, deployment: str, container: str | None = None) -> DeploymentPods: ...
+
+
+class MetricsReader(Protocol):
+    def query_by_pod(self, query: str, at: datetime) -> PodValues: ...
+
+
+class StateConfigMaps(Protocol):
+    def read_configmap(self, namespace: str, name: str) -> ConfigMapState: ...
+
+    def write_configmap_annotations(self, namespace: str, name: str, annotations: Mapping[str, str | None],
+                                    resource_version: str | None) -> str: ...
+
+
+class PodActions(Protocol):
+    def evict_pod(self, namespace: str, name: str, uid: str | None) -> PodAction: ...
+
+    def delete_pod(self, namespace: str, name: str, uid: str | None) -> PodAction: ...
+
+    def create_event(self, namespace: str, *, kind: str, api_version: str, name: str, uid: str | None,
+                     reason: str, message: str, event_type: str, now: datetime) -> None: ...
