@@ -9,13 +9,13 @@ without hiding the others.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
 
 from rebalancer import policy
 from rebalancer.config import Target
 from rebalancer.cooldown import StateStore, decode_state, finished
+from rebalancer.decision import ActResult
 from rebalancer.errors import RebalancerError, StateError
 from rebalancer.kube import ConfigMapState, DeploymentPods, PodAction
 from rebalancer.ports import PodActions
@@ -36,6 +36,17 @@ class TargetRun:
     lock_lost: bool = False  # another invocation's write won: every signal of the target stands down
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One signal's verdict that wants to act, within one invocation."""
+
+    signal: str
+    verdict: policy.Verdict
+    now: datetime
+    dry_run: bool
+    invocation: str
+
+
 @dataclass
 class Actor:
     kube: PodActions
@@ -43,82 +54,65 @@ class Actor:
     telemetry: Telemetry
     logger: logging.Logger
 
-    def act(self, run: TargetRun, signal: str, verdict: policy.Verdict, record: dict[str, Any],
-            now: datetime, dry_run: bool, invocation: str) -> None:
-        """Carry a verdict that wants to act through the lock, updating ``record`` in place."""
-        target = run.target
+    def act(self, run: TargetRun, attempt: Attempt) -> ActResult:
+        """Carry a verdict that wants to act through the cooldown and the lock."""
+        target, verdict = run.target, attempt.verdict
         if run.lock_lost:
-            record.update(outcome="skipped", code="lock_taken", lock="taken",
-                          reason=f"another invocation holds the cooldown lock of {target.name}. {verdict.reason}")
-            return
+            return ActResult("skipped", "lock_taken", f"another invocation holds the cooldown lock of {target.name}. "
+                             f"{verdict.reason}", lock="taken")
         if run.acted_by is not None:
-            record.update(outcome="skipped", code="already_acted",
-                          reason=f"{target.name} was already acted on in this invocation (signal {run.acted_by}); "
-                                 f"one action per target per cooldown. {verdict.reason}")
-            return
+            return ActResult("skipped", "already_acted", f"{target.name} was already acted on in this invocation (signal "
+                             f"{run.acted_by}); one action per target per cooldown. {verdict.reason}")
         try:
             if run.snapshot is None:
                 run.snapshot = self.state.read(target.namespace)
             state = decode_state(run.snapshot.annotations, target.name)
         except StateError as e:
-            record.update(outcome="skipped", code="state_unreadable", reason=f"{e}. {verdict.reason}")
-            return
-        state, abandoned = policy.mark_abandoned(state, now, target.cooldown)
-        self._through_lock(run, run.snapshot, signal, verdict, record, now, dry_run, invocation, state)
-        if abandoned:  # written with the lock when a live run takes it; said in the answer either way
-            record["abandoned"] = [{"invocation": r.invocation, "at": stamp(r.at), "signal": r.signal} for r in abandoned]
-            record["reason"] += (" Noticed: " + "; ".join(f"the action of invocation {r.invocation} at {stamp(r.at)} never "
-                                                          "recorded its outcome (the run died; it may have moved pods)"
-                                                          for r in abandoned) + ", so it is marked abandoned.")
+            return ActResult("skipped", "state_unreadable", f"{e}. {verdict.reason}")
+        state, abandoned = policy.mark_abandoned(state, attempt.now, target.cooldown)
+        result = self._through_lock(run, run.snapshot, attempt, state)
+        if not abandoned:
+            return result
+        # Written with the lock when a live run takes it; said in the answer either way.
+        noticed = "; ".join(f"the action of invocation {r.invocation} at {stamp(r.at)} never recorded its outcome "
+                            "(the run died; it may have moved pods)" for r in abandoned)
+        return replace(result, reason=f"{result.reason} Noticed: {noticed}, so it is marked abandoned.",
+                       abandoned=tuple({"invocation": r.invocation, "at": stamp(r.at), "signal": r.signal} for r in abandoned))
 
-    def _through_lock(self, run: TargetRun, snapshot: ConfigMapState, signal: str, verdict: policy.Verdict, record: dict[str, Any],
-                      now: datetime, dry_run: bool, invocation: str, state: policy.TargetState) -> None:
+    def _through_lock(self, run: TargetRun, snapshot: ConfigMapState, attempt: Attempt, state: policy.TargetState) -> ActResult:
         """Cooldown check, then (live) the lock and the actions."""
-        target = run.target
-        pods = ", ".join(f"{s.pod} ({s.role})" for s in verdict.selected)
-        check = policy.check_cooldown(state, now, target.cooldown, target.max_actions_per_hour)
-        record["lock"] = check.code
-        record["cooldown_until"] = stamp(check.cooldown_until) if check.cooldown_until else None
+        target, verdict = run.target, attempt.verdict
+        check = policy.check_cooldown(state, attempt.now, target.cooldown, target.max_actions_per_hour)
+        until = stamp(check.cooldown_until) if check.cooldown_until else None
         if not check.allowed:
-            record.update(outcome="skipped", code=check.code, reason=f"{check.reason}. {verdict.reason}")
-            return
-        if dry_run:
-            record.update(
-                outcome="dry_run",
-                actions=[{"pod": s.pod, "result": "dry_run"} for s in verdict.selected],
-                reason=f"dry run: would {target.action} {pods}; the cooldown lock is free, so a live run would take it "
-                       f"(cooldown until {record['cooldown_until']}). {verdict.reason}",
-            )
-            return
-
+            return ActResult("skipped", check.code, f"{check.reason}. {verdict.reason}", lock=check.code, cooldown_until=until)
+        if attempt.dry_run:
+            pods = ", ".join(f"{s.pod} ({s.role})" for s in verdict.selected)
+            return ActResult("dry_run", None, f"dry run: would {target.action} {pods}; the cooldown lock is free, so a live run "
+                             f"would take it (cooldown until {until}). {verdict.reason}", lock=check.code, cooldown_until=until,
+                             actions=tuple({"pod": s.pod, "result": "dry_run"} for s in verdict.selected))
         entry = policy.ActionRecord(
-            at=now, invocation=invocation, signal=signal, outcome="in_progress",
+            at=attempt.now, invocation=attempt.invocation, signal=attempt.signal, outcome="in_progress",
             value=verdict.stats.value if verdict.stats else None, threshold=verdict.threshold,
             pods=tuple({"pod": s.pod, "role": s.role, "value": s.value} for s in verdict.selected),
         )
         if not self.state.take(target.namespace, target.name, snapshot, state, entry):
             run.lock_lost = True
-            record.update(outcome="skipped", code="lock_taken", lock="taken",
-                          reason="another invocation took the cooldown lock first (409 on the state ConfigMap); "
-                                 f"it acts, this one stands down. {verdict.reason}")
-            return
-        run.acted_by = signal
-        record["lock"] = "taken_by_this_invocation"
-
-        results = [self._act_on_pod(target, run.found, s.pod, signal, invocation) for s in verdict.selected]
+            return ActResult("skipped", "lock_taken", "another invocation took the cooldown lock first (409 on the state "
+                             f"ConfigMap); it acts, this one stands down. {verdict.reason}", lock="taken", cooldown_until=until)
+        run.acted_by = attempt.signal
+        results = [self._act_on_pod(target, run.found, s.pod, attempt) for s in verdict.selected]
         outcome = "acted" if any(r.result in SUCCESS for r in results) else "blocked"
-        by_pod = {s.pod: s for s in verdict.selected}
-        record.update(
-            outcome=outcome,
-            code="acted" if outcome == "acted" else "all_actions_blocked",
-            actions=[{"pod": r.pod, "result": r.result, **({"detail": r.detail} if r.detail else {})} for r in results],
-            reason=f"{', '.join(f'{r.pod}: {r.result}' for r in results)}. {verdict.reason}",
+        audit_errors = self._record(run, attempt, entry, outcome, results)
+        return ActResult(
+            outcome, "acted" if outcome == "acted" else "all_actions_blocked",
+            f"{', '.join(f'{r.pod}: {r.result}' for r in results)}. {verdict.reason}",
+            lock="taken_by_this_invocation", cooldown_until=until, audit_errors=tuple(audit_errors),
+            actions=tuple({"pod": r.pod, "result": r.result, **({"detail": r.detail} if r.detail else {})} for r in results),
         )
-        audit_errors = self._record(run, signal, verdict, entry, outcome, results, by_pod, now, invocation)
-        if audit_errors:
-            record["audit_errors"] = audit_errors
 
-    def _act_on_pod(self, target: Target, found: DeploymentPods, pod: str, signal: str, invocation: str) -> PodAction:
+    def _act_on_pod(self, target: Target, found: DeploymentPods, pod: str, attempt: Attempt) -> PodAction:
+        signal, invocation = attempt.signal, attempt.invocation
         uid = (found.pod_uids or {}).get(pod)  # a precondition: never touch a same-named successor
         if target.action == "delete":
             result = self.kube.delete_pod(target.namespace, pod, uid)
@@ -132,10 +126,13 @@ class Actor:
                                                "action": target.action, "result": result.result, "detail": result.detail}})
         return result
 
-    def _record(self, run: TargetRun, signal: str, verdict: policy.Verdict, entry: policy.ActionRecord, outcome: str,
-                results: list[PodAction], by_pod: dict[str, policy.SelectedPod], now: datetime, invocation: str) -> list[str]:
+    def _record(self, run: TargetRun, attempt: Attempt, entry: policy.ActionRecord, outcome: str,
+                results: list[PodAction]) -> list[str]:
         """History, then events; each failure is collected, none stops the others."""
-        target, errors = run.target, []
+        target = run.target
+        errors: list[str] = []
+        signal, verdict, now, invocation = attempt.signal, attempt.verdict, attempt.now, attempt.invocation
+        by_pod = {s.pod: s for s in verdict.selected}
         pods_json = [{"pod": r.pod, "role": by_pod[r.pod].role, "value": by_pod[r.pod].value, "result": r.result,
                       **({"detail": r.detail} if r.detail else {})} for r in results]
         try:

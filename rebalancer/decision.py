@@ -1,0 +1,121 @@
+"""The answer's types: one ``Decision`` per (target, signal) or refused alert, and what acting
+adds to it (``ActResult``). ``Decision.to_json`` is the one serializer: the HTTP answer and the
+decision log line are both made from it (README, "The answer")."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from rebalancer import policy
+
+
+@dataclass(frozen=True)
+class Verified:
+    """What was measured now: the CV (or, in hpa mode, the line in cores) against the threshold."""
+
+    value: float | None
+    threshold: float
+    pods: int
+    mean: float | None
+    stddev: float | None
+
+    @classmethod
+    def of(cls, verdict: policy.Verdict | None, threshold: float) -> Verified:
+        stats = verdict.stats if verdict else None
+        if stats is None:
+            return cls(None, threshold, 0, None, None)
+        return cls(stats.value, threshold, stats.pods, stats.mean, stats.stddev)
+
+
+def _notes(notes: tuple[policy.PodNote, ...]) -> list[dict[str, str]]:
+    return [{"pod": n.pod, "why": n.why} for n in notes]
+
+
+@dataclass(frozen=True)
+class VerdictDetails:
+    """For a decision that reached the decision core: the query, and everything it measured."""
+
+    query: str
+    dry_run: bool
+    verdict: policy.Verdict
+    series_ignored: int  # series for pods the Deployment does not have (other workloads, pods gone)
+
+    def to_json(self) -> dict[str, Any]:
+        v = self.verdict
+        return {
+            "query": self.query,
+            "dry_run": self.dry_run,
+            "hot": {"pod": v.hot.pod, "value": v.hot.value} if v.hot else None,
+            "cold": {"pod": v.cold.pod, "value": v.cold.value} if v.cold else None,
+            "projected_cv": v.projected_cv,
+            "measures": dict(v.extra),  # improvement; in hpa mode also the HPA target and the threshold it gives
+            "ready_pods": v.ready_pods,
+            "missing_pods": list(v.missing),
+            "invalid_pods": _notes(v.invalid),
+            "ignored_pods": _notes(v.ignored),
+            "passed_over": _notes(v.passed_over),
+            "series_ignored": self.series_ignored,
+        }
+
+
+@dataclass(frozen=True)
+class ActResult:
+    """What the act step made of a verdict that wanted to act (acting.Actor.act)."""
+
+    outcome: str  # acted, blocked, dry_run, skipped
+    code: str | None  # None: the verdict's own code stands (a dry run's skew_verified)
+    reason: str
+    lock: str | None = None  # lock_free, cooldown, hourly_budget, taken, taken_by_this_invocation
+    cooldown_until: str | None = None
+    actions: tuple[dict[str, Any], ...] = ()
+    audit_errors: tuple[str, ...] = ()
+    abandoned: tuple[dict[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Decision:
+    target: str | None
+    signal: str | None
+    alerts: tuple[str, ...]
+    outcome: str = "skipped"
+    reason: str = ""
+    verified: Verified | None = None
+    selected: tuple[policy.SelectedPod, ...] = ()
+    namespace: str | None = None  # absent for a refused alert, which names no target
+    deployment: str | None = None
+    code: str | None = None
+    query: str | None = None  # a query the backend refused (no details then)
+    details: VerdictDetails | None = None
+    act: ActResult | None = None
+    cooldown_until: str | None = None
+
+    def acted_on(self, result: ActResult) -> Decision:
+        return replace(self, outcome=result.outcome, code=result.code or self.code, reason=result.reason,
+                       cooldown_until=result.cooldown_until, act=result)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"target": self.target}
+        if self.namespace is not None:
+            out.update(namespace=self.namespace, deployment=self.deployment)
+        out.update(
+            signal=self.signal, alerts=list(self.alerts), outcome=self.outcome, reason=self.reason,
+            verified=asdict(self.verified) if self.verified else None,
+            selected=[{"pod": s.pod, "value": s.value, "role": s.role} for s in self.selected],
+            actions=list(self.act.actions) if self.act else [],
+            cooldown_until=self.cooldown_until,
+        )
+        if self.code is not None:
+            out["code"] = self.code
+        if self.details is not None:
+            out.update(self.details.to_json())
+        elif self.query is not None:
+            out["query"] = self.query
+        if self.act is not None:
+            if self.act.lock is not None:
+                out["lock"] = self.act.lock
+            if self.act.audit_errors:
+                out["audit_errors"] = list(self.act.audit_errors)
+            if self.act.abandoned:
+                out["abandoned"] = list(self.act.abandoned)
+        return out
