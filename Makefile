@@ -35,6 +35,7 @@ lint: deps
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
+	$(BIN)/python scripts/check-function-length
 
 test: lint controlplane
 	$(BIN)/python -m pytest

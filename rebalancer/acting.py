@@ -17,7 +17,7 @@ from rebalancer.config import Target
 from rebalancer.cooldown import StateStore, decode_state, finished
 from rebalancer.decision import ActResult
 from rebalancer.errors import RebalancerError, StateError
-from rebalancer.kube import ConfigMapState, DeploymentPods, PodAction
+from rebalancer.kube import ConfigMapState, DeploymentPods, EventNote, PodAction
 from rebalancer.ports import PodActions
 from rebalancer.telemetry import Telemetry
 from rebalancer.timestamps import stamp
@@ -148,23 +148,21 @@ class Actor:
             message = (f"{r.result} by pod-rebalancer ({by_pod[r.pod].role} pod, {signal} {by_pod[r.pod].value:.4g}; "
                        f"{measured}; invocation {invocation})" if ok else
                        f"pod-rebalancer could not {target.action} this pod ({r.result}: {r.detail}); invocation {invocation}")
-            errors += self._event(target, "Pod", "v1", r.pod, (run.found.pod_uids or {}).get(r.pod),
-                                  "Rebalanced" if ok else "RebalanceBlocked", message, ok, now)
+            errors += self._event(target, EventNote("Pod", "v1", r.pod, (run.found.pod_uids or {}).get(r.pod),
+                                                    "Rebalanced" if ok else "RebalanceBlocked", message, warning=not ok), now)
         summary = ", ".join(f"{r.pod} {r.result}" for r in results)
-        errors += self._event(target, "Deployment", "apps/v1", target.deployment, run.found.uid,
-                              "Rebalanced" if outcome == "acted" else "RebalanceBlocked",
-                              f"{summary}; {measured}; invocation {invocation}", outcome == "acted", now)
+        errors += self._event(target, EventNote("Deployment", "apps/v1", target.deployment, run.found.uid,
+                                                "Rebalanced" if outcome == "acted" else "RebalanceBlocked",
+                                                f"{summary}; {measured}; invocation {invocation}", warning=outcome != "acted"), now)
         if errors:
             self.logger.error(f"{target.name}/{signal}: audit trail incomplete: {'; '.join(errors)}",
                               extra={"json_fields": {"event": "audit_error", "invocation": invocation,
                                                      "target": target.name, "actions": pods_json, "errors": errors}})
         return errors
 
-    def _event(self, target: Target, kind: str, api_version: str, name: str, uid: str | None,
-               reason: str, message: str, ok: bool, now: datetime) -> list[str]:
+    def _event(self, target: Target, note: EventNote, now: datetime) -> list[str]:
         try:
-            self.kube.create_event(target.namespace, kind=kind, api_version=api_version, name=name, uid=uid,
-                                   reason=reason, message=message, event_type="Normal" if ok else "Warning", now=now)
+            self.kube.create_event(target.namespace, note, now)
         except RebalancerError as e:
-            return [f"event on {kind.lower()} {name} not written: {e}"]
+            return [f"event on {note.kind.lower()} {note.name} not written: {e}"]
         return []

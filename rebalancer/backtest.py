@@ -85,13 +85,27 @@ class Report:
         return Counter(HELD_BY[s.held_by] for s in self.steps if s.held_by in HELD_BY)
 
 
+@dataclass(frozen=True)
+class Limits:
+    """How often the live function may act on a target: its cooldown and hourly budget."""
+
+    cooldown: timedelta
+    max_actions_per_hour: int
+
+
+@dataclass(frozen=True)
+class Period:
+    start: datetime
+    end: datetime
+    step: timedelta
+
+
 def replay(
     values_by_pod: Mapping[str, Mapping[float, float]],
     times: Sequence[datetime],
     signal: str,
     rules: policy.Rules,
-    cooldown: timedelta,
-    max_actions_per_hour: int,
+    limits: Limits,
     assumed: Assumed = Assumed(),
 ) -> list[Step]:
     """``policy.decide`` at every time, with the cooldown simulated as the live lock keeps it. Pure."""
@@ -111,7 +125,7 @@ def replay(
         if not verdict.act:
             steps.append(Step(at, verdict, False, verdict.code if verdict.code in HELD_BY else None))
             continue
-        check = policy.check_cooldown(state, at, cooldown, max_actions_per_hour)
+        check = policy.check_cooldown(state, at, limits.cooldown, limits.max_actions_per_hour)
         if not check.allowed:
             steps.append(Step(at, verdict, False, check.code))
             continue
@@ -130,16 +144,17 @@ def step_times(start: datetime, end: datetime, step: timedelta) -> list[datetime
     return [datetime.fromtimestamp(first + i * step_s, timezone.utc) for i in range(max(count, 0))]
 
 
-def run(settings: Settings, target: Target, signal: SignalName, start: datetime, end: datetime, step: timedelta,
-        assumed: Assumed, source: MetricsSource | None = None) -> Report:
+def run(settings: Settings, target: Target, signal: SignalName, period: Period, assumed: Assumed,
+        source: MetricsSource | None = None) -> Report:
     """Fetch the history with range queries, then replay it."""
+    start, end, step = period.start, period.end, period.step
     times = step_times(start, end, step)
     report = Report(target.name, signal, start, end, step)
     if not times:
         return report
     source = source or MetricsSource(str(settings.metrics_url), timeout_seconds=max(30.0, settings.metrics_timeout.total_seconds()))
     history = source.query_range_by_pod(target.query_for(signal), times[0], times[-1], step)
-    report.steps = replay(history, times, signal, target.rules(signal), target.cooldown, target.max_actions_per_hour, assumed)
+    report.steps = replay(history, times, signal, target.rules(signal), Limits(target.cooldown, target.max_actions_per_hour), assumed)
     return report
 
 
@@ -234,7 +249,7 @@ def main(argv: list[str] | None = None, now: datetime | None = None) -> int:
         if rules.mode == "hpa" and (args.hpa_target_utilization is None or args.cpu_request is None):
             raise ValueError("hpa mode: the backtest cannot ask Kubernetes; give --hpa-target-utilization and --cpu-request")
         assumed = Assumed(args.hpa_target_utilization, args.cpu_request)
-        report = run(settings, target, signal, start, end, step, assumed)
+        report = run(settings, target, signal, Period(start, end, step), assumed)
     except (OSError, ValueError, RebalancerError) as e:  # a CLI: what is wrong, never a traceback
         print(f"backtest: {e}", file=sys.stderr)
         return 2

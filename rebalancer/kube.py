@@ -226,6 +226,19 @@ class ConfigMapState:
 
 
 @dataclass(frozen=True)
+class EventNote:
+    """A core/v1 Event to write on one object (a pod, or the Deployment)."""
+
+    kind: str
+    api_version: str
+    name: str
+    uid: str | None
+    reason: str
+    message: str
+    warning: bool = False
+
+
+@dataclass(frozen=True)
 class PodAction:
     pod: str
     result: ActionResult
@@ -503,17 +516,14 @@ class KubeGateway:
             return PodAction(name, "failed", str(translate(e, f"delete pod {namespace}/{name}")))
         return PodAction(name, "deleted")
 
-    def create_event(
-        self, namespace: str, *, kind: str, api_version: str, name: str, uid: str | None,
-        reason: str, message: str, event_type: str, now: datetime,
-    ) -> None:
+    def create_event(self, namespace: str, note: EventNote, now: datetime) -> None:
         """A core/v1 Event on an object, for `kubectl describe` and `kubectl get events`."""
-        at = stamp(now)
+        at, kind, name = stamp(now), note.kind, note.name
         body = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"generateName": f"{name}.", "namespace": namespace},
-            "involvedObject": {"apiVersion": api_version, "kind": kind, "name": name, "namespace": namespace, "uid": uid},
-            "reason": reason, "message": message[:1024], "type": event_type,
+            "involvedObject": {"apiVersion": note.api_version, "kind": kind, "name": name, "namespace": namespace, "uid": note.uid},
+            "reason": note.reason, "message": note.message[:1024], "type": "Warning" if note.warning else "Normal",
             "source": {"component": EVENT_SOURCE}, "reportingComponent": EVENT_SOURCE,
             "firstTimestamp": at, "lastTimestamp": at, "count": 1,
         }

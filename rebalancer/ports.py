@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Protocol
 
-from rebalancer.kube import ConfigMapState, DeploymentPods, PodAction
+from rebalancer.kube import ConfigMapState, DeploymentPods, EventNote, PodAction
 from rebalancer.metrics_source import PodValues
 
 
@@ -33,5 +33,4 @@ class PodActions(Protocol):
 
     def delete_pod(self, namespace: str, name: str, uid: str | None) -> PodAction: ...
 
-    def create_event(self, namespace: str, *, kind: str, api_version: str, name: str, uid: str | None,
-                     reason: str, message: str, event_type: str, now: datetime) -> None: ...
+    def create_event(self, namespace: str, note: EventNote, now: datetime) -> None: ...

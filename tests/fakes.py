@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from rebalancer.errors import KubeConflictError, KubeNotFoundError
-from rebalancer.kube import ActionResult, ConfigMapState, DeploymentPods, PodAction
+from rebalancer.kube import ActionResult, ConfigMapState, DeploymentPods, EventNote, PodAction
 from rebalancer.metrics_source import PodValues
 from rebalancer.policy import PodState, WorkloadStatus
 
@@ -66,10 +66,9 @@ class FakeKube:
         self.calls.append(("delete", namespace, name))
         return PodAction(name, "deleted")
 
-    def create_event(self, namespace: str, *, kind: str, api_version: str, name: str, uid: str | None,
-                     reason: str, message: str, event_type: str, now: datetime) -> None:
-        self.calls.append(("event", namespace, name))
-        self.events.append({"kind": kind, "name": name, "reason": reason, "type": event_type})
+    def create_event(self, namespace: str, note: EventNote, now: datetime) -> None:
+        self.calls.append(("event", namespace, note.name))
+        self.events.append({"kind": note.kind, "name": note.name, "reason": note.reason, "warning": note.warning})
 
     def writes(self) -> list[tuple[str, ...]]:
         return [c for c in self.calls if c[0] in ("write_configmap", "evict", "delete", "event")]

@@ -52,7 +52,7 @@ def day(standin, load_metrics):
 
 def run_backtest(url: str, start: datetime, end: datetime, step: str = "1m") -> backtest.Report:
     settings = Settings(metrics_url=url, targets=[TARGET])
-    return backtest.run(settings, settings.targets[0], "cpu", start, end, parse_duration(step), backtest.Assumed())
+    return backtest.run(settings, settings.targets[0], "cpu", backtest.Period(start, end, parse_duration(step)), backtest.Assumed())
 
 
 def test_the_backtest_finds_exactly_the_skew_episodes_and_respects_the_cooldown(day):

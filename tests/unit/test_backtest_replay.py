@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from pydantic import ValidationError
 
-from rebalancer.backtest import Assumed, replay, step_times
+from rebalancer.backtest import Assumed, Limits, replay, step_times
 from rebalancer.config import Target
 from rebalancer.policy import Rules
 
@@ -27,7 +27,7 @@ def history(skewed_minutes: set[int], minutes: int = 180) -> dict[str, dict[floa
 
 def test_one_long_skew_is_acted_on_once_per_cooldown_and_held_in_between():
     times = step_times(START, START + timedelta(minutes=179), timedelta(minutes=1))
-    steps = replay(history(set(range(10, 100))), times, "cpu", Rules(threshold=0.3), timedelta(minutes=30), 4)
+    steps = replay(history(set(range(10, 100))), times, "cpu", Rules(threshold=0.3), Limits(timedelta(minutes=30), 4))
 
     assert [s.at - START for s in steps if s.acted] == [timedelta(minutes=m) for m in (10, 40, 70)]
     held = [s for s in steps if s.held_by == "cooldown"]
@@ -36,7 +36,7 @@ def test_one_long_skew_is_acted_on_once_per_cooldown_and_held_in_between():
 
 def test_the_hourly_budget_is_simulated_like_the_live_lock():
     times = step_times(START, START + timedelta(minutes=179), timedelta(minutes=1))
-    steps = replay(history(set(range(0, 180))), times, "cpu", Rules(threshold=0.3), timedelta(minutes=5), 2)
+    steps = replay(history(set(range(0, 180))), times, "cpu", Rules(threshold=0.3), Limits(timedelta(minutes=5), 2))
 
     acted = [int((s.at - START).total_seconds() // 60) for s in steps if s.acted]
     assert acted == [0, 5, 60, 65, 120, 125]  # two per hour, then the budget holds until the hour is over
@@ -46,7 +46,7 @@ def test_the_hourly_budget_is_simulated_like_the_live_lock():
 def test_hpa_mode_replays_with_the_assumed_target_and_request():
     times = step_times(START, START + timedelta(minutes=20), timedelta(minutes=1))
     rules = Rules(threshold=0.0, mode="hpa", tolerance=1.5, top_k=1, min_pods=2)
-    steps = replay(history(set(range(5, 10)), minutes=21), times, "cpu", rules, timedelta(hours=1), 4,
+    steps = replay(history(set(range(5, 10)), minutes=21), times, "cpu", rules, Limits(timedelta(hours=1), 4),
                    Assumed(hpa_target_utilization=70, cpu_request=1.0))
 
     assert [s.at - START for s in steps if s.acted] == [timedelta(minutes=5)]  # 1.9 > 0.7 x 1.0 x 1.5
