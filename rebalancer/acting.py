@@ -120,7 +120,8 @@ class Actor:
             result = self.kube.evict_pod(target.namespace, pod, uid)
         self.telemetry.actions.labels(target.name, signal, result.result).inc()
         level = logging.INFO if result.result in SUCCESS else logging.WARNING
-        self.logger.log(level, f"{target.name}/{signal}: {result.result} pod {pod}" + (f": {result.detail}" if result.detail else ""),
+        detail = f": {result.detail}" if result.detail else ""
+        self.logger.log(level, f"{target.name}/{signal}: {result.result} pod {pod}{detail}",
                         extra={"json_fields": {"event": "action", "invocation": invocation, "target": target.name,
                                                "namespace": target.namespace, "signal": signal, "pod": pod,
                                                "action": target.action, "result": result.result, "detail": result.detail}})
@@ -151,9 +152,10 @@ class Actor:
             errors += self._event(target, EventNote("Pod", "v1", r.pod, (run.found.pod_uids or {}).get(r.pod),
                                                     "Rebalanced" if ok else "RebalanceBlocked", message, warning=not ok), now)
         summary = ", ".join(f"{r.pod} {r.result}" for r in results)
+        acted = outcome == "acted"
         errors += self._event(target, EventNote("Deployment", "apps/v1", target.deployment, run.found.uid,
-                                                "Rebalanced" if outcome == "acted" else "RebalanceBlocked",
-                                                f"{summary}; {measured}; invocation {invocation}", warning=outcome != "acted"), now)
+                                                "Rebalanced" if acted else "RebalanceBlocked",
+                                                f"{summary}; {measured}; invocation {invocation}", warning=not acted), now)
         if errors:
             self.logger.error(f"{target.name}/{signal}: audit trail incomplete: {'; '.join(errors)}",
                               extra={"json_fields": {"event": "audit_error", "invocation": invocation,

@@ -148,6 +148,7 @@ def plan_manual(run: ManualRun, settings: Settings) -> Plan:
         return Plan(refusals=[Refusal("manual", "target names no configured target")])
     if run.signal is not None and run.signal not in target.signals:
         configured = ", ".join(sorted(target.signals))
-        return Plan(refusals=[Refusal("manual", f"target {target.name} has no such signal (configured: {configured})", target=target.name)])
+        why = f"target {target.name} has no such signal (configured: {configured})"
+        return Plan(refusals=[Refusal("manual", why, target=target.name)])
     signals = (run.signal,) if run.signal else tuple(s for s in SIGNAL_NAMES if s in target.signals)
     return Plan(items=[WorkItem(target, signals, ("manual",))])

@@ -152,9 +152,12 @@ def run(settings: Settings, target: Target, signal: SignalName, period: Period, 
     report = Report(target.name, signal, start, end, step)
     if not times:
         return report
-    source = source or MetricsSource(str(settings.metrics_url), timeout_seconds=max(30.0, settings.metrics_timeout.total_seconds()))
+    # Range queries over a day take longer than the function's instant ones: at least 30 s.
+    timeout = max(30.0, settings.metrics_timeout.total_seconds())
+    source = source or MetricsSource(str(settings.metrics_url), timeout_seconds=timeout)
     history = source.query_range_by_pod(target.query_for(signal), times[0], times[-1], step)
-    report.steps = replay(history, times, signal, target.rules(signal), Limits(target.cooldown, target.max_actions_per_hour), assumed)
+    limits = Limits(target.cooldown, target.max_actions_per_hour)
+    report.steps = replay(history, times, signal, target.rules(signal), limits, assumed)
     return report
 
 

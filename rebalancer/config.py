@@ -230,7 +230,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _gke_pair(self) -> Settings:
         if bool(self.gke_endpoint) != bool(self.gke_ca_cert):
-            raise ValueError("gke_endpoint and gke_ca_cert: set both (REBALANCER_GKE_ENDPOINT, REBALANCER_GKE_CA_CERT) or neither")
+            raise ValueError("gke_endpoint and gke_ca_cert: set both (REBALANCER_GKE_ENDPOINT, "
+                             "REBALANCER_GKE_CA_CERT) or neither")
         return self
 
     def target(self, name: str) -> Target | None:

@@ -522,7 +522,8 @@ class KubeGateway:
         body = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"generateName": f"{name}.", "namespace": namespace},
-            "involvedObject": {"apiVersion": note.api_version, "kind": kind, "name": name, "namespace": namespace, "uid": note.uid},
+            "involvedObject": {"apiVersion": note.api_version, "kind": kind, "name": name, "namespace": namespace,
+                               "uid": note.uid},
             "reason": note.reason, "message": note.message[:1024], "type": "Warning" if note.warning else "Normal",
             "source": {"component": EVENT_SOURCE}, "reportingComponent": EVENT_SOURCE,
             "firstTimestamp": at, "lastTimestamp": at, "count": 1,

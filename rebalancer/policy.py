@@ -71,7 +71,8 @@ class WorkloadStatus:
 def rollout_guard(workload: WorkloadStatus) -> str | None:
     """Evicting during a rollout fights the Deployment controller and can stall it."""
     if workload.observed_generation < workload.generation:
-        return f"the Deployment is rolling out (observedGeneration {workload.observed_generation} < generation {workload.generation})"
+        return (f"the Deployment is rolling out (observedGeneration {workload.observed_generation} "
+                f"< generation {workload.generation})")
     if workload.updated_replicas is not None and workload.updated_replicas < workload.replicas:
         return f"the Deployment is rolling out ({workload.updated_replicas} of {workload.replicas} replicas updated)"
     if workload.available_replicas is not None and workload.available_replicas < workload.replicas:
@@ -315,7 +316,8 @@ class Measurement:
     def described(self) -> str:
         stats = self.stats
         assert stats is not None
-        return f"{self.signal} CV {_fmt(stats.value)} over {stats.pods} pods (mean {_fmt(stats.mean)}, stddev {_fmt(stats.stddev)})"
+        return (f"{self.signal} CV {_fmt(stats.value)} over {stats.pods} pods "
+                f"(mean {_fmt(stats.mean)}, stddev {_fmt(stats.stddev)})")
 
     def verdict(self, act: bool, code: str, reason: str, **more: Any) -> Verdict:
         ranked = self.ranked if self.stats is not None else []

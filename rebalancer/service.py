@@ -81,7 +81,8 @@ def _verify(item: WorkItem, deps: Dependencies, now: datetime, dry_run: bool, in
             pod_values = deps.metrics.query_by_pod(query, now)
         except MetricsQueryError as e:
             deps.telemetry.upstream_errors.labels("metrics", "permanent").inc()
-            decisions.append(_decision(target, signal, item.alerts, code="query_error", query=query, reason=f"cannot verify: {e}"))
+            decisions.append(_decision(target, signal, item.alerts, code="query_error", query=query,
+                                       reason=f"cannot verify: {e}"))
             continue
         verdict = policy.decide(signal, found.pods, pod_values.values, target.rules(signal), now, workload=found.workload)
         if verdict.stats is not None:
@@ -93,7 +94,8 @@ def _verify(item: WorkItem, deps: Dependencies, now: datetime, dry_run: bool, in
                 decision = decision.acted_on(deps.actor.act(run, Attempt(signal, verdict, now, dry_run, invocation)))
             except KubeError as e:  # a definite refusal on the state ConfigMap (RBAC, say)
                 deps.telemetry.upstream_errors.labels("kubernetes", "permanent").inc()
-                decision = replace(decision, outcome="skipped", code="kubernetes_error", reason=f"cannot take the cooldown lock: {e}")
+                decision = replace(decision, outcome="skipped", code="kubernetes_error",
+                                   reason=f"cannot take the cooldown lock: {e}")
         decisions.append(decision)
     return decisions
 

@@ -102,7 +102,8 @@ def main() -> int:
 
         step("3. Twenty minutes of cAdvisor CPU counters, one pod hot and one cold")
         now = (int(time.time()) // 15) * 15
-        chain.vm.import_prometheus(to_victoriametrics_import(cpu_usage(namespace, deployment, rates, now - 1200, now, noise=0.05)))
+        counters = cpu_usage(namespace, deployment, rates, now - 1200, now, noise=0.05)
+        chain.vm.import_prometheus(to_victoriametrics_import(counters))
         for pod, rate in rates.items():
             say(f"   {pod}  {rate:4.2f} cores  {'#' * round(rate * 20)}")
 
@@ -146,14 +147,16 @@ def main() -> int:
         step("7. The skew persists (a second hot pod); the same notification comes again")
         again = requests.post(f"{chain.function.url}/alertmanager", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30,
                               json={**sample("alertmanager-0.25-firing-cpu-two-deployments.json"),
-                                    "alerts": [{"status": "firing", "labels": {"rebalancer_target": deployment, "rebalancer_signal": "cpu"}}]})
+                                    "alerts": [{"status": "firing",
+                                                "labels": {"rebalancer_target": deployment, "rebalancer_signal": "cpu"}}]})
         repeat = next(d for d in again.json()["decisions"] if d["target"] == deployment)
         say(f"   HTTP {again.status_code}, {repeat['outcome']} ({repeat.get('code')}): {repeat['reason'][:140]}")
 
         step("8. The load evens out")
         chain.vm.reset()
         balanced_end = (int(time.time()) // 15) * 15
-        chain.vm.import_prometheus(to_victoriametrics_import(cpu_usage(namespace, deployment, dict.fromkeys(pods, 0.55), now - 1200, balanced_end)))
+        balanced = cpu_usage(namespace, deployment, dict.fromkeys(pods, 0.55), now - 1200, balanced_end)
+        chain.vm.import_prometheus(to_victoriametrics_import(balanced))
         wait_for(lambda: not chain.alerts("ConsumerCpuSkew"), "the alert to resolve", timeout=30)
         say("   ConsumerCpuSkew resolved; nothing more happens")
         if kube is not None:
@@ -164,7 +167,8 @@ def main() -> int:
             say(f"   the evicted pods are gone after their grace period; {len(ready)} Ready pods again")
         step("Done")
         if kube is not None:
-            say(f"   {len(kube.requests('create', 'pods'))} evictions, {len(kube.writes())} Kubernetes writes by the function in all, "
+            say(f"   {len(kube.requests('create', 'pods'))} evictions, "
+                f"{len(kube.writes())} Kubernetes writes by the function in all, "
                 f"in {time.monotonic() - started:.0f} s")
         else:
             say(f"   dry-run against the real cluster: no writes; {time.monotonic() - started:.0f} s")
