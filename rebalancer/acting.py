@@ -82,7 +82,7 @@ class Actor:
     def _through_lock(self, run: TargetRun, snapshot: ConfigMapState, attempt: Attempt, state: policy.TargetState) -> ActResult:
         """Cooldown check, then (live) the lock and the actions."""
         target, verdict = run.target, attempt.verdict
-        check = policy.check_cooldown(state, attempt.now, target.cooldown, target.max_actions_per_hour)
+        check = policy.check_cooldown(state, attempt.now, target.limits())
         until = stamp(check.cooldown_until) if check.cooldown_until else None
         if not check.allowed:
             return ActResult("skipped", check.code, f"{check.reason}. {verdict.reason}", lock=check.code, cooldown_until=until)

@@ -86,14 +86,6 @@ class Report:
 
 
 @dataclass(frozen=True)
-class Limits:
-    """How often the live function may act on a target: its cooldown and hourly budget."""
-
-    cooldown: timedelta
-    max_actions_per_hour: int
-
-
-@dataclass(frozen=True)
 class Period:
     start: datetime
     end: datetime
@@ -105,7 +97,7 @@ def replay(
     times: Sequence[datetime],
     signal: str,
     rules: policy.Rules,
-    limits: Limits,
+    limits: policy.Limits,
     assumed: Assumed = Assumed(),
 ) -> list[Step]:
     """``policy.decide`` at every time, with the cooldown simulated as the live lock keeps it. Pure."""
@@ -125,7 +117,7 @@ def replay(
         if not verdict.act:
             steps.append(Step(at, verdict, False, verdict.code if verdict.code in HELD_BY else None))
             continue
-        check = policy.check_cooldown(state, at, limits.cooldown, limits.max_actions_per_hour)
+        check = policy.check_cooldown(state, at, limits)
         if not check.allowed:
             steps.append(Step(at, verdict, False, check.code))
             continue
@@ -156,8 +148,7 @@ def run(settings: Settings, target: Target, signal: SignalName, period: Period, 
     timeout = max(30.0, settings.metrics_timeout.total_seconds())
     source = source or MetricsSource(str(settings.metrics_url), timeout_seconds=timeout)
     history = source.query_range_by_pod(target.query_for(signal), times[0], times[-1], step)
-    limits = Limits(target.cooldown, target.max_actions_per_hour)
-    report.steps = replay(history, times, signal, target.rules(signal), limits, assumed)
+    report.steps = replay(history, times, signal, target.rules(signal), target.limits(), assumed)
     return report
 
 

@@ -146,6 +146,9 @@ class Target(_Strict):
             object.__setattr__(self, "container", self.deployment)
         return self
 
+    def limits(self) -> policy.Limits:
+        return policy.Limits(self.cooldown, self.max_actions_per_hour)
+
     def rules(self, signal: SignalName) -> policy.Rules:
         """The decision rules for one of this target's signals."""
         spec = self.signals[signal]

@@ -140,19 +140,27 @@ def mark_abandoned(state: TargetState, now: datetime, cooldown: timedelta) -> tu
     return replace(state, history=history), stale
 
 
-def check_cooldown(state: TargetState, now: datetime, cooldown: timedelta, max_actions_per_hour: int) -> CooldownCheck:
+@dataclass(frozen=True)
+class Limits:
+    """How often a target may be acted on: its cooldown and its hourly budget."""
+
+    cooldown: timedelta
+    max_actions_per_hour: int
+
+
+def check_cooldown(state: TargetState, now: datetime, limits: Limits) -> CooldownCheck:
     """May the target be acted on at ``now``? Every attempt that took the lock counts, even a
     blocked one: the PDB or the API said no, and asking again at once would only hammer it."""
-    if state.last_action is not None and now < state.last_action + cooldown:
-        until = state.last_action + cooldown
+    if state.last_action is not None and now < state.last_action + limits.cooldown:
+        until = state.last_action + limits.cooldown
         return CooldownCheck(False, "cooldown", f"in cooldown until {stamp(until)} (last action at "
                              f"{stamp(state.last_action)} by invocation {state.invocation})", until)
     recent = [r for r in state.history if now - timedelta(hours=1) < r.at <= now]
-    if len(recent) >= max_actions_per_hour:
+    if len(recent) >= limits.max_actions_per_hour:
         until = min(r.at for r in recent) + timedelta(hours=1)
-        return CooldownCheck(False, "hourly_budget", f"max_actions_per_hour {max_actions_per_hour} used up "
+        return CooldownCheck(False, "hourly_budget", f"max_actions_per_hour {limits.max_actions_per_hour} used up "
                              f"({len(recent)} actions in the last hour); next at {stamp(until)}", until)
-    return CooldownCheck(True, "lock_free", "no cooldown in force", now + cooldown)
+    return CooldownCheck(True, "lock_free", "no cooldown in force", now + limits.cooldown)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,17 @@ import pytest
 
 from rebalancer.cooldown import annotation_keys, decode_state, encode_finished, encode_lock
 from rebalancer.errors import StateError
-from rebalancer.policy import ActionRecord, PodState, Rules, TargetState, WorkloadStatus, check_cooldown, decide, mark_abandoned
+from rebalancer.policy import (
+    ActionRecord,
+    Limits,
+    PodState,
+    Rules,
+    TargetState,
+    WorkloadStatus,
+    check_cooldown,
+    decide,
+    mark_abandoned,
+)
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 OLD = NOW - timedelta(hours=2)
@@ -77,23 +87,23 @@ def record(minutes_ago: float, outcome: str = "acted") -> ActionRecord:
 
 
 def test_no_state_means_the_lock_is_free_and_the_cooldown_would_start_now():
-    check = check_cooldown(TargetState(), NOW, timedelta(minutes=15), 4)
+    check = check_cooldown(TargetState(), NOW, Limits(timedelta(minutes=15), 4))
     assert check.allowed and check.cooldown_until == NOW + timedelta(minutes=15)
 
 
 def test_pod_in_cooldown_is_not_acted_on():
-    check = check_cooldown(TargetState(last_action=NOW - timedelta(minutes=14), invocation="a"), NOW, timedelta(minutes=15), 4)
+    check = check_cooldown(TargetState(last_action=NOW - timedelta(minutes=14), invocation="a"), NOW, Limits(timedelta(minutes=15), 4))
     assert not check.allowed and check.code == "cooldown" and check.cooldown_until == NOW + timedelta(minutes=1)
 
 
 def test_cooldown_ends_exactly_at_its_end():
-    check = check_cooldown(TargetState(last_action=NOW - timedelta(minutes=15)), NOW, timedelta(minutes=15), 4)
+    check = check_cooldown(TargetState(last_action=NOW - timedelta(minutes=15)), NOW, Limits(timedelta(minutes=15), 4))
     assert check.allowed
 
 
 def test_hourly_budget_counts_every_attempt_in_the_last_hour():
     history = (record(61), record(50), record(40, "blocked"), record(30), record(20))
-    check = check_cooldown(TargetState(last_action=NOW - timedelta(minutes=20), history=history), NOW, timedelta(minutes=5), 4)
+    check = check_cooldown(TargetState(last_action=NOW - timedelta(minutes=20), history=history), NOW, Limits(timedelta(minutes=5), 4))
     assert not check.allowed and check.code == "hourly_budget"
     assert check.cooldown_until == NOW - timedelta(minutes=50) + timedelta(hours=1)
 
@@ -145,4 +155,4 @@ def test_an_action_still_in_progress_a_cooldown_later_is_abandoned_and_not_befor
     assert [r.invocation for r in found] == ["dead"]
     assert [(r.invocation, r.outcome) for r in marked.history] == [("old", "acted"), ("dead", "abandoned")]
     # It may have moved pods: within its hour it still counts toward max_actions_per_hour.
-    assert check_cooldown(marked, NOW, timedelta(minutes=15), max_actions_per_hour=1).code == "hourly_budget"
+    assert check_cooldown(marked, NOW, Limits(timedelta(minutes=15), 1)).code == "hourly_budget"
