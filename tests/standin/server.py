@@ -265,7 +265,7 @@ class KubeApiStandIn:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         if self.tls:
-            from tests.standin.tls import self_signed_certificate
+            from tests.certificates import self_signed_certificate
 
             self.ca_pem, key_pem = self_signed_certificate()
             with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as bundle:

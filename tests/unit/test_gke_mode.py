@@ -16,8 +16,8 @@ import pytest
 from rebalancer.errors import ConfigError, KubeUnavailableError
 from rebalancer.gke import REFRESH_MARGIN, GoogleTokenSource, ca_file, gke_configuration
 from rebalancer.kube import KubeGateway
+from tests.certificates import self_signed_certificate
 from tests.realcluster import IDENTITY, IDENTITY_NAMESPACE
-from tests.standin.tls import self_signed_certificate
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 PEM = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n"

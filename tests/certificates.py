@@ -1,4 +1,5 @@
-"""A self-signed certificate for 127.0.0.1, so the stand-in can serve HTTPS the way GKE does."""
+"""A self-signed certificate for 127.0.0.1: the stand-in serves HTTPS with it, as GKE does, and the GKE
+mode tests use it as a CA the cluster was not signed by."""
 
 from __future__ import annotations
 
