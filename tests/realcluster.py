@@ -51,7 +51,8 @@ HOLD_NEW_PODS_ANNOTATION = "podsim.pod-rebalancer.test/hold-new-pods"
 IDENTITY_NAMESPACE = "pod-rebalancer"
 IDENTITY = "pod-rebalancer"
 FUNCTION_USER = f"system:serviceaccount:{IDENTITY_NAMESPACE}:{IDENTITY}"
-IMAGE = "registry.example/consumer:1"
+# Nothing pulls it on the simulated node; a cluster with real kubelets runs it.
+IMAGE = "registry.k8s.io/pause:3.9"
 
 
 class ControlPlane(ServerProcess):
@@ -168,87 +169,45 @@ _ACCESS = {
 }
 
 
-@dataclass
-class Cluster:
-    """One test's namespace on the real control plane. Reads and writes here are the admin's;
-    the function acts through ``write_kubeconfig``'s identity, which ``grant`` binds to the Role."""
+class Namespace:
+    """A namespace of a cluster, seen through an admin client: setting the scene and reading it back.
+    The contract suite uses it as it is, on the stand-in or on any cluster through a kubeconfig."""
 
-    plane: ControlPlane
+    api_client: ApiClient
     namespace: str
-    real: bool = True
-    _audit_from: int = field(default=0, repr=False)
-
-    @property
-    def api_client(self) -> ApiClient:
-        return self.plane.admin
 
     @property
     def core(self) -> CoreV1Api:
-        return CoreV1Api(self.plane.admin)
+        return CoreV1Api(self.api_client)
 
     @property
     def apps(self) -> AppsV1Api:
-        return AppsV1Api(self.plane.admin)
+        return AppsV1Api(self.api_client)
 
     @property
     def policy(self) -> PolicyV1Api:
-        return PolicyV1Api(self.plane.admin)
+        return PolicyV1Api(self.api_client)
 
     @property
     def autoscaling(self) -> AutoscalingV2Api:
-        return AutoscalingV2Api(self.plane.admin)
-
-    # -- the function's identity ------------------------------------------------------------
-
-    def grant(self, rules: list[dict[str, Any]] | None = None, *, deleting: bool = False) -> None:
-        """Bind the function's ServiceAccount here to ``rules`` (by default terraform's Role), and
-        return once the API server's authorizer agrees: RBAC changes reach it through a cache."""
-        rbac = RbacAuthorizationV1Api(self.plane.admin)
-        rules = rules if rules is not None else role_rules(deleting=deleting)
-        role = {"metadata": {"name": IDENTITY}, "rules": rules}
-        rbac.replace_namespaced_role(IDENTITY, self.namespace, role)  # RBAC creates on update
-        try:
-            rbac.create_namespaced_role_binding(self.namespace, {
-                "metadata": {"name": IDENTITY},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": IDENTITY},
-                "subjects": [{"kind": "ServiceAccount", "name": IDENTITY, "namespace": IDENTITY_NAMESPACE}],
-            })
-        except ApiException as e:
-            if e.status != 409:  # bound already
-                raise
-        allowed = granted(rules)
-        every = granted(role_rules(deleting=True)) | allowed
-        self.wait_for(lambda: all(self.function_may(*call) == (call in allowed) for call in every),
-                      "the API server's authorizer to apply the Role", timeout=30)
-
-    def function_may(self, group: str, resource: str, verb: str) -> bool:
-        """The authorizer's answer for the function's identity (a SubjectAccessReview)."""
-        name, _, subresource = resource.partition("/")
-        review = AuthorizationV1Api(self.plane.admin).create_subject_access_review({
-            "spec": {"user": FUNCTION_USER, "groups": ["system:serviceaccounts", f"system:serviceaccounts:{IDENTITY_NAMESPACE}"],
-                     "resourceAttributes": {"namespace": self.namespace, "group": group, "resource": name,
-                                            "subresource": subresource, "verb": verb}}})
-        return bool(review.status.allowed)
-
-    def write_kubeconfig(self, path: Path) -> Path:
-        return self.plane.write_function_kubeconfig(path)
+        return AutoscalingV2Api(self.api_client)
 
     # -- reading, as dicts in the API's own field names ------------------------------------
 
     def get(self, resource: str, name: str) -> dict[str, Any] | None:
         api, read, _ = _ACCESS[resource]
         try:
-            found = getattr(api(self.plane.admin), read)(name, self.namespace)
+            found = getattr(api(self.api_client), read)(name, self.namespace)
         except ApiException as e:
             if e.status == 404:
                 return None
             raise
-        return self.plane.admin.sanitize_for_serialization(found)
+        return self.api_client.sanitize_for_serialization(found)
 
     def objects(self, resource: str) -> list[dict[str, Any]]:
         api, _, list_ = _ACCESS[resource]
-        found = getattr(api(self.plane.admin), list_)(self.namespace)
-        return self.plane.admin.sanitize_for_serialization(found)["items"]
+        found = getattr(api(self.api_client), list_)(self.namespace)
+        return self.api_client.sanitize_for_serialization(found)["items"]
 
     def annotations(self, resource: str, name: str) -> dict[str, str] | None:
         found = self.get(resource, name)
@@ -265,22 +224,6 @@ class Cluster:
             if found is None or found["metadata"].get("deletionTimestamp"):
                 out.append(pod)
         return sorted(out)
-
-    # -- what the function asked, from the API server's audit log ---------------------------
-
-    def requests(self, verb: str | None = None, resource: str | None = None) -> list[AuditedRequest]:
-        """The function's requests in this namespace (since ``forget_requests``), oldest first."""
-        seen = [AuditedRequest.from_audit(e) for e in self.plane.audit()[self._audit_from:]
-                if e["user"]["username"] == FUNCTION_USER]
-        return sorted((r for r in seen if r.namespace == self.namespace
-                       and (verb is None or r.verb == verb) and (resource is None or r.resource == resource)),
-                      key=lambda r: r.at)
-
-    def writes(self) -> list[AuditedRequest]:
-        return [r for r in self.requests() if r.verb in ("create", "update", "patch", "delete")]
-
-    def forget_requests(self) -> None:
-        self._audit_from = len(self.plane.audit())
 
     # -- setting the scene ----------------------------------------------------------------------
 
@@ -366,6 +309,77 @@ class Cluster:
     @staticmethod
     def wait_for(condition: Callable[[], Any], what: str, timeout: float = 120.0) -> Any:
         return wait_for(condition, what, timeout)
+
+
+@dataclass
+class AdminNamespace(Namespace):
+    api_client: ApiClient
+    namespace: str
+
+
+@dataclass
+class Cluster(Namespace):
+    """One test's namespace on the real control plane. Reads and writes here are the admin's;
+    the function acts through ``write_kubeconfig``'s identity, which ``grant`` binds to the Role."""
+
+    plane: ControlPlane
+    namespace: str
+    _audit_from: int = field(default=0, repr=False)
+
+    @property
+    def api_client(self) -> ApiClient:  # type: ignore[override]
+        return self.plane.admin
+
+    # -- the function's identity ------------------------------------------------------------
+
+    def grant(self, rules: list[dict[str, Any]] | None = None, *, deleting: bool = False) -> None:
+        """Bind the function's ServiceAccount here to ``rules`` (by default terraform's Role), and
+        return once the API server's authorizer agrees: RBAC changes reach it through a cache."""
+        rbac = RbacAuthorizationV1Api(self.plane.admin)
+        rules = rules if rules is not None else role_rules(deleting=deleting)
+        role = {"metadata": {"name": IDENTITY}, "rules": rules}
+        rbac.replace_namespaced_role(IDENTITY, self.namespace, role)  # RBAC creates on update
+        try:
+            rbac.create_namespaced_role_binding(self.namespace, {
+                "metadata": {"name": IDENTITY},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": IDENTITY},
+                "subjects": [{"kind": "ServiceAccount", "name": IDENTITY, "namespace": IDENTITY_NAMESPACE}],
+            })
+        except ApiException as e:
+            if e.status != 409:  # bound already
+                raise
+        allowed = granted(rules)
+        every = granted(role_rules(deleting=True)) | allowed
+        self.wait_for(lambda: all(self.function_may(*call) == (call in allowed) for call in every),
+                      "the API server's authorizer to apply the Role", timeout=30)
+
+    def function_may(self, group: str, resource: str, verb: str) -> bool:
+        """The authorizer's answer for the function's identity (a SubjectAccessReview)."""
+        name, _, subresource = resource.partition("/")
+        review = AuthorizationV1Api(self.plane.admin).create_subject_access_review({
+            "spec": {"user": FUNCTION_USER, "groups": ["system:serviceaccounts", f"system:serviceaccounts:{IDENTITY_NAMESPACE}"],
+                     "resourceAttributes": {"namespace": self.namespace, "group": group, "resource": name,
+                                            "subresource": subresource, "verb": verb}}})
+        return bool(review.status.allowed)
+
+    def write_kubeconfig(self, path: Path) -> Path:
+        return self.plane.write_function_kubeconfig(path)
+
+    # -- what the function asked, from the API server's audit log ---------------------------
+
+    def requests(self, verb: str | None = None, resource: str | None = None) -> list[AuditedRequest]:
+        """The function's requests in this namespace (since ``forget_requests``), oldest first."""
+        seen = [AuditedRequest.from_audit(e) for e in self.plane.audit()[self._audit_from:]
+                if e["user"]["username"] == FUNCTION_USER]
+        return sorted((r for r in seen if r.namespace == self.namespace
+                       and (verb is None or r.verb == verb) and (resource is None or r.resource == resource)),
+                      key=lambda r: r.at)
+
+    def writes(self) -> list[AuditedRequest]:
+        return [r for r in self.requests() if r.verb in ("create", "update", "patch", "delete")]
+
+    def forget_requests(self) -> None:
+        self._audit_from = len(self.plane.audit())
 
 
 def new_namespace(plane: ControlPlane, prefix: str = "t") -> Cluster:

@@ -11,82 +11,15 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any
 
 import kubernetes
 import pytest
-from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, PolicyV1Api
+from kubernetes.client import CoreV1Api
 
-from tests.realcluster import drop_namespace, new_namespace
-from tests.servers import wait_for
+from tests.realcluster import AdminNamespace, drop_namespace, new_namespace
 from tests.standin import KubeApiStandIn
-
-PAUSE_IMAGE = "registry.k8s.io/pause:3.9"
-
-
-@dataclass
-class Cluster:
-    api_client: ApiClient
-    namespace: str
-    real: bool
-
-    @property
-    def core(self) -> CoreV1Api:
-        return CoreV1Api(self.api_client)
-
-    @property
-    def apps(self) -> AppsV1Api:
-        return AppsV1Api(self.api_client)
-
-    @property
-    def policy(self) -> PolicyV1Api:
-        return PolicyV1Api(self.api_client)
-
-    def wait_for(self, condition: Callable[[], Any], what: str, timeout: float = 120.0) -> Any:
-        return wait_for(condition, what, timeout, interval=0.5)
-
-    def ready_pods(self, selector: str) -> list[Any]:
-        pods = self.core.list_namespaced_pod(self.namespace, label_selector=selector).items
-        return [
-            p for p in pods
-            if p.metadata.deletion_timestamp is None
-            and any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))
-        ]
-
-    def deployment(self, name: str, replicas: int, labels: dict[str, str] | None = None) -> list[str]:
-        """A Deployment of pause containers; waits until all its pods are Ready."""
-        labels = labels or {"app": name}
-        self.apps.create_namespaced_deployment(
-            self.namespace,
-            {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": {"name": name},
-                "spec": {
-                    "replicas": replicas,
-                    "selector": {"matchLabels": labels},
-                    "template": {
-                        "metadata": {"labels": labels},
-                        "spec": {
-                            "terminationGracePeriodSeconds": 30,
-                            "containers": [{"name": "pause", "image": PAUSE_IMAGE}],
-                        },
-                    },
-                },
-            },
-        )
-        selector = ",".join(f"{k}={v}" for k, v in labels.items())
-        pods = self.wait_for(lambda: len(self.ready_pods(selector)) == replicas and self.ready_pods(selector), f"{replicas} Ready pods of {name}")
-        return sorted(p.metadata.name for p in pods)
-
-    def bare_pod(self, name: str, labels: dict[str, str]) -> Any:
-        return self.core.create_namespaced_pod(
-            self.namespace,
-            {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},
-             "spec": {"terminationGracePeriodSeconds": 30, "containers": [{"name": "pause", "image": PAUSE_IMAGE}]}},
-        )
 
 
 def _targets() -> list[str]:
@@ -108,7 +41,7 @@ def cluster(request, tmp_path) -> Iterator[Any]:
         client = kubernetes.config.new_client_from_config(config_file=os.environ["KUBECONFIG"])
         CoreV1Api(client).create_namespace(body)
         try:
-            yield Cluster(client, namespace, real=True)
+            yield AdminNamespace(client, namespace)
         finally:
             CoreV1Api(client).delete_namespace(namespace)
         return
@@ -116,4 +49,4 @@ def cluster(request, tmp_path) -> Iterator[Any]:
     with KubeApiStandIn() as api:
         client = kubernetes.config.new_client_from_config(config_file=str(api.write_kubeconfig(tmp_path / "kubeconfig")))
         CoreV1Api(client).create_namespace(body)
-        yield Cluster(client, namespace, real=False)
+        yield AdminNamespace(client, namespace)
