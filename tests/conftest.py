@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import functools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -13,6 +13,7 @@ from typing import Any
 import functions_framework
 import pytest
 import yaml
+from freezegun import freeze_time
 
 from tests.metricsdata import Series, to_openmetrics, to_victoriametrics_import
 from tests.realcluster import Cluster, ControlPlane, drop_namespace, new_namespace
@@ -24,26 +25,54 @@ TOKEN = "test-token-4f1c2a9e"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
+@functools.cache
+def import_every_pydantic_model() -> None:
+    """While frozen, freezegun puts its FakeDatetime in place of datetime.datetime, and pydantic
+    cannot build a model over it (spulec/freezegun#480). Kubernetes' client models are pydantic
+    models imported on first use, so a test's first read of, say, an Event list must not happen
+    while frozen: they are all imported (once, about 2 s) before the first freeze, as is the app."""
+    import kubernetes.client
+
+    import rebalancer.app  # noqa: F401  (and every module main.py imports)
+
+    for name in dir(kubernetes.client):
+        getattr(kubernetes.client, name)
+
+
 class Clock:
-    """An injected clock, shared by the function and the stand-in so that time passes for both.
-    It reads real time until a test sets it (``at``) or moves it on (``advance``)."""
+    """The time the function reads in this test, set with freezegun: real time until the test
+    sets it (``at``) or moves it on (``advance``). The function (and the stand-in, in the same
+    process) then read the test's moment. By default time keeps ticking from there, so the
+    servers' timeouts and the tests' waits still pass; ``ticking=False`` stands it still, for
+    a test that must ask at an exact instant."""
 
     def __init__(self) -> None:
-        self.now: datetime | None = None
+        self._freezer: Any = None
+        self._ticking = True
 
     def __call__(self) -> datetime:
-        return self.now or datetime.now(timezone.utc)
+        return datetime.now(timezone.utc)
 
-    def at(self, moment: datetime) -> None:
-        self.now = moment
+    def at(self, moment: datetime, ticking: bool = True) -> None:
+        import_every_pydantic_model()
+        self.stop()
+        self._freezer, self._ticking = freeze_time(moment, tick=ticking), ticking
+        self._freezer.start()
 
     def advance(self, **delta: float) -> None:
-        self.now = self() + timedelta(**delta)
+        self.at(self() + timedelta(**delta), self._ticking)
+
+    def stop(self) -> None:
+        if self._freezer is not None:
+            self._freezer.stop()
+            self._freezer = None
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> Iterator[Clock]:
+    moving = Clock()
+    yield moving
+    moving.stop()
 
 
 @pytest.fixture(scope="session")
@@ -69,15 +98,10 @@ def kube(control_plane) -> Iterator[Cluster]:
 
 
 @pytest.fixture
-def standin(clock) -> Iterator[KubeApiStandIn]:
+def standin() -> Iterator[KubeApiStandIn]:
     """The Kubernetes API stand-in: only for faults a real control plane cannot produce on demand."""
-    with KubeApiStandIn(clock=clock) as api:
+    with KubeApiStandIn() as api:
         yield api
-
-
-def app_state() -> Any:
-    """The state main.py built for the app create_app() made last (its clock can be injected)."""
-    return sys.modules["main"].STATE
 
 
 @dataclass
@@ -144,8 +168,7 @@ def target(name: str, namespace: str, deployment: str | None = None, **overrides
     return config
 
 
-def client_builder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write_kubeconfig: Callable[[Path], Path],
-                   clock: Clock) -> Callable[..., Any]:
+def client_builder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write_kubeconfig: Callable[[Path], Path]) -> Callable[..., Any]:
     """Build the function as functions-framework does (``create_app('rebalance', 'main.py')``)
     with a config file and env; returns Flask's test client."""
 
@@ -166,27 +189,25 @@ def client_builder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write_kubeco
                 monkeypatch.delenv(name, raising=False)
             else:
                 monkeypatch.setenv(name, value)
-        client = functions_framework.create_app("rebalance", str(REPO / "main.py")).test_client()
-        app_state().clock = clock
-        return client
+        return functions_framework.create_app("rebalance", str(REPO / "main.py")).test_client()
 
     return build
 
 
 @pytest.fixture
-def make_client(tmp_path, monkeypatch, kube, clock) -> Callable[..., Any]:
+def make_client(tmp_path, monkeypatch, kube) -> Callable[..., Any]:
     """The function, acting as its ServiceAccount on this test's namespace of the real control plane."""
-    return client_builder(tmp_path, monkeypatch, kube.write_kubeconfig, clock)
+    return client_builder(tmp_path, monkeypatch, kube.write_kubeconfig)
 
 
 @pytest.fixture
-def client_builder_for(tmp_path, monkeypatch, clock) -> Callable[[Cluster], Callable[..., Any]]:
+def client_builder_for(tmp_path, monkeypatch) -> Callable[[Cluster], Callable[..., Any]]:
     """``client_builder_for(cluster)``: the function acting as its ServiceAccount on a namespace
     the test made itself."""
-    return lambda cluster: client_builder(tmp_path, monkeypatch, cluster.write_kubeconfig, clock)
+    return lambda cluster: client_builder(tmp_path, monkeypatch, cluster.write_kubeconfig)
 
 
 @pytest.fixture
-def make_standin_client(tmp_path, monkeypatch, standin, clock) -> Callable[..., Any]:
+def make_standin_client(tmp_path, monkeypatch, standin) -> Callable[..., Any]:
     """The function pointed at the stand-in, for the tests that need an injected fault."""
-    return client_builder(tmp_path, monkeypatch, standin.write_kubeconfig, clock)
+    return client_builder(tmp_path, monkeypatch, standin.write_kubeconfig)

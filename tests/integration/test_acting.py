@@ -2,8 +2,8 @@
 
 Real VictoriaMetrics, the real control plane (tests/realcluster.py: kube-apiserver, the
 Deployment, ReplicaSet and disruption controllers, a node simulator) and the real app acting as
-its ServiceAccount with terraform's Role. The pods are seconds old, so the function's injected
-clock runs 20 minutes ahead of real time (past min_pod_age) and the series reach 40 minutes
+its ServiceAccount with terraform's Role. The pods are seconds old, so the function's clock
+(freezegun, through the ``clock`` fixture) runs 20 minutes ahead of real time (past min_pod_age) and the series reach 40 minutes
 past it, so that "after the cooldown" has data too. The request log is the API server's audit log.
 """
 
@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from rebalancer.cooldown import annotation_keys
+from rebalancer.timestamps import parse_stamp, stamp
 from tests.conftest import AUTH, aligned_now, target
 from tests.metricsdata import cpu_usage, to_victoriametrics_import
 from tests.realcluster import READY_ANNOTATION
@@ -80,7 +81,9 @@ def test_skewed_cpu_evicts_the_hottest_and_coldest_and_leaves_the_audit_trail(li
     pods, build = live
     client = build()
 
+    before = clock()
     response = fire(client, kube)
+    after = clock()
 
     body = decision(response)
     assert response.status_code == 200 and response.get_json()["outcome"] == "acted"
@@ -90,7 +93,7 @@ def test_skewed_cpu_evicts_the_hottest_and_coldest_and_leaves_the_audit_trail(li
     assert [(r.verb, r.subresource, r.name, r.code) for r in kube.requests("create", "pods")] == [
         ("create", "eviction", pods[4], 201), ("create", "eviction", pods[0], 201)]
     annotations = kube.annotations("configmaps", "pod-rebalancer-state")
-    assert annotations[LAST] == clock().isoformat().replace("+00:00", "Z")
+    assert before <= parse_stamp(annotations[LAST]) <= after  # the function's clock: the test's moment
     assert annotations[INVOCATION] == response.get_json()["invocation"]
     (entry,) = json.loads(annotations[HISTORY])
     assert entry["outcome"] == "acted" and entry["signal"] == "cpu" and entry["value"] == pytest.approx(body["verified"]["value"])
@@ -98,7 +101,7 @@ def test_skewed_cpu_evicts_the_hottest_and_coldest_and_leaves_the_audit_trail(li
     rebalanced = kube.events("Rebalanced")
     assert sorted(e["involvedObject"]["name"] for e in rebalanced) == sorted([pods[0], pods[4], "ingestion-consumer"])
     assert all(e["type"] == "Normal" and e["source"]["component"] == "pod-rebalancer" for e in rebalanced)
-    assert body["cooldown_until"] == (clock() + timedelta(minutes=15)).isoformat().replace("+00:00", "Z")
+    assert parse_stamp(body["cooldown_until"]) == parse_stamp(annotations[LAST]) + timedelta(minutes=15)
     # The ReplicaSet replaces what was evicted, as on any cluster.
     assert len(set(kube.wait_for_ready_pods("ingestion-consumer", 6)) - set(pods)) == 2
 
@@ -231,7 +234,7 @@ def test_dry_run_reports_a_cooldown_in_force(live, kube, make_client, victoria_m
 def test_an_action_whose_run_died_is_marked_abandoned_by_the_next_one(live, kube, clock):
     pods, build = live
     died_at = clock() - timedelta(minutes=20)  # past the 15 minute cooldown, within the hour
-    dead = {"at": died_at.isoformat().replace("+00:00", "Z"), "invocation": "deadbeef", "signal": "cpu",
+    dead = {"at": stamp(died_at), "invocation": "deadbeef", "signal": "cpu",
             "outcome": "in_progress", "value": 0.9, "threshold": 0.3, "pods": []}
     kube.core.create_namespaced_config_map(kube.namespace, {"metadata": {"name": "pod-rebalancer-state", "annotations": {
         LAST: dead["at"], INVOCATION: "deadbeef", HISTORY: json.dumps([dead])}}})
