@@ -11,18 +11,40 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any, cast
 
-from rebalancer import policy
-from rebalancer.config import Target
+from rebalancer import history, policy
+from rebalancer.config import SignalName, Target
 from rebalancer.cooldown import StateStore, decode_state, finished
 from rebalancer.decision import ActResult
-from rebalancer.errors import RebalancerError, StateError
+from rebalancer.durations import format_duration
+from rebalancer.errors import KubeError, RebalancerError, StateError
 from rebalancer.kube import ConfigMapState, DeploymentPods, EventNote, PodAction
 from rebalancer.ports import PodActions
 from rebalancer.telemetry import Telemetry
 from rebalancer.timestamps import stamp
 
 SUCCESS = ("evicted", "deleted")
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the closed loop noticed at one verification: the effects it measured, and the
+    target's ineffective actions in a row after them."""
+
+    effects: tuple[dict[str, Any], ...] = ()
+    ineffective_in_a_row: int = 0
+
+
+def _effect_json(record: history.ActionRecord, recorded: bool) -> dict[str, Any]:
+    return {"invocation": record.invocation, "at": stamp(record.at), "signal": record.signal, "before": record.value,
+            "after": record.value_after, "effect": record.effect, "recorded": recorded}
+
+
+def _backoff_json(state: history.TargetState, backoff: history.Backoff, until: str | None) -> dict[str, Any]:
+    streak = history.ineffective_streak(state)
+    return {"ineffective_in_a_row": len(streak), "until": until, "wait": format_duration(backoff.wait_for(len(streak))),
+            "actions": [_effect_json(r, True) for r in streak]}
 
 
 @dataclass
@@ -34,6 +56,8 @@ class TargetRun:
     snapshot: ConfigMapState | None = None
     acted_by: str | None = None  # the signal whose action took the lock in this invocation
     lock_lost: bool = False  # another invocation's write won: every signal of the target stands down
+    # A dry run's measured effects, which it does not write but its cooldown check must see.
+    unwritten: history.TargetState | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +78,56 @@ class Actor:
     telemetry: Telemetry
     logger: logging.Logger
 
+    def _state(self, run: TargetRun) -> tuple[ConfigMapState, history.TargetState]:
+        """The target's state ConfigMap, read once per invocation, and its decoded state."""
+        if run.snapshot is None:
+            run.snapshot = self.state.read(run.target.namespace)
+        return run.snapshot, run.unwritten or decode_state(run.snapshot.annotations, run.target.name)
+
+    def observe(self, run: TargetRun, attempt: Attempt) -> Observed:
+        """The closed loop: with the CV measured now, judge the target's actions on this signal
+        whose settle time has passed, and record each effect (live runs only) in the history, an
+        Event and a counter. An unreadable state is left to the act step to report."""
+        stats, target = attempt.verdict.stats, run.target
+        if stats is None:
+            return Observed()
+        try:
+            snapshot, state = self._state(run)
+        except (StateError, KubeError):
+            return Observed()
+        state, judged = history.record_effects(state, attempt.signal, attempt.now, stats.value,
+                                               target.effect_rules(cast("SignalName", attempt.signal)))
+        if not judged:
+            return Observed()
+        written = None if attempt.dry_run else self.state.write_history(target.namespace, target.name, snapshot, state)
+        if attempt.dry_run:
+            run.unwritten = state
+        else:
+            run.snapshot = written  # None after a conflict: read again before any lock is taken
+        streak = len(history.ineffective_streak(state))
+        self.telemetry.ineffective_streak.labels(target.name).set(streak)
+        if written is not None:
+            for record in judged:
+                self._record_effect(run, record, streak, attempt.now)
+        return Observed(tuple(_effect_json(r, written is not None) for r in judged), streak)
+
+    def _record_effect(self, run: TargetRun, record: history.ActionRecord, streak: int, now: datetime) -> None:
+        target = run.target
+        self.telemetry.effects.labels(target.name, record.signal, record.effect or "").inc()
+        message = (f"the action of invocation {record.invocation} at {stamp(record.at)} measured {record.signal} CV "
+                   f"{record.value or 0:.3g} then and {record.value_after or 0:.3g} once settled: {record.effect}")
+        ineffective = record.effect in history.INEFFECTIVE
+        backoff = target.limits().backoff
+        if ineffective and streak >= backoff.after:
+            message += (f"; {streak} ineffective actions in a row, so pod-rebalancer backs off for "
+                        f"{format_duration(backoff.wait_for(streak))}")
+        self._event(target, EventNote("Deployment", "apps/v1", target.deployment, run.found.uid,
+                                      "RebalanceIneffective" if ineffective else "RebalanceEffective", message,
+                                      warning=ineffective), now)
+        self.logger.log(logging.WARNING if ineffective else logging.INFO, f"{target.name}/{record.signal}: {message}",
+                        extra={"json_fields": {"event": "effect", "target": target.name, "signal": record.signal,
+                                               **_effect_json(record, True)}})
+
     def act(self, run: TargetRun, attempt: Attempt) -> ActResult:
         """Carry a verdict that wants to act through the cooldown and the lock."""
         target, verdict = run.target, attempt.verdict
@@ -64,13 +138,11 @@ class Actor:
             return ActResult("skipped", "already_acted", f"{target.name} was already acted on in this invocation (signal "
                              f"{run.acted_by}); one action per target per cooldown. {verdict.reason}")
         try:
-            if run.snapshot is None:
-                run.snapshot = self.state.read(target.namespace)
-            state = decode_state(run.snapshot.annotations, target.name)
+            snapshot, state = self._state(run)
         except StateError as e:
             return ActResult("skipped", "state_unreadable", f"{e}. {verdict.reason}")
-        state, abandoned = policy.mark_abandoned(state, attempt.now, target.cooldown)
-        result = self._through_lock(run, run.snapshot, attempt, state)
+        state, abandoned = history.mark_abandoned(state, attempt.now, target.cooldown)
+        result = self._through_lock(run, snapshot, attempt, state)
         if not abandoned:
             return result
         # Written with the lock when a live run takes it; said in the answer either way.
@@ -79,19 +151,21 @@ class Actor:
         return replace(result, reason=f"{result.reason} Noticed: {noticed}, so it is marked abandoned.",
                        abandoned=tuple({"invocation": r.invocation, "at": stamp(r.at), "signal": r.signal} for r in abandoned))
 
-    def _through_lock(self, run: TargetRun, snapshot: ConfigMapState, attempt: Attempt, state: policy.TargetState) -> ActResult:
+    def _through_lock(self, run: TargetRun, snapshot: ConfigMapState, attempt: Attempt, state: history.TargetState) -> ActResult:
         """Cooldown check, then (live) the lock and the actions."""
         target, verdict = run.target, attempt.verdict
-        check = policy.check_cooldown(state, attempt.now, target.limits())
+        check = history.check_cooldown(state, attempt.now, target.limits())
         until = stamp(check.cooldown_until) if check.cooldown_until else None
         if not check.allowed:
-            return ActResult("skipped", check.code, f"{check.reason}. {verdict.reason}", lock=check.code, cooldown_until=until)
+            backoff = _backoff_json(state, target.limits().backoff, until) if check.code == "ineffective" else None
+            return ActResult("skipped", check.code, f"{check.reason}. {verdict.reason}", lock=check.code, cooldown_until=until,
+                             backoff=backoff)
         if attempt.dry_run:
             pods = ", ".join(f"{s.pod} ({s.role})" for s in verdict.selected)
             return ActResult("dry_run", None, f"dry run: would {target.action} {pods}; the cooldown lock is free, so a live run "
                              f"would take it (cooldown until {until}). {verdict.reason}", lock=check.code, cooldown_until=until,
                              actions=tuple({"pod": s.pod, "result": "dry_run"} for s in verdict.selected))
-        entry = policy.ActionRecord(
+        entry = history.ActionRecord(
             at=attempt.now, invocation=attempt.invocation, signal=attempt.signal, outcome="in_progress",
             value=verdict.stats.value if verdict.stats else None, threshold=verdict.threshold,
             pods=tuple({"pod": s.pod, "role": s.role, "value": s.value} for s in verdict.selected),
@@ -127,7 +201,7 @@ class Actor:
                                                "action": target.action, "result": result.result, "detail": result.detail}})
         return result
 
-    def _record(self, run: TargetRun, attempt: Attempt, entry: policy.ActionRecord, outcome: str,
+    def _record(self, run: TargetRun, attempt: Attempt, entry: history.ActionRecord, outcome: str,
                 results: list[PodAction]) -> list[str]:
         """History, then events; each failure is collected, none stops the others."""
         target = run.target

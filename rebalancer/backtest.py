@@ -5,7 +5,7 @@
 
 The target's own query is evaluated over the period with range queries (as few as the
 backend's point limit allows), then the *same* ``policy.decide`` runs at every step, with the
-cooldown and hourly budget simulated by the same ``policy.check_cooldown``. Kubernetes is
+cooldown and hourly budget simulated by the same ``history.check_cooldown``. Kubernetes is
 never contacted, so what only Kubernetes knows is assumed, and the report says so: every pod
 with a value at a step is taken as Ready, owned by the Deployment, old enough and not
 excluded; the Deployment as not rolling out and its HPA as not scaling; in hpa mode the HPA's
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from rebalancer import policy
+from rebalancer import history, policy
 from rebalancer.config import SIGNAL_NAMES, Settings, SignalName, Target, load_settings
 from rebalancer.durations import format_duration, parse_duration
 from rebalancer.errors import RebalancerError
@@ -97,11 +97,11 @@ def replay(
     times: Sequence[datetime],
     signal: str,
     rules: policy.Rules,
-    limits: policy.Limits,
+    limits: history.Limits,
     assumed: Assumed = Assumed(),
 ) -> list[Step]:
     """``policy.decide`` at every time, with the cooldown simulated as the live lock keeps it. Pure."""
-    state = policy.TargetState()
+    state = history.TargetState()
     workload = None
     if rules.mode == "hpa":
         workload = policy.WorkloadStatus(replicas=0, hpa_name="assumed", hpa_count=1,
@@ -117,12 +117,12 @@ def replay(
         if not verdict.act:
             steps.append(Step(at, verdict, False, verdict.code if verdict.code in HELD_BY else None))
             continue
-        check = policy.check_cooldown(state, at, limits)
+        check = history.check_cooldown(state, at, limits)
         if not check.allowed:
             steps.append(Step(at, verdict, False, check.code))
             continue
-        record = policy.ActionRecord(at=at, invocation="backtest", signal=signal, outcome="acted")
-        state = policy.TargetState(last_action=at, invocation="backtest", history=(*state.history, record))
+        record = history.ActionRecord(at=at, invocation="backtest", signal=signal, outcome="acted")
+        state = history.TargetState(last_action=at, invocation="backtest", history=(*state.history, record))
         steps.append(Step(at, verdict, True))
     return steps
 

@@ -27,12 +27,19 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from rebalancer import policy, promql
+from rebalancer import history, policy, promql
 from rebalancer.durations import parse_duration
 from rebalancer.errors import ConfigError
 
 SignalName = Literal["cpu", "lag"]
 SIGNAL_NAMES: tuple[SignalName, ...] = ("cpu", "lag")
+# The level (the pods' mean) below which a skew does not matter, per signal, and its unit.
+# cpu: a tenth of a core. A consumer averaging less is near idle: even three times the mean is a
+#   third of a core, far from any CPU limit, and the skew is scheduling noise, not load.
+# lag: 500 messages, the Kafka consumer's default max.poll.records. A pod less than one poll
+#   batch behind on average is keeping up; its "lag" is the batch in flight.
+DEFAULT_FLOORS: dict[SignalName, float] = {"cpu": 0.1, "lag": 500.0}
+UNITS: dict[SignalName, str] = {"cpu": "cores", "lag": "messages"}
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -95,6 +102,11 @@ class SignalSpec(_Strict):
     tolerance: float = Field(default=1.5, gt=0.0, description="hpa mode: multiple of the HPA's target usage")
     top_k: int = Field(default=2, ge=1, description="hpa mode: hot and cold pods considered on each side")
     query: str | None = Field(default=None, description="PromQL template; one series per pod")
+    floor: float | None = Field(default=None, ge=0.0, description="mean level below which a skew does not matter")
+    partitions: str | None = Field(default=None, description="lag only: PromQL template, one series per "
+                                   "(topic, partition) with its lag, labelled pod, topic, partition")
+    hot_partition_share: float = Field(default=0.5, gt=0.0, le=1.0, description="partitions: share of the hot "
+                                       "pod's excess one partition may explain before moving pods cannot help")
 
     @model_validator(mode="after")
     def _threshold_matches_mode(self) -> SignalSpec:
@@ -104,7 +116,7 @@ class SignalSpec(_Strict):
             raise ValueError("threshold: not used in hpa mode, which derives it from the HPA (remove it, or set tolerance)")
         return self
 
-    @field_validator("query")
+    @field_validator("query", "partitions")
     @classmethod
     def _known_placeholders(cls, query: str | None) -> str | None:
         if query is not None:
@@ -130,12 +142,26 @@ class Target(_Strict):
     min_improvement: Fraction = 0.1
     max_unready_fraction: Fraction = 0.2
     max_actions_per_hour: int = Field(default=4, ge=1)
+    # The closed loop: how long after an action its effect is measured (default: the cooldown),
+    # and the back-off after actions that did not lower the skew.
+    settle: PositiveDuration | None = None
+    backoff_after_ineffective: int = Field(default=2, ge=1)
+    backoff: PositiveDuration = timedelta(hours=1)
+    max_backoff: PositiveDuration = timedelta(hours=24)
     signals: dict[SignalName, SignalSpec] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _hpa_mode_is_for_cpu(self) -> Target:
         if "lag" in self.signals and self.signals["lag"].mode == "hpa":
             raise ValueError("signals.lag.mode: hpa mode reads CPU requests and the HPA's CPU target: cpu only")
+        return self
+
+    @model_validator(mode="after")
+    def _partitions_are_for_lag(self) -> Target:
+        if "cpu" in self.signals and self.signals["cpu"].partitions is not None:
+            raise ValueError("signals.cpu.partitions: partition-aware decisions are for the lag signal only")
+        if self.max_backoff < self.backoff:
+            raise ValueError("max_backoff: must be at least backoff (the first wait)")
         return self
 
     @model_validator(mode="after")
@@ -146,8 +172,17 @@ class Target(_Strict):
             object.__setattr__(self, "container", self.deployment)
         return self
 
-    def limits(self) -> policy.Limits:
-        return policy.Limits(self.cooldown, self.max_actions_per_hour)
+    def limits(self) -> history.Limits:
+        return history.Limits(self.cooldown, self.max_actions_per_hour,
+                             history.Backoff(self.backoff_after_ineffective, self.backoff, self.max_backoff))
+
+    def effect_rules(self, signal: SignalName) -> history.EffectRules:
+        """How the effect of this target's actions on ``signal`` is judged once they settled."""
+        return history.EffectRules(self.settle or self.cooldown, self.signals[signal].threshold or 0.0, self.min_improvement)
+
+    def floor(self, signal: SignalName) -> float:
+        spec = self.signals[signal]
+        return DEFAULT_FLOORS[signal] if spec.floor is None else spec.floor
 
     def rules(self, signal: SignalName) -> policy.Rules:
         """The decision rules for one of this target's signals."""
@@ -164,18 +199,27 @@ class Target(_Strict):
             max_missing_fraction=self.max_missing_fraction,
             min_improvement=self.min_improvement,
             max_unready_fraction=self.max_unready_fraction,
+            floor=self.floor(signal),
+            unit=UNITS[signal],
+            hot_partition_share=spec.hot_partition_share,
         )
 
+    def _render(self, template: str) -> str:
+        return promql.render(template, namespace=self.namespace, deployment=self.deployment,
+                             container=self.container or self.deployment, window=self.window)
+
     def query_for(self, signal: SignalName) -> str:
-        """The PromQL this target sends for ``signal``, placeholders filled and escaped."""
-        template = self.signals[signal].query or promql.DEFAULT_TEMPLATES[signal]
-        return promql.render(
-            template,
-            namespace=self.namespace,
-            deployment=self.deployment,
-            container=self.container or self.deployment,
-            window=self.window,
-        )
+        """The per-pod PromQL for ``signal`` (the alert rules' and the backtest's), placeholders
+        filled and escaped. With ``partitions``, a pod's value is the sum of its partitions."""
+        spec = self.signals[signal]
+        if spec.partitions is not None:
+            return f"sum by (pod) ({self._render(spec.partitions)})"
+        return self._render(spec.query or promql.DEFAULT_TEMPLATES[signal])
+
+    def partitions_query(self, signal: SignalName) -> str | None:
+        """The per-partition PromQL the function decides with, when the signal has ``partitions``."""
+        template = self.signals[signal].partitions
+        return None if template is None else self._render(template)
 
 
 class Settings(BaseSettings):

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, replace
-from typing import Any
+from typing import Any, cast
 
 from rebalancer.errors import KubeConflictError, StateError
+from rebalancer.history import EFFECTS, ActionRecord, Effect, TargetState
 from rebalancer.kube import ConfigMapState
-from rebalancer.policy import ActionRecord, TargetState
 from rebalancer.ports import StateConfigMaps
 from rebalancer.timestamps import parse_stamp, stamp
 
@@ -37,6 +37,11 @@ def _record_to_json(record: ActionRecord) -> dict[str, Any]:
     out = asdict(record)
     out["at"] = stamp(record.at)
     out["pods"] = [dict(p) for p in record.pods]
+    for unjudged in ("effect", "value_after", "effect_at"):  # absent until the action's effect is measured
+        if out[unjudged] is None:
+            del out[unjudged]
+    if record.effect_at is not None:
+        out["effect_at"] = stamp(record.effect_at)
     return out
 
 
@@ -49,7 +54,16 @@ def _record_from_json(raw: dict[str, Any]) -> ActionRecord:
         value=raw.get("value"),
         threshold=raw.get("threshold"),
         pods=tuple(dict(p) for p in raw.get("pods") or []),
+        effect=_effect(raw.get("effect")),
+        value_after=raw.get("value_after"),
+        effect_at=parse_stamp(raw["effect_at"]) if raw.get("effect_at") else None,
     )
+
+
+def _effect(raw: Any) -> Effect | None:
+    if raw is None or raw in EFFECTS:
+        return cast("Effect | None", raw)
+    raise ValueError(f"unknown effect {raw!r}")
 
 
 def decode_state(annotations: dict[str, str], target: str) -> TargetState:
@@ -77,9 +91,14 @@ def encode_lock(target: str, state: TargetState, entry: ActionRecord, history_li
 
 def encode_finished(target: str, state: TargetState, entry: ActionRecord, history_limit: int) -> dict[str, str]:
     """The history with ``entry`` replacing its in-progress version (or appended if it was pushed out)."""
+    history = tuple(r for r in state.history if not (r.invocation == entry.invocation and r.at == entry.at))
+    return encode_history(target, replace(state, history=(*history, entry)), history_limit)
+
+
+def encode_history(target: str, state: TargetState, history_limit: int) -> dict[str, str]:
+    """The history annotation of ``state`` as it stands (after effects were recorded into it)."""
     _, _, history_key = annotation_keys(target)
-    history = [r for r in state.history if not (r.invocation == entry.invocation and r.at == entry.at)]
-    history = sorted([*history, entry], key=lambda r: r.at)[-history_limit:]
+    history = sorted(state.history, key=lambda r: r.at)[-history_limit:]
     return {history_key: json.dumps([_record_to_json(r) for r in history], separators=(",", ":"))}
 
 
@@ -102,6 +121,16 @@ class StateStore:
         except KubeConflictError:
             return False
         return True
+
+    def write_history(self, namespace: str, target: str, snapshot: ConfigMapState, state: TargetState) -> ConfigMapState | None:
+        """Write ``state``'s history on the condition that the ConfigMap is still at ``snapshot``;
+        the ConfigMap as written, or None when another writer got there first."""
+        annotations = encode_history(target, state, self.history_limit)
+        try:
+            version = self.kube.write_configmap_annotations(namespace, self.configmap, annotations, snapshot.resource_version)
+        except KubeConflictError:
+            return None
+        return ConfigMapState({**snapshot.annotations, **annotations}, version)
 
     def finish(self, namespace: str, target: str, entry: ActionRecord) -> None:
         """Write the outcome into the history. The lock is ours, but other targets' writers may

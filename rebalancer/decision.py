@@ -19,13 +19,14 @@ class Verified:
     pods: int
     mean: float | None
     stddev: float | None
+    floor: float | None = None  # the mean below which a skew does not matter
 
     @classmethod
     def of(cls, verdict: policy.Verdict | None, threshold: float) -> Verified:
         stats = verdict.stats if verdict else None
-        if stats is None:
-            return cls(None, threshold, 0, None, None)
-        return cls(stats.value, threshold, stats.pods, stats.mean, stats.stddev)
+        if verdict is None or stats is None:
+            return cls(None, threshold, 0, None, None, verdict.floor if verdict else None)
+        return cls(stats.value, threshold, stats.pods, stats.mean, stats.stddev, verdict.floor)
 
 
 def _notes(notes: tuple[policy.PodNote, ...]) -> list[dict[str, str]]:
@@ -56,7 +57,23 @@ class VerdictDetails:
             "ignored_pods": _notes(v.ignored),
             "passed_over": _notes(v.passed_over),
             "series_ignored": self.series_ignored,
+            **({"partitions": _partitions(v)} if v.assignment is not None else {}),
         }
+
+
+def _partitions(verdict: policy.Verdict) -> dict[str, Any]:
+    """Partition-aware lag: who holds what, and the partition that explains the skew, if one does."""
+    assigned, hot = verdict.assignment, verdict.hot_partition
+    assert assigned is not None
+    return {
+        "count": assigned.partitions,
+        "fair_share": assigned.fair_share,
+        "held": {pod: [f"{p.topic}/{p.partition}" for p in held] for pod, held in sorted(assigned.held.items())},
+        "over_fair_share": assigned.over_fair_share(),
+        "idle_by_assignment": list(assigned.idle),
+        "hot_partition": None if hot is None else {"pod": hot.pod, "topic": hot.topic, "partition": hot.partition,
+                                                   "lag": hot.lag, "share": hot.share, "typical": hot.typical},
+    }
 
 
 @dataclass(frozen=True)
@@ -71,6 +88,7 @@ class ActResult:
     actions: tuple[dict[str, Any], ...] = ()
     audit_errors: tuple[str, ...] = ()
     abandoned: tuple[dict[str, str], ...] = ()
+    backoff: dict[str, Any] | None = None  # why an ineffective target backs off, and until when
 
 
 @dataclass(frozen=True)
@@ -89,6 +107,7 @@ class Decision:
     details: VerdictDetails | None = None
     act: ActResult | None = None
     cooldown_until: str | None = None
+    effects: tuple[dict[str, Any], ...] = ()  # the closed loop: earlier actions' effects measured now
 
     def acted_on(self, result: ActResult) -> Decision:
         return replace(self, outcome=result.outcome, code=result.code or self.code, reason=result.reason,
@@ -118,4 +137,8 @@ class Decision:
                 out["audit_errors"] = list(self.act.audit_errors)
             if self.act.abandoned:
                 out["abandoned"] = list(self.act.abandoned)
+            if self.act.backoff is not None:
+                out["backoff"] = self.act.backoff
+        if self.effects:
+            out["effects"] = list(self.effects)
         return out

@@ -8,6 +8,7 @@ that cannot be attributed to pods -> MetricsQueryError (that decision is skipped
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,6 +18,7 @@ import msgspec
 import requests
 
 from rebalancer.errors import MetricsQueryError, MetricsUnavailableError
+from rebalancer.partitions import PartitionLag
 
 POD_LABEL = "pod"
 # Prometheus refuses a range query of more than 11,000 points per series; stay below it.
@@ -27,6 +29,16 @@ MAX_POINTS_PER_REQUEST = 10_000
 class PodValues:
     values: dict[str, float]
     series_without_pod: int = 0  # series the query returned that carry no pod label
+
+
+@dataclass(frozen=True)
+class PartitionValues:
+    held: dict[str, list[PartitionLag]]  # pod -> its partitions
+    series_without_pod: int = 0
+
+    @property
+    def values(self) -> dict[str, float]:
+        return {pod: math.fsum(p.lag for p in partitions) for pod, partitions in self.held.items()}
 
 
 class MetricsSource:
@@ -72,10 +84,22 @@ class MetricsSource:
             )
         return response
 
+    def _instant(self, query: str, at: datetime) -> list[_Sample]:
+        form = {"query": query, "time": f"{at.timestamp():.3f}", "timeout": f"{self.timeout_seconds:g}s"}
+        result = _api_data(self._post(self.query_url, form), "vector")
+        try:
+            return _VECTOR.decode(result)
+        except msgspec.DecodeError as e:
+            raise MetricsUnavailableError("metrics backend answered a malformed sample") from e
+
     def query_by_pod(self, query: str, at: datetime) -> PodValues:
         """Evaluate ``query`` at ``at`` and return one value per ``pod`` label."""
-        form = {"query": query, "time": f"{at.timestamp():.3f}", "timeout": f"{self.timeout_seconds:g}s"}
-        return _parse_vector(self._post(self.query_url, form))
+        return _pod_values(self._instant(query, at))
+
+    def query_partitions(self, query: str, at: datetime) -> PartitionValues:
+        """Evaluate a partitions query at ``at``: each pod's partitions (labels ``topic`` and
+        ``partition``) with their lag."""
+        return _partition_values(self._instant(query, at))
 
 
 def _error_text(response: requests.Response) -> str:
@@ -159,12 +183,37 @@ def _parse_matrix(response: requests.Response) -> dict[str, dict[float, float]]:
     return _one_per_pod(parsed)[0]
 
 
-def _parse_vector(response: requests.Response) -> PodValues:
-    result = _api_data(response, "vector")
+def _pod_values(samples: list[_Sample]) -> PodValues:
     try:
-        samples = _VECTOR.decode(result)
         parsed = [(sample.metric.get(POD_LABEL), float(sample.value[1])) for sample in samples]
-    except (msgspec.DecodeError, ValueError) as e:
+    except ValueError as e:
         raise MetricsUnavailableError("metrics backend answered a malformed sample") from e
     values, without_pod = _one_per_pod(parsed)
     return PodValues(values=values, series_without_pod=without_pod)
+
+
+def _partition_values(samples: list[_Sample]) -> PartitionValues:
+    """Each pod's partitions. A partition reported for two pods (a rebalance under way, or a
+    query that does not join on the assignment) is refused: its lag cannot be attributed."""
+    held: dict[str, list[PartitionLag]] = {}
+    owners: dict[tuple[str, str], str] = {}
+    without_pod = 0
+    for sample in samples:
+        labels = sample.metric
+        pod, topic, partition = labels.get(POD_LABEL), labels.get("topic"), labels.get("partition")
+        if not pod:
+            without_pod += 1
+            continue
+        if topic is None or partition is None:
+            raise MetricsQueryError("the partitions query returned a series without a topic or partition label: it must "
+                                    "return one series per (topic, partition), labelled pod, topic and partition")
+        if (topic, partition) in owners:
+            raise MetricsQueryError(f"partition {topic}/{partition} is reported for pods {owners[topic, partition]} and {pod}: "
+                                    "a rebalance is under way, or the query does not join on the current assignment")
+        owners[topic, partition] = pod
+        try:
+            lag = float(sample.value[1])
+        except ValueError as e:
+            raise MetricsUnavailableError("metrics backend answered a malformed sample") from e
+        held.setdefault(pod, []).append(PartitionLag(topic, partition, lag))
+    return PartitionValues(held, without_pod)

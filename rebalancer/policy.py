@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from statistics import fmean
 from typing import Any, Literal
 
-from rebalancer.timestamps import stamp
+from rebalancer.partitions import Assignment, ByPartition, HotPartition, assignment, hot_partition, redistribute
 
 Selection = Literal["rotate_outliers", "hottest"]
 Mode = Literal["cv", "hpa"]
@@ -50,6 +50,9 @@ class Rules:
     mode: Mode = "cv"
     tolerance: float = 1.5  # hpa mode
     top_k: int = 2  # hpa mode
+    floor: float = 0.0  # the pods' mean below which a skew does not matter
+    unit: str = ""  # of the signal's values, for the reasons
+    hot_partition_share: float = 0.5  # partitions: share of the hot pod's excess one partition may explain
 
 
 @dataclass(frozen=True)
@@ -102,68 +105,6 @@ def unready_guard(pods: Sequence[PodState], max_unready_fraction: float) -> str 
 
 
 @dataclass(frozen=True)
-class ActionRecord:
-    """One entry of a target's action history, as kept in the state ConfigMap."""
-
-    at: datetime
-    invocation: str
-    signal: str
-    outcome: str  # in_progress, acted, blocked, abandoned (in progress past its cooldown: the run died)
-    value: float | None = None
-    threshold: float | None = None
-    pods: tuple[dict[str, Any], ...] = ()  # {pod, role, value, result}
-
-
-@dataclass(frozen=True)
-class TargetState:
-    last_action: datetime | None = None
-    invocation: str | None = None
-    history: tuple[ActionRecord, ...] = ()
-
-
-@dataclass(frozen=True)
-class CooldownCheck:
-    allowed: bool
-    code: str  # "lock_free", "cooldown", "hourly_budget"
-    reason: str
-    cooldown_until: datetime | None
-
-
-def mark_abandoned(state: TargetState, now: datetime, cooldown: timedelta) -> tuple[TargetState, tuple[ActionRecord, ...]]:
-    """The state with every ``in_progress`` entry whose cooldown has passed marked ``abandoned``, and
-    those entries. A run writes its outcome seconds after taking the lock; one still in progress a
-    cooldown later died on the way (it may have evicted pods, so it still counts in its hour)."""
-    stale = tuple(r for r in state.history if r.outcome == "in_progress" and r.at + cooldown <= now)
-    if not stale:
-        return state, ()
-    history = tuple(replace(r, outcome="abandoned") if r in stale else r for r in state.history)
-    return replace(state, history=history), stale
-
-
-@dataclass(frozen=True)
-class Limits:
-    """How often a target may be acted on: its cooldown and its hourly budget."""
-
-    cooldown: timedelta
-    max_actions_per_hour: int
-
-
-def check_cooldown(state: TargetState, now: datetime, limits: Limits) -> CooldownCheck:
-    """May the target be acted on at ``now``? Every attempt that took the lock counts, even a
-    blocked one: the PDB or the API said no, and asking again at once would only hammer it."""
-    if state.last_action is not None and now < state.last_action + limits.cooldown:
-        until = state.last_action + limits.cooldown
-        return CooldownCheck(False, "cooldown", f"in cooldown until {stamp(until)} (last action at "
-                             f"{stamp(state.last_action)} by invocation {state.invocation})", until)
-    recent = [r for r in state.history if now - timedelta(hours=1) < r.at <= now]
-    if len(recent) >= limits.max_actions_per_hour:
-        until = min(r.at for r in recent) + timedelta(hours=1)
-        return CooldownCheck(False, "hourly_budget", f"max_actions_per_hour {limits.max_actions_per_hour} used up "
-                             f"({len(recent)} actions in the last hour); next at {stamp(until)}", until)
-    return CooldownCheck(True, "lock_free", "no cooldown in force", now + limits.cooldown)
-
-
-@dataclass(frozen=True)
 class Stats:
     value: float  # coefficient of variation: population stddev / mean
     mean: float
@@ -210,6 +151,9 @@ class Verdict:
     ready_pods: int = 0
     mode: Mode = "cv"  # which test decided: the CV against a threshold, or hpa mode's line in cores
     extra: dict[str, float] = field(default_factory=dict)
+    floor: float = 0.0
+    assignment: Assignment | None = None  # partition-aware lag: who holds which partitions
+    hot_partition: HotPartition | None = None
 
 
 def coefficient_of_variation(values: Sequence[float]) -> Stats:
@@ -241,7 +185,8 @@ def projected_cv(values: Mapping[str, float], removed: Sequence[str]) -> float:
 
 
 def _fmt(x: float) -> str:
-    return f"{x:.4g}"
+    # Lag runs to millions of messages: 50,000 reads better than 5e+04.
+    return f"{x:,.0f}" if abs(x) >= 10_000 else f"{x:.4g}"
 
 
 def _split_pods(pods: Sequence[PodState]) -> tuple[list[PodState], list[PodNote]]:
@@ -315,6 +260,7 @@ class Measurement:
     missing: tuple[str, ...] = ()
     invalid: tuple[PodNote, ...] = ()
     stats: Stats | None = None
+    assigned: Assignment | None = None  # partition-aware lag only
 
     @property
     def ranked(self) -> list[str]:
@@ -334,16 +280,29 @@ class Measurement:
             hot=PodValue(ranked[-1], self.values[ranked[-1]]) if ranked else None,
             cold=PodValue(ranked[0], self.values[ranked[0]]) if ranked else None,
             missing=self.missing, invalid=self.invalid, ignored=self.ignored, ready_pods=len(self.counted),
-            mode=self.rules.mode, **more,
+            mode=self.rules.mode, floor=self.rules.floor, assignment=self.assigned, **more,
         )
 
+    def projected(self, removed: Sequence[str]) -> float:
+        """The CV after the removed pods' load moves to the others: spread evenly, or with
+        partitions, partition by partition, each one whole."""
+        if self.assigned is None:
+            return projected_cv(self.values, removed)
+        after = list(redistribute(self.assigned, removed).values())
+        return coefficient_of_variation(after).value if after and fmean(after) > 0 else 0.0
 
-def _measure(signal: str, pods: Sequence[PodState], samples: Mapping[str, float], rules: Rules, now: datetime) -> Measurement:
+
+def _measure(signal: str, pods: Sequence[PodState], samples: Mapping[str, float], rules: Rules, now: datetime,
+             assigned: Assignment | None = None) -> Measurement:
     counted, ignored = _split_pods(pods)
     values: dict[str, float] = {}
     missing: list[str] = []
     invalid: list[PodNote] = []
     for pod in counted:
+        if assigned is not None and pod.name in assigned.idle:
+            # No partition, so no work: its zero lag says nothing about the skew, and it is not missing data.
+            ignored.append(PodNote(pod.name, "holds no partition: idle by assignment"))
+            continue
         problem = _usable_value(samples.get(pod.name))
         if problem is None:
             values[pod.name] = samples[pod.name]
@@ -355,7 +314,8 @@ def _measure(signal: str, pods: Sequence[PodState], samples: Mapping[str, float]
             missing.append(pod.name)
         else:
             invalid.append(PodNote(pod.name, problem))
-    return Measurement(signal, rules, tuple(pods), tuple(counted), values, tuple(ignored), tuple(missing), tuple(invalid))
+    return Measurement(signal, rules, tuple(pods), tuple(counted), values, tuple(ignored), tuple(missing), tuple(invalid),
+                       assigned=assigned)
 
 
 def _refusal_before_statistics(m: Measurement) -> Verdict | None:
@@ -363,6 +323,9 @@ def _refusal_before_statistics(m: Measurement) -> Verdict | None:
     rules, signal = m.rules, m.signal
     if not m.counted:
         return m.verdict(False, "no_ready_pods", "the Deployment has no Ready pods to measure")
+    if m.assigned is not None and not m.assigned.held:
+        return m.verdict(False, "incomplete_data", f"no Ready pod of the Deployment holds a partition in the answer "
+                         f"of the {signal} partitions query: nothing to measure")
     unusable = len(m.missing) + len(m.invalid)
     if unusable / len(m.counted) > rules.max_missing_fraction:
         return m.verdict(False, "incomplete_data", f"incomplete data: {unusable} of {len(m.counted)} Ready pods have no "
@@ -372,6 +335,43 @@ def _refusal_before_statistics(m: Measurement) -> Verdict | None:
     if fmean(m.values.values()) == 0:
         return m.verdict(False, "idle", f"every pod reads 0 for {signal}: nothing to balance")
     return None
+
+
+def _below_floor(m: Measurement) -> Verdict | None:
+    """A skew of nothing is not a skew: near-idle pods are never churned."""
+    stats, rules = m.stats, m.rules
+    assert stats is not None
+    if stats.mean >= rules.floor:
+        return None
+    unit = f" {rules.unit}" if rules.unit else ""
+    return m.verdict(False, "below_floor", f"{m.described()}, but the mean {m.signal} {_fmt(stats.mean)}{unit} is below "
+                     f"the floor {_fmt(rules.floor)}{unit}: a skew at this level does not matter, so nothing is moved")
+
+
+def _hot_partition(m: Measurement, exceeds: str) -> Verdict | None:
+    """An excess that is mostly one partition: a partition moves whole, so no move can split it."""
+    stats = m.stats
+    if m.assigned is None or stats is None:
+        return None
+    hot = hot_partition(m.assigned, m.ranked[-1], stats.mean, m.rules.hot_partition_share)
+    if hot is None:
+        return None
+    return m.verdict(False, "hot_partition", (
+        f"{exceeds}, but {hot.share:.0%} of {hot.pod}'s excess over the mean is one partition: {hot.topic}/{hot.partition} "
+        f"with lag {_fmt(hot.lag)} (a typical partition has {_fmt(hot.typical)}; hot_partition_share "
+        f"{m.rules.hot_partition_share:.0%}). A partition moves whole, so moving pods cannot split it: its next owner "
+        "would be as hot. Look at the partition's keys or its producer instead"), hot_partition=hot)
+
+
+def _assignment_note(m: Measurement, hottest: str) -> str:
+    """Why a partition-aware move helps, when it is the assignment."""
+    if m.assigned is None:
+        return ""
+    over = m.assigned.over_fair_share()
+    if hottest not in over:
+        return f"; partitions stay whole in the projection ({m.assigned.partitions} partitions over {len(m.counted)} pods)"
+    return (f"; the assignment is uneven: {hottest} holds {over[hottest]} of {m.assigned.partitions} partitions, "
+            f"more than its fair share {m.assigned.fair_share}, and the projection keeps every partition whole")
 
 
 def _safety(m: Measurement, workload: WorkloadStatus | None, exceeds: str, **more: Any) -> Verdict | None:
@@ -472,7 +472,7 @@ def _decide_cv(m: Measurement, now: datetime, workload: WorkloadStatus | None) -
         return m.verdict(False, "below_threshold",
                          f"{measured} is not above the threshold {_fmt(rules.threshold)}: the skew is not there now")
     exceeds = f"{measured} exceeds {_fmt(rules.threshold)}"
-    refusal = _safety(m, workload, exceeds)
+    refusal = _hot_partition(m, exceeds) or _safety(m, workload, exceeds)
     if refusal is not None:
         return refusal
     candidates, passed_over = _candidates(m, now)
@@ -481,7 +481,7 @@ def _decide_cv(m: Measurement, now: datetime, workload: WorkloadStatus | None) -
                          f"({len(passed_over)} passed over: too young or excluded)", passed_over=passed_over)
     count = min(rules.max_pods_per_action, len(m.counted) - rules.min_pods)
     selected = _select(m.values, candidates, rules, count)
-    after = projected_cv(m.values, [s.pod for s in selected])
+    after = m.projected([s.pod for s in selected])
     improvement = 1 - after / stats.value
     chosen = ", ".join(f"{s.pod} ({s.role}, {_fmt(s.value)})" for s in selected)
     outcome = {"passed_over": passed_over, "selected": tuple(selected), "projected_cv": after,
@@ -490,13 +490,14 @@ def _decide_cv(m: Measurement, now: datetime, workload: WorkloadStatus | None) -
         return m.verdict(False, "no_improvement", f"{exceeds}, but moving {chosen} would only bring it to "
                          f"{_fmt(after)} ({improvement:.0%} better, min_improvement {rules.min_improvement:.0%})", **outcome)
     return m.verdict(True, "skew_verified", f"{measured} exceeds the threshold {_fmt(rules.threshold)}; selected {chosen}; "
-                     f"projected CV after rebalancing {_fmt(after)} ({improvement:.0%} better)", **outcome)
+                     f"projected CV after rebalancing {_fmt(after)} ({improvement:.0%} better)"
+                     f"{_assignment_note(m, m.ranked[-1])}", **outcome)
 
 
 def decide(
     signal: str,
     pods: Sequence[PodState],
-    samples: Mapping[str, float],
+    samples: Mapping[str, float] | ByPartition,
     rules: Rules,
     now: datetime,
     workload: WorkloadStatus | None = None,
@@ -504,12 +505,21 @@ def decide(
     """Decide whether to act on one (target, signal), and on which pods.
 
     ``samples`` maps pod name to the value the metrics backend returned for it now; pods in
-    ``samples`` that the Deployment does not have are ignored (the caller counts them).
+    ``samples`` that the Deployment does not have are ignored (the caller counts them). For
+    partition-aware lag it is ``ByPartition`` (each pod's partitions and their lag): a pod's
+    value is then the sum of its partitions, and the decision works at partition granularity.
     """
-    measurement = _measure(signal, pods, samples, rules, now)
+    assigned = None
+    if isinstance(samples, ByPartition):
+        assigned = assignment([pod.name for pod in _split_pods(pods)[0]], samples.held)
+        samples = assigned.lag_by_pod()
+    measurement = _measure(signal, pods, samples, rules, now, assigned)
     refusal = _refusal_before_statistics(measurement)
     if refusal is not None:
         return refusal
     measurement = replace(measurement, stats=coefficient_of_variation(list(measurement.values.values())))
+    refusal = _below_floor(measurement)
+    if refusal is not None:
+        return refusal
     decide_mode = _decide_hpa if rules.mode == "hpa" else _decide_cv
     return decide_mode(measurement, now, workload)

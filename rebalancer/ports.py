@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Protocol
 
 from rebalancer.kube import ConfigMapState, DeploymentPods, EventNote, PodAction
-from rebalancer.metrics_source import PodValues
+from rebalancer.metrics_source import PartitionValues, PodValues
 
 
 class PodReader(Protocol):
@@ -19,6 +19,8 @@ class PodReader(Protocol):
 
 class MetricsReader(Protocol):
     def query_by_pod(self, query: str, at: datetime) -> PodValues: ...
+
+    def query_partitions(self, query: str, at: datetime) -> PartitionValues: ...
 
 
 class StateConfigMaps(Protocol):

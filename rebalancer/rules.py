@@ -3,8 +3,10 @@
 For every target and signal, the rule's expression is built from the very query the function
 sends to re-verify (``Target.query_for``): CV = stddev(Q) / avg(Q), with the signal's threshold,
 so the alert and the verification cannot disagree about the same data. The rule stays silent
-for fewer pods than ``min_pods``, on missing data (no series: no result), and on an all-zero
-idle Deployment (``avg(Q) > 0``; 0/0 is NaN, which compares false anyway).
+for fewer pods than ``min_pods``, on missing data (no series: no result), and below the signal's
+floor (``avg(Q) >= floor``, the level under which the function answers ``below_floor``; with a
+floor of 0, ``avg(Q) > 0`` keeps an all-zero idle Deployment quiet, 0/0 being NaN anyway). With
+partition-aware lag, Q is the per-pod sum of the partitions query, as the function computes it.
 
     python -m rebalancer.rules examples/rebalancer.yaml > alertmanager/rules/pod-rebalancer.rules.yml
 
@@ -36,19 +38,24 @@ ALERT_NAMES = {"cpu": "ConsumerCpuSkew", "lag": "ConsumerLagSkew"}
 SUMMARIES = {"cpu": "CPU skew", "lag": "Kafka lag skew"}
 
 
-def alert_expression(query: str, threshold: float, min_pods: int) -> str:
+def _level(query: str, floor: float) -> str:
+    """The floor, as the function applies it: a mean below it is no skew (and 0 is idle)."""
+    return f"and on () avg({query}) >= {floor!r}\n" if floor > 0 else f"and on () avg({query}) > 0\n"
+
+
+def alert_expression(query: str, threshold: float, min_pods: int, floor: float = 0.0) -> str:
     return (
         f"(stddev({query}) / avg({query})) > {threshold!r}\n"
         f"and on () count({query}) >= {min_pods}\n"
-        f"and on () avg({query}) > 0\n"
+        + _level(query, floor)
     )
 
 
-def hpa_alert_expression(query: str, tolerance: float, min_pods: int) -> str:
+def hpa_alert_expression(query: str, tolerance: float, min_pods: int, floor: float = 0.0) -> str:
     return (
         f"max({query}) > {tolerance!r} * avg({query})\n"
         f"and on () count({query}) >= {min_pods}\n"
-        f"and on () avg({query}) > 0\n"
+        + _level(query, floor)
     )
 
 
@@ -57,7 +64,7 @@ def alert_rule(target: Target, signal: SignalName, for_duration: timedelta) -> d
     query = target.query_for(signal)
     summary = f'{SUMMARIES[signal]} {{{{ $value | printf "%.2f" }}}} across {target.deployment} pods'
     if spec.mode == "hpa":
-        expr = hpa_alert_expression(query, spec.tolerance, target.min_pods)
+        expr = hpa_alert_expression(query, spec.tolerance, target.min_pods, target.floor(signal))
         summary = (f'Busiest {target.deployment} pod at {{{{ $value | printf "%.2f" }}}} cores, over '
                    f"{spec.tolerance!r} x the average")
         description = (f"The busiest pod of {target.namespace}/{target.deployment} uses more than {spec.tolerance!r} "
@@ -66,7 +73,7 @@ def alert_rule(target: Target, signal: SignalName, for_duration: timedelta) -> d
     else:
         if spec.threshold is None:  # the configuration refuses a cv-mode signal without one
             raise ValueError(f"target {target.name}: signal {signal} has no threshold")
-        expr = alert_expression(query, spec.threshold, target.min_pods)
+        expr = alert_expression(query, spec.threshold, target.min_pods, target.floor(signal))
         description = (f"The coefficient of variation (stddev/mean) of per-pod {signal} across {target.namespace}/"
                        f"{target.deployment} is above {spec.threshold!r}. "
                        "pod-rebalancer re-verifies it and may move the outlier pods.")

@@ -15,11 +15,13 @@ from datetime import datetime
 from typing import Any
 
 from rebalancer import policy
-from rebalancer.acting import Actor, Attempt, TargetRun
+from rebalancer.acting import Actor, Attempt, Observed, TargetRun
 from rebalancer.alerts import Plan, Refusal, WorkItem
 from rebalancer.config import Settings, SignalName, Target
 from rebalancer.decision import Decision, VerdictDetails, Verified
 from rebalancer.errors import KubeError, MetricsQueryError, PermanentError, TemporaryError
+from rebalancer.metrics_source import PartitionValues, PodValues
+from rebalancer.partitions import ByPartition
 from rebalancer.ports import MetricsReader, PodReader
 from rebalancer.telemetry import Telemetry
 from rebalancer.timestamps import stamp
@@ -62,6 +64,65 @@ def _from_verdict(target: Target, signal: SignalName, alerts: Iterable[str], ver
                      verified=Verified.of(verdict, verdict.threshold), selected=verdict.selected, details=details)
 
 
+def _measure(target: Target, signal: SignalName, deps: Dependencies, now: datetime) -> tuple[str, PodValues | PartitionValues]:
+    """The signal's query and its answer: per pod, or per partition for partition-aware lag."""
+    partitions_query = target.partitions_query(signal)
+    if partitions_query is not None:
+        return partitions_query, deps.metrics.query_partitions(partitions_query, now)
+    query = target.query_for(signal)
+    return query, deps.metrics.query_by_pod(query, now)
+
+
+@dataclass(frozen=True)
+class _Call:
+    """The invocation's facts every signal's verification shares."""
+
+    now: datetime
+    dry_run: bool
+    invocation: str
+
+
+def _verify_signal(run: TargetRun, signal: SignalName, item: WorkItem, deps: Dependencies, call: _Call) -> Decision:
+    """One signal: query, decide, measure earlier actions' effects, act when the verdict says so."""
+    target, found, now = run.target, run.found, call.now
+    try:
+        query, answer = _measure(target, signal, deps, now)
+    except MetricsQueryError as e:
+        deps.telemetry.upstream_errors.labels("metrics", "permanent").inc()
+        return _decision(target, signal, item.alerts, code="query_error", query=target.partitions_query(signal)
+                         or target.query_for(signal), reason=f"cannot verify: {e}")
+    samples = ByPartition(answer.held) if isinstance(answer, PartitionValues) else answer.values
+    verdict = policy.decide(signal, found.pods, samples, target.rules(signal), now, workload=found.workload)
+    if verdict.stats is not None:
+        deps.telemetry.verified_cv.labels(target.name, signal).set(verdict.stats.value)
+    known = {pod.name for pod in found.pods}
+    ignored_series = sum(1 for pod in answer.values if pod not in known) + answer.series_without_pod
+    details = VerdictDetails(query, call.dry_run, verdict, ignored_series)
+    decision = _from_verdict(target, signal, item.alerts, verdict, details)
+    attempt = Attempt(signal, verdict, now, call.dry_run, call.invocation)
+    observed = deps.actor.observe(run, attempt)
+    if verdict.act:
+        decision = _act(run, decision, deps, attempt)
+    if not observed.effects:
+        return decision
+    return replace(decision, effects=observed.effects, reason=f"{decision.reason}. {_effects_said(observed)}")
+
+
+def _act(run: TargetRun, decision: Decision, deps: Dependencies, attempt: Attempt) -> Decision:
+    try:
+        return decision.acted_on(deps.actor.act(run, attempt))
+    except KubeError as e:  # a definite refusal on the state ConfigMap (RBAC, say)
+        deps.telemetry.upstream_errors.labels("kubernetes", "permanent").inc()
+        return replace(decision, outcome="skipped", code="kubernetes_error", reason=f"cannot take the cooldown lock: {e}")
+
+
+def _effects_said(observed: Observed) -> str:
+    said = "; ".join(f"the action at {e['at']} ({e['signal']} CV {e['before']:.3g}) measures {e['after']:.3g} once "
+                     f"settled: {e['effect']}" for e in observed.effects)
+    recorded = "recorded" if all(e["recorded"] for e in observed.effects) else "not recorded (a dry run, or another writer)"
+    return f"Closed loop, {recorded}: {said}; {observed.ineffective_in_a_row} ineffective action(s) in a row"
+
+
 def _verify(item: WorkItem, deps: Dependencies, now: datetime, dry_run: bool, invocation: str) -> list[Decision]:
     """All decisions of one target: one pod read, one query per signal, at most one action."""
     target = item.target
@@ -72,32 +133,8 @@ def _verify(item: WorkItem, deps: Dependencies, now: datetime, dry_run: bool, in
     except KubeError as e:
         deps.telemetry.upstream_errors.labels("kubernetes", "permanent").inc()
         return [_decision(target, s, item.alerts, code="kubernetes_error", reason=f"cannot verify: {e}") for s in item.signals]
-    run = TargetRun(target, found)
-    known = {pod.name for pod in found.pods}
-    decisions = []
-    for signal in item.signals:
-        query = target.query_for(signal)
-        try:
-            pod_values = deps.metrics.query_by_pod(query, now)
-        except MetricsQueryError as e:
-            deps.telemetry.upstream_errors.labels("metrics", "permanent").inc()
-            decisions.append(_decision(target, signal, item.alerts, code="query_error", query=query,
-                                       reason=f"cannot verify: {e}"))
-            continue
-        verdict = policy.decide(signal, found.pods, pod_values.values, target.rules(signal), now, workload=found.workload)
-        if verdict.stats is not None:
-            deps.telemetry.verified_cv.labels(target.name, signal).set(verdict.stats.value)
-        ignored_series = sum(1 for pod in pod_values.values if pod not in known) + pod_values.series_without_pod
-        decision = _from_verdict(target, signal, item.alerts, verdict, VerdictDetails(query, dry_run, verdict, ignored_series))
-        if verdict.act:
-            try:
-                decision = decision.acted_on(deps.actor.act(run, Attempt(signal, verdict, now, dry_run, invocation)))
-            except KubeError as e:  # a definite refusal on the state ConfigMap (RBAC, say)
-                deps.telemetry.upstream_errors.labels("kubernetes", "permanent").inc()
-                decision = replace(decision, outcome="skipped", code="kubernetes_error",
-                                   reason=f"cannot take the cooldown lock: {e}")
-        decisions.append(decision)
-    return decisions
+    run, call = TargetRun(target, found), _Call(now, dry_run, invocation)
+    return [_verify_signal(run, signal, item, deps, call) for signal in item.signals]
 
 
 def _summary(decisions: list[Decision]) -> tuple[str, str]:

@@ -94,6 +94,18 @@ class Telemetry:
             ["target", "signal"],
             registry=registry,
         )
+        self.effects = Counter(
+            "rebalancer_action_effects",
+            "Actions whose effect was measured once they settled, by target, signal and effect (improved, no_effect, worse).",
+            ["target", "signal", "effect"],
+            registry=registry,
+        )
+        self.ineffective_streak = Gauge(
+            "rebalancer_ineffective_actions_in_a_row",
+            "Measured actions since the last one that improved the skew, by target: at backoff_after_ineffective it backs off.",
+            ["target"],
+            registry=registry,
+        )
         self.upstream_errors = Counter(
             "rebalancer_upstream_errors",
             "Failures talking to a backend, by backend (metrics, kubernetes) and kind (temporary, permanent).",

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from rebalancer.errors import KubeConflictError, KubeNotFoundError
 from rebalancer.kube import ActionResult, ConfigMapState, DeploymentPods, EventNote, PodAction
-from rebalancer.metrics_source import PodValues
+from rebalancer.metrics_source import PartitionValues, PodValues
+from rebalancer.partitions import PartitionLag
 from rebalancer.policy import PodState, WorkloadStatus
 
 
@@ -81,12 +82,19 @@ class FakeMetrics:
     values: dict[str, float] = field(default_factory=dict)
     error: Exception | None = None
     queries: list[str] = field(default_factory=list)
+    partitions: dict[str, list[PartitionLag]] = field(default_factory=dict)  # for a partitions query
 
     def query_by_pod(self, query: str, at: datetime) -> PodValues:
         self.queries.append(query)
         if self.error is not None:
             raise self.error
         return PodValues(dict(self.values))
+
+    def query_partitions(self, query: str, at: datetime) -> PartitionValues:
+        self.queries.append(query)
+        if self.error is not None:
+            raise self.error
+        return PartitionValues({pod: list(held) for pod, held in self.partitions.items()})
 
 
 if TYPE_CHECKING:  # mypy (make lint) proves the fakes fit the ports the code is typed with

@@ -9,7 +9,8 @@ from pydantic import ValidationError
 
 from rebalancer.backtest import Assumed, replay, step_times
 from rebalancer.config import Target
-from rebalancer.policy import Limits, Rules
+from rebalancer.history import Limits
+from rebalancer.policy import Rules
 
 START = datetime(2026, 11, 24, tzinfo=timezone.utc)
 SKEWED = {"a": 0.1, "b": 0.5, "c": 0.5, "d": 0.5, "e": 1.9}

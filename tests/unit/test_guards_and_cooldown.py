@@ -9,17 +9,8 @@ import pytest
 
 from rebalancer.cooldown import annotation_keys, decode_state, encode_finished, encode_lock
 from rebalancer.errors import StateError
-from rebalancer.policy import (
-    ActionRecord,
-    Limits,
-    PodState,
-    Rules,
-    TargetState,
-    WorkloadStatus,
-    check_cooldown,
-    decide,
-    mark_abandoned,
-)
+from rebalancer.history import ActionRecord, Limits, TargetState, check_cooldown, mark_abandoned
+from rebalancer.policy import PodState, Rules, WorkloadStatus, decide
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 OLD = NOW - timedelta(hours=2)

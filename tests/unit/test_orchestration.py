@@ -4,8 +4,9 @@ proven against real servers in tests/integration; these say which rule broke, in
 
 from __future__ import annotations
 
+import json
 import logging
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -14,14 +15,19 @@ from rebalancer import service
 from rebalancer.acting import Actor
 from rebalancer.alerts import ManualRun, plan_manual
 from rebalancer.config import Settings
-from rebalancer.cooldown import StateStore
+from rebalancer.cooldown import StateStore, annotation_keys, encode_history
 from rebalancer.errors import KubeUnavailableError, MetricsQueryError
+from rebalancer.history import ActionRecord, TargetState
+from rebalancer.partitions import PartitionLag
 from rebalancer.telemetry import Telemetry
+from rebalancer.timestamps import stamp
 from tests.fakes import FakeKube, FakeMetrics
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 PODS = ["c-0", "c-1", "c-2", "c-3", "c-4", "c-5"]
 SKEWED = dict(zip(PODS, [0.1, 0.5, 0.5, 0.5, 1.9, 1.6], strict=True))
+# The fake answers SKEWED to every query: as lag that is a few messages, under lag's default floor.
+BOTH_SIGNALS = {"cpu": {"threshold": 0.3}, "lag": {"threshold": 0.5, "floor": 0}}
 
 
 def settings(dry_run: bool = False, signals: dict | None = None) -> Settings:
@@ -59,7 +65,7 @@ def test_a_live_action_takes_the_lock_before_the_first_eviction(kube):
 def test_losing_the_lock_stands_down_every_signal_of_the_target(kube):
     rival = {"k.pod-rebalancer.io/last-action": "2026-11-25T11:59:59Z"}
     kube.before_write = lambda: kube.write_configmap_annotations("ns", "pod-rebalancer-state", rival, None)
-    both = settings(signals={"cpu": {"threshold": 0.3}, "lag": {"threshold": 0.5}})
+    both = settings(signals=BOTH_SIGNALS)
 
     outcome = run(both, kube, FakeMetrics(SKEWED))
 
@@ -68,7 +74,7 @@ def test_losing_the_lock_stands_down_every_signal_of_the_target(kube):
 
 
 def test_one_action_per_target_per_invocation(kube):
-    both = settings(signals={"cpu": {"threshold": 0.3}, "lag": {"threshold": 0.5}})
+    both = settings(signals=BOTH_SIGNALS)
 
     outcome = run(both, kube, FakeMetrics(SKEWED))
 
@@ -118,3 +124,84 @@ def test_each_decision_is_counted_on_the_registry_it_was_given(kube):
     labels = {"target": "consumer", "signal": "cpu", "outcome": "acted"}
     assert registry.get_sample_value("rebalancer_decisions_total", labels) == 1.0
     assert registry.get_sample_value("rebalancer_actions_total", {"target": "consumer", "signal": "cpu", "result": "evicted"}) == 2.0
+
+
+def seed_history(kube: FakeKube, *records: ActionRecord) -> None:
+    state = TargetState(last_action=max(r.at for r in records), invocation=records[-1].invocation, history=records)
+    last_key, invocation_key, _ = annotation_keys("consumer")
+    annotations = {last_key: stamp(state.last_action), invocation_key: records[-1].invocation,
+                   **encode_history("consumer", state, history_limit=20)}
+    kube.write_configmap_annotations("ns", "pod-rebalancer-state", annotations, None)
+    kube.calls.clear()
+
+
+def action(minutes_ago: int, value: float, **judged) -> ActionRecord:
+    at = NOW - timedelta(minutes=minutes_ago)
+    return ActionRecord(at=at, invocation=f"inv-{minutes_ago}", signal="cpu", outcome="acted", value=value, threshold=0.3,
+                        **judged)
+
+
+def test_a_settled_action_that_changed_nothing_is_recorded_with_an_event_and_a_counter(kube):
+    seed_history(kube, action(16, value=0.5))  # SKEWED's CV is higher now: the action made it worse
+    registry = CollectorRegistry()
+
+    outcome = run(settings(), kube, FakeMetrics(SKEWED), registry=registry)
+
+    (decision,) = outcome.body["decisions"]
+    (effect,) = decision["effects"]
+    assert (effect["invocation"], effect["effect"], effect["recorded"]) == ("inv-16", "worse", True)
+    assert effect["before"] == 0.5 and effect["after"] == pytest.approx(decision["verified"]["value"])
+    assert "Closed loop, recorded" in decision["reason"]
+    (history,) = [json.loads(v) for k, v in kube.configmaps[("ns", "pod-rebalancer-state")].annotations.items()
+                  if k.endswith("/history")]
+    assert history[0]["effect"] == "worse" and history[0]["value_after"] == pytest.approx(effect["after"])
+    # The effect is recorded before this run's own action.
+    assert [e["reason"] for e in kube.events if e["kind"] == "Deployment"] == ["RebalanceIneffective", "Rebalanced"]
+    assert registry.get_sample_value("rebalancer_action_effects_total",
+                                     {"target": "consumer", "signal": "cpu", "effect": "worse"}) == 1.0
+    assert registry.get_sample_value("rebalancer_ineffective_actions_in_a_row", {"target": "consumer"}) == 1.0
+    assert decision["outcome"] == "acted"  # one ineffective action is not yet a pattern
+
+
+def test_a_dry_run_reports_an_effect_but_writes_nothing(kube):
+    seed_history(kube, action(16, value=0.9))
+
+    outcome = run(settings(dry_run=True), kube, FakeMetrics(SKEWED))
+
+    (effect,) = outcome.body["decisions"][0]["effects"]
+    assert effect["effect"] == "improved" and effect["recorded"] is False
+    assert kube.writes() == [] and kube.events == []
+
+
+def test_two_ineffective_actions_in_a_row_back_the_target_off(kube):
+    seed_history(kube, action(50, value=0.8, effect="no_effect", value_after=0.75, effect_at=NOW - timedelta(minutes=33)),
+                 action(16, value=0.75))
+
+    outcome = run(settings(), kube, FakeMetrics(SKEWED))
+
+    (decision,) = outcome.body["decisions"]
+    assert decision["outcome"] == "skipped" and decision["code"] == "ineffective"
+    assert decision["effects"][0]["effect"] == "no_effect"  # judged just now, which makes it two
+    backoff = decision["backoff"]
+    assert backoff["ineffective_in_a_row"] == 2 and backoff["wait"] == "1h"
+    assert backoff["until"] == stamp(NOW + timedelta(hours=1)) == decision["cooldown_until"]
+    assert [c for c in kube.writes() if c[0] == "evict"] == []
+    reasons = [e["reason"] for e in kube.events]
+    assert reasons == ["RebalanceIneffective"]
+
+
+def test_a_partitions_signal_decides_on_whole_partitions(kube):
+    partitions = {f"c-{i}": [PartitionLag("events", str(2 * i), 100.0), PartitionLag("events", str(2 * i + 1), 100.0)]
+                  for i in range(6)}
+    partitions["c-3"][0] = PartitionLag("events", "6", 50_000.0)
+    config = settings(signals={"lag": {"threshold": 0.5, "partitions": 'lag{namespace="$namespace"}'}})
+    metrics = FakeMetrics(partitions=partitions)
+
+    outcome = run(config, kube, metrics)
+
+    (decision,) = outcome.body["decisions"]
+    assert decision["code"] == "hot_partition" and kube.writes() == []
+    assert metrics.queries == ['lag{namespace="ns"}']
+    assert decision["partitions"]["hot_partition"] == {"pod": "c-3", "topic": "events", "partition": "6", "lag": 50_000.0,
+                                                       "share": 1.0, "typical": 100.0}
+    assert decision["verified"]["floor"] == 500.0

@@ -1,0 +1,108 @@
+"""Kafka lag at partition granularity. Pure.
+
+A consumer group's lag lives in partitions, and a partition moves whole: a rebalance hands each
+of an evicted consumer's partitions to one other consumer. So an excess that is mostly one
+partition cannot be split by moving pods (the next owner is just as hot), an uneven assignment
+can be evened out, and a projection is only honest if it keeps every partition whole. Pods that
+hold no partition (more consumers than partitions) have no lag because they have no work, which
+says nothing about the skew.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from statistics import median
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    topic: str
+    partition: str
+    lag: float
+
+
+@dataclass(frozen=True)
+class ByPartition:
+    """What a partitions query answered: each pod's partitions, with their lag."""
+
+    held: Mapping[str, Sequence[PartitionLag]]
+
+
+@dataclass(frozen=True)
+class HotPartition:
+    """One partition that explains most of the hottest pod's excess over the mean."""
+
+    pod: str
+    topic: str
+    partition: str
+    lag: float
+    share: float  # of the pod's excess over the mean that this partition explains (capped at 1)
+    typical: float  # the median partition's lag, what an ordinary partition carries
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """Who holds which partitions: ``held`` for the pods holding any, ``idle`` for the others."""
+
+    held: Mapping[str, tuple[PartitionLag, ...]]
+    idle: tuple[str, ...]
+
+    @property
+    def partitions(self) -> int:
+        return sum(len(p) for p in self.held.values())
+
+    @property
+    def fair_share(self) -> int:
+        """The most partitions a consumer holds when they are spread evenly over every consumer."""
+        consumers = len(self.held) + len(self.idle)
+        return math.ceil(self.partitions / consumers) if consumers else 0
+
+    def lag_by_pod(self) -> dict[str, float]:
+        return {pod: math.fsum(p.lag for p in held) for pod, held in self.held.items()}
+
+    def over_fair_share(self) -> dict[str, int]:
+        """The pods holding more partitions than their fair share, with how many they hold."""
+        share = self.fair_share
+        return {pod: len(held) for pod, held in sorted(self.held.items()) if len(held) > share}
+
+
+def assignment(pods: Sequence[str], by_pod: Mapping[str, Sequence[PartitionLag]]) -> Assignment:
+    """The assignment among ``pods`` (the counted ones); partitions held by other pods are left out."""
+    held = {pod: tuple(by_pod[pod]) for pod in pods if by_pod.get(pod)}
+    return Assignment(held, tuple(pod for pod in pods if pod not in held))
+
+
+def hot_partition(assigned: Assignment, hottest: str, mean: float, share_limit: float) -> HotPartition | None:
+    """The hottest pod's biggest partition, when it explains at least ``share_limit`` of the pod's
+    excess over the mean: how much more than a typical (median) partition it carries."""
+    held = assigned.held.get(hottest, ())
+    lag = assigned.lag_by_pod().get(hottest, 0.0)
+    excess = lag - mean
+    if not held or excess <= 0:
+        return None
+    biggest = max(held, key=lambda p: (p.lag, p.topic, p.partition))
+    typical = median(p.lag for partitions in assigned.held.values() for p in partitions)
+    share = min(1.0, max(0.0, (biggest.lag - typical) / excess))
+    if share < share_limit:
+        return None
+    return HotPartition(hottest, biggest.topic, biggest.partition, biggest.lag, share, typical)
+
+
+def redistribute(assigned: Assignment, removed: Sequence[str]) -> dict[str, float]:
+    """Each pod's lag after the removed pods' partitions move, whole, to the pods that stay (idle
+    ones included): the biggest partition first, each to the pod with the least lag then, as a
+    balancing assignor would. Pods still holding nothing are left out."""
+    lag = {pod: value for pod, value in assigned.lag_by_pod().items() if pod not in removed}
+    staying = sorted(set(lag) | {pod for pod in assigned.idle if pod not in removed})
+    if not staying:
+        raise ValueError("redistribution needs at least one pod that stays")
+    loads = {pod: lag.get(pod, 0.0) for pod in staying}
+    holds = {pod: pod in lag for pod in staying}
+    moving = sorted((p for pod in removed for p in assigned.held.get(pod, ())), key=lambda p: (-p.lag, p.topic, p.partition))
+    for partition in moving:
+        receiver = min(staying, key=lambda pod: (loads[pod], pod))
+        loads[receiver] += partition.lag
+        holds[receiver] = True
+    return {pod: load for pod, load in loads.items() if holds[pod]}

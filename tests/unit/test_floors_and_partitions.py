@@ -1,0 +1,173 @@
+"""When moving pods cannot help, in the pure core: the floor under which a skew does not matter,
+and lag at partition granularity (a hot partition, an uneven assignment, partitions moving
+whole, pods that hold none). Each rule at its boundary."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from rebalancer.partitions import Assignment, ByPartition, PartitionLag, redistribute
+from rebalancer.policy import PodState, Rules, WorkloadStatus, coefficient_of_variation, decide, projected_cv
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+OLD = NOW - timedelta(hours=2)
+STEADY = WorkloadStatus(replicas=6)
+
+
+def pods(names: list[str]) -> list[PodState]:
+    return [PodState(name=n, ready=True, owned=True, created_at=OLD) for n in names]
+
+
+def held(layout: dict[str, list[float]], topic: str = "events") -> ByPartition:
+    """{pod: [lag of each of its partitions]}, the partitions numbered in order."""
+    numbered, n = {}, 0
+    for pod, lags in layout.items():
+        numbered[pod] = [PartitionLag(topic, str(n + i), lag) for i, lag in enumerate(lags)]
+        n += len(lags)
+    return ByPartition(numbered)
+
+
+LAG = Rules(threshold=0.5, floor=500, unit="messages", min_pods=2)
+
+
+# -- floors -------------------------------------------------------------------------------------
+
+
+def test_three_messages_of_lag_on_one_pod_out_of_six_is_below_the_floor():
+    samples = {"p1": 3.0, "p2": 0.0, "p3": 0.0, "p4": 0.0, "p5": 0.0, "p6": 0.0}
+
+    verdict = decide("lag", pods(list(samples)), samples, LAG, NOW, STEADY)
+
+    assert verdict.stats is not None and verdict.stats.value == pytest.approx(2.236, abs=1e-3)  # a CV of 2.2...
+    assert not verdict.act and verdict.code == "below_floor"  # ...of nothing
+    assert "the mean lag 0.5 messages is below the floor 500 messages" in verdict.reason
+    assert verdict.floor == 500
+
+
+def test_six_pods_idling_at_two_millicores_and_one_at_twenty_is_below_the_cpu_floor():
+    samples = {f"p{i}": 0.002 for i in range(6)} | {"p6": 0.020}
+    rules = Rules(threshold=0.3, floor=0.1, unit="cores")
+
+    verdict = decide("cpu", pods(list(samples)), samples, rules, NOW, WorkloadStatus(replicas=7))
+
+    assert verdict.stats is not None and verdict.stats.value > 1.2
+    assert verdict.code == "below_floor" and "below the floor 0.1 cores" in verdict.reason
+
+
+@pytest.mark.parametrize(("mean", "code"), [(500.0, "skew_verified"), (499.99, "below_floor")])
+def test_the_floor_is_the_lowest_mean_that_may_act(mean, code):
+    shape = [0.125, 0.5, 0.5, 0.5, 1.875, 2.5]  # mean 1 (exactly, in binary too), a CV of 0.87
+    samples = {f"p{i}": v * mean for i, v in enumerate(shape)}
+
+    verdict = decide("lag", pods(list(samples)), samples, LAG, NOW, STEADY)
+
+    assert verdict.code == code
+    assert verdict.stats is not None and verdict.stats.mean == pytest.approx(mean)
+
+
+def test_a_floor_of_zero_lets_any_level_act():
+    samples = {"p1": 3.0, "p2": 0.0, "p3": 0.0, "p4": 0.0, "p5": 0.0, "p6": 0.0}
+    verdict = decide("lag", pods(list(samples)), samples, Rules(threshold=0.5, floor=0.0, min_pods=2), NOW, STEADY)
+    assert verdict.code == "skew_verified"
+
+
+def test_hpa_mode_has_the_floor_too():
+    samples = {f"p{i}": 0.002 for i in range(6)} | {"p6": 0.020}
+    rules = Rules(threshold=0.0, mode="hpa", floor=0.1, unit="cores")
+    verdict = decide("cpu", pods(list(samples)), samples, rules, NOW,
+                     WorkloadStatus(replicas=7, hpa_name="h", hpa_count=1, hpa_cpu_target_utilization=50))
+    assert verdict.code == "below_floor"
+
+
+# -- partitions ---------------------------------------------------------------------------------
+
+
+def test_one_hot_partition_is_not_chased():
+    # Twelve partitions, two per pod; one of them 50,000 behind.
+    layout = {f"p{i}": [100.0, 100.0] for i in range(6)} | {"p3": [50_000.0, 100.0]}
+
+    verdict = decide("lag", pods(list(layout)), held(layout), LAG, NOW, STEADY)
+
+    assert not verdict.act and verdict.code == "hot_partition"
+    hot = verdict.hot_partition
+    assert hot is not None and (hot.pod, hot.topic, hot.partition, hot.lag) == ("p3", "events", "6", 50_000.0)
+    assert hot.share == 1.0 and hot.typical == 100.0
+    assert "events/6 with lag 50,000" in verdict.reason and "100% of p3's excess" in verdict.reason
+    assert verdict.selected == ()  # nothing is projected "100 % better"
+
+
+@pytest.mark.parametrize(("share_limit", "code"), [(0.66, "hot_partition"), (0.67, "skew_verified")])
+def test_the_hot_partition_share_is_a_boundary(share_limit, code):
+    # p0's two partitions carry 1,000 each, every other partition 100: the biggest one is 900
+    # above a typical partition, out of p0's excess of 1,350 over the mean: a share of 2/3.
+    layout = {"p0": [1000.0, 1000.0], "p1": [100.0, 100.0], "p2": [100.0, 100.0], "p3": [100.0, 100.0]}
+    rules = Rules(threshold=0.5, floor=0, min_pods=2, hot_partition_share=share_limit)
+
+    verdict = decide("lag", pods(list(layout)), held(layout), rules, NOW, WorkloadStatus(replicas=4))
+
+    assert verdict.code == code
+
+
+def test_an_uneven_assignment_is_acted_on_and_named():
+    # Twelve partitions with equal lag; p0 holds five of them, p3, p4 and p5 one each.
+    layout = {"p0": [1000.0] * 5, "p1": [1000.0] * 2, "p2": [1000.0] * 2, "p3": [1000.0], "p4": [1000.0], "p5": [1000.0]}
+
+    verdict = decide("lag", pods(list(layout)), held(layout), LAG, NOW, STEADY)
+
+    assert verdict.act and verdict.code == "skew_verified"
+    assert [(s.pod, s.role) for s in verdict.selected] == [("p0", "hot"), ("p3", "cold")]
+    assert "the assignment is uneven: p0 holds 5 of 12 partitions, more than its fair share 2" in verdict.reason
+    assert verdict.assignment is not None and verdict.assignment.over_fair_share() == {"p0": 5}
+    # Six whole partitions go to p1, p2 (2,000 each), p4 and p5 (1,000 each): all end at 3,000.
+    assert verdict.projected_cv == 0.0
+
+
+def test_partitions_move_whole_in_the_projection():
+    # One pod holds a 900-message partition, two pods one of 100: spreading p0's load evenly
+    # would claim a CV of 0; a partition moves whole, to one pod.
+    assigned = Assignment({"p0": (PartitionLag("t", "0", 900.0),), "p1": (PartitionLag("t", "1", 100.0),),
+                           "p2": (PartitionLag("t", "2", 100.0),)}, ())
+    after = redistribute(assigned, ["p0"])
+
+    assert after == {"p1": 1000.0, "p2": 100.0}
+    assert coefficient_of_variation(list(after.values())).value == pytest.approx(0.818, abs=1e-3)
+    assert projected_cv({"p0": 900.0, "p1": 100.0, "p2": 100.0}, ["p0"]) == 0.0  # the smeared claim
+
+
+def test_the_biggest_partitions_go_first_to_the_least_loaded_pods_idle_ones_included():
+    assigned = Assignment({"p0": (PartitionLag("t", "0", 500.0), PartitionLag("t", "1", 300.0), PartitionLag("t", "2", 200.0)),
+                           "p1": (PartitionLag("t", "3", 400.0),)}, ("p2",))
+
+    # 500 -> p2 (idle: 0), 300 -> p1 (400 < 500), 200 -> p2 (500 < 700).
+    assert redistribute(assigned, ["p0"]) == {"p1": 700.0, "p2": 700.0}
+
+
+def test_pods_holding_no_partition_are_idle_by_assignment_not_missing_and_not_cold():
+    # Eight consumers, six partitions: two consumers hold none.
+    layout = {f"p{i}": [1000.0] for i in range(6)}
+    names = [*layout, "p6", "p7"]
+
+    verdict = decide("lag", pods(names), held(layout), LAG, NOW, WorkloadStatus(replicas=8))
+
+    assert verdict.code == "below_threshold" and verdict.missing == ()
+    assert verdict.stats is not None and verdict.stats.pods == 6 and verdict.stats.value == 0.0
+    assert {(n.pod, n.why) for n in verdict.ignored} == {("p6", "holds no partition: idle by assignment"),
+                                                        ("p7", "holds no partition: idle by assignment")}
+    assert verdict.assignment is not None and verdict.assignment.idle == ("p6", "p7")
+
+
+def test_an_idle_consumer_is_never_picked_as_the_cold_pod():
+    layout = {"p0": [3000.0, 3000.0, 3000.0], "p1": [1000.0], "p2": [1000.0], "p3": [900.0], "p4": [1000.0]}
+    names = [*layout, "p5"]  # p5 holds nothing
+
+    verdict = decide("lag", pods(names), held(layout), LAG, NOW, WorkloadStatus(replicas=6))
+
+    assert verdict.act
+    assert [(s.pod, s.role) for s in verdict.selected] == [("p0", "hot"), ("p3", "cold")]
+
+
+def test_no_partition_held_by_any_ready_pod_is_incomplete_data():
+    verdict = decide("lag", pods(["p0", "p1", "p2"]), held({"gone-pod": [10_000.0]}), LAG, NOW, WorkloadStatus(replicas=3))
+    assert verdict.code == "incomplete_data" and "holds a partition" in verdict.reason
