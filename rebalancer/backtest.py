@@ -28,7 +28,8 @@ from rebalancer import history, policy
 from rebalancer.config import SIGNAL_NAMES, Settings, SignalName, Target, load_settings
 from rebalancer.durations import format_duration, parse_duration
 from rebalancer.errors import RebalancerError
-from rebalancer.metrics_source import MetricsSource
+from rebalancer.metrics_source import MetricsSource, PartitionKey
+from rebalancer.partitions import ByPartition, PartitionLag
 from rebalancer.timestamps import stamp
 
 # How the codes that held an action back are grouped in the summary.
@@ -37,11 +38,14 @@ HELD_BY = {
     "no_improvement": "min_improvement",
     "min_pods": "safety guard", "no_candidates": "safety guard", "too_many_unready": "safety guard",
     "rolling_out": "safety guard", "hpa_scaling": "safety guard",
+    "below_floor": "floor", "hot_partition": "hot partition", "ineffective": "back-off",
 }
 ASSUMPTIONS = (
     "every pod with a value at a step is taken as Ready, owned by the Deployment, older than min_pod_age "
     "and not excluded; the Deployment as not rolling out and its HPA as not scaling (Kubernetes is not asked)",
     "the history is what happened without these actions: a skew an action would have fixed keeps showing after it",
+    "so the effects cannot be seen: each action's effect is read from the recorded history once it settled, as if it "
+    "changed nothing; the back-off shown is what would follow if the actions did not help",
 )
 
 
@@ -53,6 +57,20 @@ class Step:
     verdict: policy.Verdict
     acted: bool
     held_by: str | None = None  # the code that held back a verdict that wanted to act, or a guard
+    effects: tuple[history.Effect, ...] = ()  # of earlier simulated actions, judged at this step
+
+
+@dataclass(frozen=True)
+class Judging:
+    """Everything the replay decides with, as the live function does for the same target."""
+
+    rules: policy.Rules
+    limits: history.Limits
+    effects: history.EffectRules
+
+    @classmethod
+    def of(cls, target: Target, signal: SignalName) -> Judging:
+        return cls(target.rules(signal), target.limits(), target.effect_rules(signal))
 
 
 @dataclass(frozen=True)
@@ -80,6 +98,9 @@ class Report:
     def days(self) -> float:
         return max((self.end - self.start).total_seconds() / 86400, 1e-9)
 
+    def effects(self) -> Counter[str]:
+        return Counter(effect for s in self.steps for effect in s.effects)
+
     def held(self) -> Counter[str]:
         """How often the cooldown, the minimum improvement or a safety guard held an action back."""
         return Counter(HELD_BY[s.held_by] for s in self.steps if s.held_by in HELD_BY)
@@ -92,38 +113,56 @@ class Period:
     step: timedelta
 
 
-def replay(
-    values_by_pod: Mapping[str, Mapping[float, float]],
-    times: Sequence[datetime],
-    signal: str,
-    rules: policy.Rules,
-    limits: history.Limits,
-    assumed: Assumed = Assumed(),
-) -> list[Step]:
-    """``policy.decide`` at every time, with the cooldown simulated as the live lock keeps it. Pure."""
-    state = history.TargetState()
+# What a period's history is: per pod, or for partition-aware lag per (pod, topic, partition).
+History = Mapping[str, Mapping[float, float]] | Mapping[PartitionKey, Mapping[float, float]]
+
+
+def _samples_at(recorded: History, stamp: float, by_partition: bool) -> dict[str, float] | ByPartition:
+    if not by_partition:
+        return {pod: points[stamp] for pod, points in recorded.items() if stamp in points and isinstance(pod, str)}
+    held: dict[str, list[PartitionLag]] = {}
+    for key, points in recorded.items():
+        if stamp in points and isinstance(key, tuple):
+            pod, topic, partition = key
+            held.setdefault(pod, []).append(PartitionLag(topic, partition, points[stamp]))
+    return ByPartition(held)
+
+
+def _pods_of(samples: dict[str, float] | ByPartition) -> list[str]:
+    return sorted(samples.held if isinstance(samples, ByPartition) else samples)
+
+
+def replay(recorded: History, times: Sequence[datetime], signal: str, judging: Judging, assumed: Assumed = Assumed(),
+           by_partition: bool = False) -> list[Step]:
+    """``policy.decide`` at every time, with the cooldown, the effects of its own actions and the
+    back-off simulated as the live function keeps them. Pure."""
+    rules, state = judging.rules, history.TargetState()
     workload = None
     if rules.mode == "hpa":
         workload = policy.WorkloadStatus(replicas=0, hpa_name="assumed", hpa_count=1,
                                          hpa_cpu_target_utilization=assumed.hpa_target_utilization)
     steps = []
     for at in times:
-        stamp = at.timestamp()
-        samples = {pod: points[stamp] for pod, points in values_by_pod.items() if stamp in points}
+        samples = _samples_at(recorded, at.timestamp(), by_partition)
         old = at - rules.min_pod_age - timedelta(days=1)
         pods = [policy.PodState(name=pod, ready=True, owned=True, created_at=old, cpu_request=assumed.cpu_request)
-                for pod in sorted(samples)]
+                for pod in _pods_of(samples)]
         verdict = policy.decide(signal, pods, samples, rules, at, workload=workload)
+        judged: tuple[history.ActionRecord, ...] = ()
+        if verdict.stats is not None:
+            state, judged = history.record_effects(state, signal, at, verdict.stats.value, judging.effects)
+        effects = tuple(r.effect for r in judged if r.effect is not None)
         if not verdict.act:
-            steps.append(Step(at, verdict, False, verdict.code if verdict.code in HELD_BY else None))
+            steps.append(Step(at, verdict, False, verdict.code if verdict.code in HELD_BY else None, effects))
             continue
-        check = history.check_cooldown(state, at, limits)
+        check = history.check_cooldown(state, at, judging.limits)
         if not check.allowed:
-            steps.append(Step(at, verdict, False, check.code))
+            steps.append(Step(at, verdict, False, check.code, effects))
             continue
-        record = history.ActionRecord(at=at, invocation="backtest", signal=signal, outcome="acted")
+        record = history.ActionRecord(at=at, invocation="backtest", signal=signal, outcome="acted",
+                                      value=verdict.stats.value if verdict.stats else None)
         state = history.TargetState(last_action=at, invocation="backtest", history=(*state.history, record))
-        steps.append(Step(at, verdict, True))
+        steps.append(Step(at, verdict, True, effects=effects))
     return steps
 
 
@@ -147,8 +186,13 @@ def run(settings: Settings, target: Target, signal: SignalName, period: Period, 
     # Range queries over a day take longer than the function's instant ones: at least 30 s.
     timeout = max(30.0, settings.metrics_timeout.total_seconds())
     source = source or MetricsSource(str(settings.metrics_url), timeout_seconds=timeout)
-    history = source.query_range_by_pod(target.query_for(signal), times[0], times[-1], step)
-    report.steps = replay(history, times, signal, target.rules(signal), target.limits(), assumed)
+    partitions_query = target.partitions_query(signal)
+    recorded: History
+    if partitions_query is not None:
+        recorded = source.query_range_partitions(partitions_query, times[0], times[-1], step)
+    else:
+        recorded = source.query_range_by_pod(target.query_for(signal), times[0], times[-1], step)
+    report.steps = replay(recorded, times, signal, Judging.of(target, signal), assumed, partitions_query is not None)
     return report
 
 
@@ -188,7 +232,10 @@ def render(report: Report, rules: policy.Rules) -> str:
         "",
         f"Would have acted {len(report.actions)} times: {len(report.actions) / report.days:.1f} per day.",
         f"Held back at {sum(held.values())} steps: by the cooldown {held['cooldown']}, by min_improvement "
-        f"{held['min_improvement']}, by a safety guard {held['safety guard']}.",
+        f"{held['min_improvement']}, by a safety guard {held['safety guard']}, by the floor {held['floor']}, "
+        f"by a hot partition {held['hot partition']}, by the back-off after ineffective actions {held['back-off']}.",
+        "Effects of the simulated actions, read from the history once settled: "
+        + (", ".join(f"{effect} {count}" for effect, count in report.effects().most_common()) or "none judged") + ".",
         "Every step's verdict: " + ", ".join(f"{code} {count}" for code, count in codes.most_common()) + ".",
         "",
         "Assumed, because only Kubernetes knows it:",

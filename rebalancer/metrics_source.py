@@ -9,7 +9,7 @@ that cannot be attributed to pods -> MetricsQueryError (that decision is skipped
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -21,6 +21,7 @@ from rebalancer.errors import MetricsQueryError, MetricsUnavailableError
 from rebalancer.partitions import PartitionLag
 
 POD_LABEL = "pod"
+PartitionKey = tuple[str, str, str]  # (pod, topic, partition)
 # Prometheus refuses a range query of more than 11,000 points per series; stay below it.
 MAX_POINTS_PER_REQUEST = 10_000
 
@@ -52,9 +53,28 @@ class MetricsSource:
     def query_range_by_pod(self, query: str, start: datetime, end: datetime, step: timedelta) -> dict[str, dict[float, float]]:
         """Evaluate ``query`` at every ``step`` from ``start`` to ``end`` (inclusive), in as few
         range queries as the per-request point limit allows: {pod: {unix time: value}}."""
+        found: dict[str, dict[float, float]] = {}
+        for series in self._query_range(query, start, end, step):
+            for pod, points in _one_per_pod((s.metric.get(POD_LABEL), s.points()) for s in series)[0].items():
+                found.setdefault(pod, {}).update(points)
+        return found
+
+    def query_range_partitions(self, query: str, start: datetime, end: datetime,
+                               step: timedelta) -> dict[PartitionKey, dict[float, float]]:
+        """A partitions query over a period: {(pod, topic, partition): {unix time: value}}. A
+        partition changes hands over time, so the same partition may appear under several pods."""
+        found: dict[PartitionKey, dict[float, float]] = {}
+        for series in self._query_range(query, start, end, step):
+            for s in series:
+                pod, topic, partition = (s.metric.get(label) for label in (POD_LABEL, "topic", "partition"))
+                if pod and topic is not None and partition is not None:
+                    found.setdefault((pod, topic, partition), {}).update(s.points())
+        return found
+
+    def _query_range(self, query: str, start: datetime, end: datetime, step: timedelta) -> Iterator[list[_Series]]:
+        """The series of each range query the period takes (chunked by the per-request point limit)."""
         step_s = step.total_seconds()
         first, last = start.timestamp(), end.timestamp()
-        found: dict[str, dict[float, float]] = {}
         chunk_start = first
         while chunk_start <= last:
             chunk_end = min(last, chunk_start + step_s * (MAX_POINTS_PER_REQUEST - 1))
@@ -62,10 +82,8 @@ class MetricsSource:
             # replay looks its steps up by timestamp. Prometheus ignores the parameter.
             form = {"query": query, "start": f"{chunk_start:.3f}", "end": f"{chunk_end:.3f}", "step": f"{step_s:g}s",
                     "timeout": f"{self.timeout_seconds:g}s", "nocache": "1"}
-            for pod, points in _parse_matrix(self._post(self.range_url, form)).items():
-                found.setdefault(pod, {}).update(points)
+            yield _parse_matrix(self._post(self.range_url, form))
             chunk_start = chunk_end + step_s
-        return found
 
     def _post(self, url: str, form: dict[str, str]) -> requests.Response:
         try:
@@ -129,6 +147,12 @@ class _Series(msgspec.Struct):
     metric: dict[str, str]
     values: list[tuple[float, str]]
 
+    def points(self) -> dict[float, float]:
+        try:
+            return {t: float(v) for t, v in self.values}
+        except ValueError as e:
+            raise MetricsUnavailableError("metrics backend answered a malformed sample") from e
+
 
 # msgspec, like the Kubernetes adapter: 10,000 series decode in a few ms instead of 36 ms.
 _API_RESPONSE = msgspec.json.Decoder(_ApiResponse)
@@ -174,13 +198,11 @@ def _one_per_pod(parsed: Iterable[tuple[str | None, Value]]) -> tuple[dict[str, 
     return found, without_pod
 
 
-def _parse_matrix(response: requests.Response) -> dict[str, dict[float, float]]:
+def _parse_matrix(response: requests.Response) -> list[_Series]:
     try:
-        series = _MATRIX.decode(_api_data(response, "matrix"))
-        parsed = [(s.metric.get(POD_LABEL), {t: float(v) for t, v in s.values}) for s in series]
-    except (msgspec.DecodeError, ValueError) as e:
+        return _MATRIX.decode(_api_data(response, "matrix"))
+    except msgspec.DecodeError as e:
         raise MetricsUnavailableError("metrics backend answered a malformed sample") from e
-    return _one_per_pod(parsed)[0]
 
 
 def _pod_values(samples: list[_Sample]) -> PodValues:

@@ -4,6 +4,7 @@ instant its verdict is the one the live function reaches on the same data."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -13,7 +14,7 @@ from rebalancer import backtest
 from rebalancer.config import Settings
 from rebalancer.durations import parse_duration
 from tests.conftest import AUTH, aligned_now
-from tests.metricsdata import cpu_usage
+from tests.metricsdata import cpu_usage, partition_lag_with_assignment
 from tests.proxy import LoggingProxy
 from tests.standin.fixtures import seed_deployment
 
@@ -117,6 +118,9 @@ def test_the_command_prints_the_moments_and_draws_the_plot(day, tmp_path, capsys
     assert len(rows) == 3 and all("CV above 0.3" in row for row in rows)
     assert "Would have acted 3 times: 3.0 per day." in out
     assert "by the cooldown" in out and "Assumed, because only Kubernetes knows it" in out
+    # Each action settles into a balanced hour: the simulated closed loop judges all three improved.
+    assert "Effects of the simulated actions, read from the history once settled: improved 3." in out
+    assert "the back-off shown is what would follow if the actions did not help" in out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 20_000
 
 
@@ -132,3 +136,26 @@ def test_a_bad_command_line_is_refused_in_one_line_and_queries_nothing(tmp_path,
     assert backtest.main(["--config", str(config), *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("backtest: ") and message in err and "\n" not in err
+
+
+def test_partition_lag_is_replayed_partition_by_partition(load_metrics, tmp_path, capsys):
+    # An hour in which one partition of twelve holds 50,000 messages: moving pods cannot split it.
+    end = aligned_now()
+    pods = [f"consumer-{i}" for i in range(6)]
+    lag = {p: 50_000.0 if p == 6 else 100.0 for p in range(12)}
+    backend = load_metrics(partition_lag_with_assignment(NS, "ingestion", lag, {p: pods[p // 2] for p in range(12)},
+                                                         end - 4200, end))
+    config = tmp_path / "rebalancer.yaml"
+    config.write_text(yaml.safe_dump({"metrics_url": backend.url, "targets": [{
+        "name": "consumer", "namespace": NS, "deployment": "consumer", "signals": {"lag": {
+            "threshold": 0.5, "partitions": 'kafka_consumergroup_lag * on (topic, partition) group_left (pod) '
+                                            'kafka_consumer_assignment{namespace="$namespace"}'}}}]}))
+
+    code = backtest.main(["--config", str(config), "--target", "consumer", "--since", "1h", "--step", "5m"],
+                         now=datetime.fromtimestamp(end, timezone.utc))
+
+    out = capsys.readouterr().out
+    assert code == 0, out
+    steps = int(re.search(r"every 5m: (\d+) steps", out).group(1))  # 12 or 13, as the hour falls on the grid
+    assert steps >= 12 and "Would have acted 0 times" in out
+    assert f"by a hot partition {steps}," in out and f"Every step's verdict: hot_partition {steps}." in out

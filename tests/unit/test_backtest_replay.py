@@ -7,9 +7,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from pydantic import ValidationError
 
-from rebalancer.backtest import Assumed, replay, step_times
+from rebalancer.backtest import Assumed, Judging, replay, step_times
 from rebalancer.config import Target
-from rebalancer.history import Limits
+from rebalancer.history import Backoff, EffectRules, Limits
 from rebalancer.policy import Rules
 
 START = datetime(2026, 11, 24, tzinfo=timezone.utc)
@@ -26,9 +26,16 @@ def history(skewed_minutes: set[int], minutes: int = 180) -> dict[str, dict[floa
     return by_pod
 
 
+NO_BACKOFF = Backoff(after=1000)
+
+
+def judging(rules: Rules, cooldown: timedelta, per_hour: int = 4, backoff: Backoff = NO_BACKOFF) -> Judging:
+    return Judging(rules, Limits(cooldown, per_hour, backoff), EffectRules(cooldown, rules.threshold, 0.1))
+
+
 def test_one_long_skew_is_acted_on_once_per_cooldown_and_held_in_between():
     times = step_times(START, START + timedelta(minutes=179), timedelta(minutes=1))
-    steps = replay(history(set(range(10, 100))), times, "cpu", Rules(threshold=0.3), Limits(timedelta(minutes=30), 4))
+    steps = replay(history(set(range(10, 100))), times, "cpu", judging(Rules(threshold=0.3), timedelta(minutes=30)))
 
     assert [s.at - START for s in steps if s.acted] == [timedelta(minutes=m) for m in (10, 40, 70)]
     held = [s for s in steps if s.held_by == "cooldown"]
@@ -37,7 +44,7 @@ def test_one_long_skew_is_acted_on_once_per_cooldown_and_held_in_between():
 
 def test_the_hourly_budget_is_simulated_like_the_live_lock():
     times = step_times(START, START + timedelta(minutes=179), timedelta(minutes=1))
-    steps = replay(history(set(range(0, 180))), times, "cpu", Rules(threshold=0.3), Limits(timedelta(minutes=5), 2))
+    steps = replay(history(set(range(0, 180))), times, "cpu", judging(Rules(threshold=0.3), timedelta(minutes=5), 2))
 
     acted = [int((s.at - START).total_seconds() // 60) for s in steps if s.acted]
     assert acted == [0, 5, 60, 65, 120, 125]  # two per hour, then the budget holds until the hour is over
@@ -47,11 +54,36 @@ def test_the_hourly_budget_is_simulated_like_the_live_lock():
 def test_hpa_mode_replays_with_the_assumed_target_and_request():
     times = step_times(START, START + timedelta(minutes=20), timedelta(minutes=1))
     rules = Rules(threshold=0.0, mode="hpa", tolerance=1.5, top_k=1, min_pods=2)
-    steps = replay(history(set(range(5, 10)), minutes=21), times, "cpu", rules, Limits(timedelta(hours=1), 4),
+    steps = replay(history(set(range(5, 10)), minutes=21), times, "cpu", judging(rules, timedelta(hours=1)),
                    Assumed(hpa_target_utilization=70, cpu_request=1.0))
 
     assert [s.at - START for s in steps if s.acted] == [timedelta(minutes=5)]  # 1.9 > 0.7 x 1.0 x 1.5
     assert steps[0].verdict.code == "below_threshold" and steps[0].verdict.threshold == pytest.approx(1.05)
+
+
+def test_a_skew_that_outlasts_its_actions_backs_off_as_the_live_function_would():
+    # Skewed for three hours; cooldown 15m: act, judged no_effect 15m later (the history cannot
+    # see the action), act again, no_effect again: back off one hour from then, then two.
+    times = step_times(START, START + timedelta(minutes=299), timedelta(minutes=1))
+    rules = judging(Rules(threshold=0.3), timedelta(minutes=15), per_hour=10, backoff=Backoff(2, timedelta(hours=1)))
+
+    steps = replay(history(set(range(0, 300)), minutes=300), times, "cpu", rules)
+
+    acted = [int((s.at - START).total_seconds() // 60) for s in steps if s.acted]
+    assert acted == [0, 15, 90, 225]  # 30 + 60; then judged at 105, two more: 105 + 120
+    assert [e for s in steps for e in s.effects] == ["no_effect"] * 4
+    assert steps[30].held_by == "ineffective" and steps[89].held_by == "ineffective"
+
+
+def test_partition_lag_replays_at_partition_granularity():
+    times = step_times(START, START + timedelta(minutes=2), timedelta(minutes=1))
+    hot = {("p0", "events", "0"): 50_000.0, ("p0", "events", "1"): 100.0}
+    others = {(f"p{i}", "events", str(2 * i + n)): 100.0 for i in range(1, 6) for n in range(2)}
+    recorded = {key: {t.timestamp(): lag for t in times} for key, lag in {**hot, **others}.items()}
+
+    steps = replay(recorded, times, "lag", judging(Rules(threshold=0.5, floor=500), timedelta(minutes=15)), by_partition=True)
+
+    assert {s.verdict.code for s in steps} == {"hot_partition"} and {s.held_by for s in steps} == {"hot_partition"}
 
 
 def test_steps_fall_on_whole_multiples_of_the_step():
