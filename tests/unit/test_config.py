@@ -76,6 +76,11 @@ def test_dry_run_accepts_only_true_false_1_0(config_file, monkeypatch, word):
         ({"signals": {"cpu": {"threshold": 0.3, "query": 'x{pod="$pod"}'}}}, "targets.0.signals.cpu.query"),
         ({"max_missing_fraction": 1.5}, "targets.0.max_missing_fraction"),
         ({"surprise": True}, "targets.0.surprise"),
+        ({"signals": {"cpu": {"threshold": 0.3, "floor": -0.1}}}, "targets.0.signals.cpu.floor"),
+        ({"signals": {"lag": {"threshold": 0.5, "partitions": "lag{x=\"$topic\"}"}}}, "targets.0.signals.lag.partitions"),
+        ({"signals": {"lag": {"threshold": 0.5, "hot_partition_share": 1.5}}}, "targets.0.signals.lag.hot_partition_share"),
+        ({"backoff_after_ineffective": 0}, "targets.0.backoff_after_ineffective"),
+        ({"settle": "0s"}, "targets.0.settle"),
     ],
 )
 def test_invalid_values_are_refused_naming_the_field(config_file, change, field):
@@ -83,6 +88,26 @@ def test_invalid_values_are_refused_naming_the_field(config_file, change, field)
     with pytest.raises(ConfigError) as raised:
         load_settings()
     assert f"  {field}:" in str(raised.value)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"signals": {"cpu": {"threshold": 0.3, "partitions": "x"}}}, "signals.cpu.partitions: partition-aware decisions are "
+                                                                  "for the lag signal only"),
+    ({"backoff": "2h", "max_backoff": "1h"}, "max_backoff: must be at least backoff"),
+])
+def test_inconsistent_closed_loop_and_partition_settings_are_refused(config_file, change, message):
+    config_file({**BASE, "targets": [{**BASE["targets"][0], **change}]})
+    with pytest.raises(ConfigError, match=message):
+        load_settings()
+
+
+def test_floors_default_per_signal_and_the_closed_loop_settles_over_the_cooldown(config_file):
+    config_file({**BASE, "targets": [{**BASE["targets"][0], "cooldown": "20m",
+                                      "signals": {"cpu": {"threshold": 0.3}, "lag": {"threshold": 0.5, "floor": 0}}}]})
+    target = load_settings().targets[0]
+    assert (target.floor("cpu"), target.floor("lag")) == (0.1, 0.0)
+    assert target.effect_rules("cpu").settle == timedelta(minutes=20)
+    assert target.limits().backoff.wait == timedelta(hours=1) and target.limits().backoff.after == 2
 
 
 def test_duplicate_target_names_are_refused(config_file):
