@@ -39,7 +39,7 @@ class AppState:
 def build(settings: Settings, clock: Callable[[], datetime] = utc_now, registry: CollectorRegistry | None = None) -> AppState:
     """Build the adapters, the service's dependencies and the metrics registry for one instance.
     Tests pass their own clock and a fresh registry; nothing here talks to the network."""
-    logger = configure_logging(settings.log_format)
+    logger = configure_logging(settings.log_format, project=settings.gcp_project)
     registry = registry if registry is not None else CollectorRegistry()
     # Both adapters are timed, for the Server-Timing header of every answer.
     kube = timed(KubeGateway(

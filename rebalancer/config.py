@@ -238,6 +238,7 @@ class Settings(BaseSettings):
     state_configmap: Dns1123Subdomain = "pod-rebalancer-state"
     history_limit: int = Field(default=20, ge=1, le=200)  # entries kept per target in the state ConfigMap
     log_format: Literal["json", "text"] = "json"
+    gcp_project: str | None = None  # makes each log line's trace projects/P/traces/T, which Cloud Trace links
     targets: list[Target] = Field(min_length=1)
     # How to reach Kubernetes: in-cluster, else KUBECONFIG, else GKE (endpoint + CA from Terraform).
     kubeconfig: Path | None = Field(default=None, validation_alias="KUBECONFIG")

@@ -115,6 +115,18 @@ def _metrics(request: flask.Request, state: AppState) -> flask.Response:
     return flask.Response(generate_latest(state.registry), status=200, content_type=CONTENT_TYPE_LATEST)
 
 
+def _log_rejection(request: flask.Request, route: str, response: flask.Response) -> None:
+    """A refused request is invisible to its sender's operator otherwise (a wrong token in
+    Alertmanager's receiver shows only as its own retries). The cause is our own message,
+    which never carries the token or the body."""
+    body = response.get_json(silent=True) or {}
+    cause = str(body.get("reason", ""))[:500]
+    logging.getLogger("rebalancer").warning(
+        f"rejected {request.method} {request.path[:200]}: {response.status_code} {cause}",
+        extra={"json_fields": {"event": "rejected", "status": response.status_code, "route": route,
+                               "method": request.method, "cause": cause}})
+
+
 Handler = Callable[[flask.Request, AppState], flask.Response]
 ROUTES: dict[str, dict[str, Handler]] = {
     "/": {"POST": _alertmanager},
@@ -157,6 +169,8 @@ def _dispatch(request: flask.Request, state: AppState) -> flask.Response:
     except Exception:  # never leak internals; the log has the traceback
         logging.getLogger("rebalancer").exception("unhandled error while answering a request")
         response = _rejection(500, "internal error; see the function's log")
+    if 400 <= response.status_code < 500:
+        _log_rejection(request, route, response)
     telemetry = state.deps.telemetry
     telemetry.requests.labels(route, str(response.status_code)).inc()
     telemetry.request_seconds.labels(route).observe(time.perf_counter() - started)

@@ -1,8 +1,9 @@
 """Metrics (prometheus-client, on a registry passed in) and structured logging.
 
-Logs are one JSON object per line in the format of google-cloud-logging's StructuredLogHandler,
-which Cloud Logging parses (severity, fields, trace); ``log_format: text`` prints the same
-content as a readable line for local runs. Metric labels only ever carry configured target and
+Logs are one JSON object per line in Cloud Logging's structured format (``logformat``: the
+fields of google-cloud-logging's StructuredLogHandler, plus the time), which Cloud Logging parses
+(severity, fields, trace); ``log_format: text`` prints the same content as a readable line for
+local runs. Metric labels only ever carry configured target and
 signal names, never values taken from a request, so no caller can grow their cardinality.
 """
 
@@ -12,8 +13,9 @@ import logging
 import sys
 from typing import IO, Any
 
-from google.cloud.logging.handlers import StructuredLogHandler
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from rebalancer.logformat import CloudLoggingFormatter
 
 LOGGER_NAME = "rebalancer"
 
@@ -41,15 +43,12 @@ class _CurrentStdout:
         sys.stdout.flush()
 
 
-def configure_logging(log_format: str, stream: IO[str] | None = None) -> logging.Logger:
-    """The package logger, with exactly one handler (idempotent across app rebuilds)."""
+def configure_logging(log_format: str, stream: IO[str] | None = None, project: str | None = None) -> logging.Logger:
+    """The package logger, with exactly one handler (idempotent across app rebuilds). ``project``
+    (the Google Cloud project) makes each line's trace the full name Cloud Trace links from."""
     logger = logging.getLogger(LOGGER_NAME)
-    stream = stream or _CurrentStdout()  # type: ignore[assignment]
-    if log_format == "json":
-        handler: logging.Handler = StructuredLogHandler(stream=stream)
-    else:
-        handler = logging.StreamHandler(stream)
-        handler.setFormatter(TextFormatter())
+    handler = logging.StreamHandler(stream or _CurrentStdout())
+    handler.setFormatter(CloudLoggingFormatter(project) if log_format == "json" else TextFormatter())
     for old in list(logger.handlers):
         logger.removeHandler(old)
     logger.addHandler(handler)

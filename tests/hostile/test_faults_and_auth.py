@@ -91,6 +91,26 @@ def test_the_token_appears_in_no_answer_and_no_log_line(make_client, victoria_me
     assert all(TOKEN not in a for a in answers) and TOKEN not in out.out + out.err
 
 
+@pytest.mark.parametrize(("request_args", "status", "cause"), [
+    ({"headers": {"Authorization": f"Bearer {TOKEN}x"}}, 401, "invalid bearer token"),
+    ({"headers": AUTH, "data": b"{not json", "content_type": "application/json"}, 400, "body is not valid JSON"),
+    ({"headers": AUTH, "data": b"x" * (1024 * 1024 + 1), "content_type": "application/json"}, 413, "exceeds the limit"),
+], ids=["401", "400", "413"])
+def test_each_rejected_request_leaves_one_warning_line_without_the_token(make_client, victoria_metrics, kube, capsys,
+                                                                          request_args, status, cause):
+    client = make_client(victoria_metrics.url, [target("ingestion-consumer", kube.namespace)])
+    capsys.readouterr()
+
+    assert client.post("/alertmanager", **request_args).status_code == status
+
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    (rejected,) = [line for line in lines if line.get("event") == "rejected"]
+    assert rejected["severity"] == "WARNING" and rejected["status"] == status and rejected["route"] == "/alertmanager"
+    assert cause in rejected["cause"] and rejected["httpRequest"]["requestMethod"] == "POST"
+    assert TOKEN not in json.dumps(lines)
+    assert rejected["time"].endswith("Z")  # RFC 3339, UTC
+
+
 # -- the metrics backend misbehaving, through the real app -------------------------------------------
 
 @pytest.mark.parametrize(
