@@ -98,6 +98,7 @@ class Actor:
         state, judged = history.record_effects(state, attempt.signal, attempt.now, stats.value,
                                                target.effect_rules(cast("SignalName", attempt.signal)))
         if not judged:
+            self._publish(target, state)
             return Observed()
         written = None if attempt.dry_run else self.state.write_history(target.namespace, target.name, snapshot, state)
         if attempt.dry_run:
@@ -105,11 +106,20 @@ class Actor:
         else:
             run.snapshot = written  # None after a conflict: read again before any lock is taken
         streak = len(history.ineffective_streak(state))
-        self.telemetry.ineffective_streak.labels(target.name).set(streak)
+        self._publish(target, state)
         if written is not None:
             for record in judged:
                 self._record_effect(run, record, streak, attempt.now)
         return Observed(tuple(_effect_json(r, written is not None) for r in judged), streak)
+
+    def _publish(self, target: Target, state: history.TargetState) -> None:
+        """The target's state as gauges, so that a dashboard sees the cooldown and the back-off."""
+        self.telemetry.ineffective_streak.labels(target.name).set(len(history.ineffective_streak(state)))
+        if state.last_action is None:
+            return
+        self.telemetry.last_action.labels(target.name).set(state.last_action.timestamp())
+        ends = [state.last_action + target.cooldown, history.backoff_until(state, target.limits().backoff)]
+        self.telemetry.blocked_until.labels(target.name).set(max(end for end in ends if end is not None).timestamp())
 
     def _record_effect(self, run: TargetRun, record: history.ActionRecord, streak: int, now: datetime) -> None:
         target = run.target
@@ -175,6 +185,7 @@ class Actor:
             return ActResult("skipped", "lock_taken", "another invocation took the cooldown lock first (409 on the state "
                              f"ConfigMap); it acts, this one stands down. {verdict.reason}", lock="taken", cooldown_until=until)
         run.acted_by = attempt.signal
+        self._publish(target, replace(state, last_action=entry.at, history=(*state.history, entry)))
         results = [self._act_on_pod(target, run.found, s.pod, attempt) for s in verdict.selected]
         outcome = "acted" if any(r.result in SUCCESS for r in results) else "blocked"
         audit_errors = self._record(run, attempt, entry, outcome, results)

@@ -51,6 +51,7 @@ def build(settings: Settings, clock: Callable[[], datetime] = utc_now, registry:
         MetricsSource(str(settings.metrics_url), timeout_seconds=settings.metrics_timeout.total_seconds()), "metrics"
     )
     telemetry = Telemetry(registry)
+    telemetry.initialise({t.name: list(t.signals) for t in settings.targets})
     actor = Actor(kube, StateStore(kube, settings.state_configmap, settings.history_limit), telemetry, logger)
     deps = service.Dependencies(settings, kube, metrics, telemetry, logger, actor)
     if settings.auth_token is None and not settings.allow_unauthenticated:

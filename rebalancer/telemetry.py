@@ -10,11 +10,14 @@ signal names, never values taken from a request, so no caller can grow their car
 from __future__ import annotations
 
 import logging
+import platform
 import sys
+from collections.abc import Iterable, Mapping
 from typing import IO, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from rebalancer import __version__
 from rebalancer.logformat import CloudLoggingFormatter
 
 LOGGER_NAME = "rebalancer"
@@ -57,6 +60,11 @@ def configure_logging(log_format: str, stream: IO[str] | None = None, project: s
     return logger
 
 
+OUTCOMES = ("acted", "blocked", "dry_run", "skipped", "rejected")
+RESULTS = ("evicted", "deleted", "blocked", "failed")
+EFFECTS = ("improved", "no_effect", "worse")
+
+
 class Telemetry:
     """Every metric the function exports, registered on one registry."""
 
@@ -93,6 +101,16 @@ class Telemetry:
             ["target", "signal"],
             registry=registry,
         )
+        self._define_closed_loop(registry)
+        self.upstream_errors = Counter(
+            "rebalancer_upstream_errors",
+            "Failures talking to a backend, by backend (metrics, kubernetes) and kind (temporary, permanent).",
+            ["backend", "kind"],
+            registry=registry,
+        )
+
+    def _define_closed_loop(self, registry: CollectorRegistry) -> None:
+        """The targets' state: effects of their actions, back-off, last action, cooldown."""
         self.effects = Counter(
             "rebalancer_action_effects",
             "Actions whose effect was measured once they settled, by target, signal and effect (improved, no_effect, worse).",
@@ -105,9 +123,35 @@ class Telemetry:
             ["target"],
             registry=registry,
         )
-        self.upstream_errors = Counter(
-            "rebalancer_upstream_errors",
-            "Failures talking to a backend, by backend (metrics, kubernetes) and kind (temporary, permanent).",
-            ["backend", "kind"],
+        self.last_action = Gauge(
+            "rebalancer_last_action_timestamp_seconds",
+            "When the target's last action took the cooldown lock (Unix time), as this instance last read or wrote it.",
+            ["target"],
             registry=registry,
         )
+        self.blocked_until = Gauge(
+            "rebalancer_cooldown_until_timestamp_seconds",
+            "Until when the target may not act (Unix time): the end of its cooldown, or of its back-off after "
+            "ineffective actions, as this instance last read or wrote it.",
+            ["target"],
+            registry=registry,
+        )
+
+    def initialise(self, targets: Mapping[str, Iterable[str]]) -> None:
+        """Every labelled series of the configured targets, at 0 from the start: a counter that
+        appears only with its first event cannot be rated, and alerts on it fire late or never."""
+        build = Gauge("rebalancer_build_info", "The running version, as labels; always 1.", ["version", "python"],
+                      registry=self.registry)
+        build.labels(__version__, platform.python_version()).set(1)
+        for target, signals in targets.items():
+            self.ineffective_streak.labels(target).set(0)
+            for signal in signals:
+                for outcome in OUTCOMES:
+                    self.decisions.labels(target, signal, outcome)
+                for result in RESULTS:
+                    self.actions.labels(target, signal, result)
+                for effect in EFFECTS:
+                    self.effects.labels(target, signal, effect)
+        for backend in ("metrics", "kubernetes"):
+            for kind in ("temporary", "permanent"):
+                self.upstream_errors.labels(backend, kind)

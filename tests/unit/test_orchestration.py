@@ -11,6 +11,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from prometheus_client import CollectorRegistry
 
+import rebalancer
+
 from rebalancer import service
 from rebalancer.acting import Actor
 from rebalancer.alerts import ManualRun, plan_manual
@@ -205,3 +207,44 @@ def test_a_partitions_signal_decides_on_whole_partitions(kube):
     assert decision["partitions"]["hot_partition"] == {"pod": "c-3", "topic": "events", "partition": "6", "lag": 50_000.0,
                                                        "share": 1.0, "typical": 100.0}
     assert decision["verified"]["floor"] == 500.0
+
+
+def test_every_configured_series_exists_from_the_start_at_zero():
+    registry = CollectorRegistry()
+    telemetry = Telemetry(registry)
+
+    telemetry.initialise({"consumer": ["cpu", "lag"]})
+
+    for outcome in ("acted", "blocked", "dry_run", "skipped", "rejected"):
+        labels = {"target": "consumer", "signal": "lag", "outcome": outcome}
+        assert registry.get_sample_value("rebalancer_decisions_total", labels) == 0.0
+    assert registry.get_sample_value("rebalancer_actions_total", {"target": "consumer", "signal": "cpu", "result": "blocked"}) == 0.0
+    assert registry.get_sample_value("rebalancer_action_effects_total",
+                                     {"target": "consumer", "signal": "cpu", "effect": "no_effect"}) == 0.0
+    assert registry.get_sample_value("rebalancer_upstream_errors_total", {"backend": "metrics", "kind": "temporary"}) == 0.0
+    (build,) = [s for m in registry.collect() if m.name == "rebalancer_build_info" for s in m.samples]
+    assert build.value == 1.0 and build.labels["version"] == rebalancer.__version__
+
+
+def test_an_action_publishes_the_last_action_and_the_cooldown_end(kube):
+    registry = CollectorRegistry()
+
+    run(settings(), kube, FakeMetrics(SKEWED), registry=registry)
+
+    target = {"target": "consumer"}
+    assert registry.get_sample_value("rebalancer_last_action_timestamp_seconds", target) == NOW.timestamp()
+    assert registry.get_sample_value("rebalancer_cooldown_until_timestamp_seconds", target) == (
+        NOW + timedelta(minutes=15)).timestamp()
+
+
+def test_a_backing_off_target_publishes_the_end_of_its_back_off(kube):
+    seed_history(kube, action(50, value=0.8, effect="no_effect", value_after=0.75, effect_at=NOW - timedelta(minutes=33)),
+                 action(16, value=0.75))
+    registry = CollectorRegistry()
+
+    run(settings(), kube, FakeMetrics(SKEWED), registry=registry)
+
+    target = {"target": "consumer"}
+    assert registry.get_sample_value("rebalancer_cooldown_until_timestamp_seconds", target) == (NOW + timedelta(hours=1)).timestamp()
+    assert registry.get_sample_value("rebalancer_last_action_timestamp_seconds", target) == (NOW - timedelta(minutes=16)).timestamp()
+    assert registry.get_sample_value("rebalancer_ineffective_actions_in_a_row", target) == 2.0
