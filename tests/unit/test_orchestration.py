@@ -12,7 +12,6 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 import rebalancer
-
 from rebalancer import service
 from rebalancer.acting import Actor
 from rebalancer.alerts import ManualRun, plan_manual
