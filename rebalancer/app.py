@@ -17,6 +17,7 @@ from rebalancer.acting import Actor
 from rebalancer.config import Settings
 from rebalancer.cooldown import StateStore
 from rebalancer.kube import KubeGateway, api_client
+from rebalancer.metrics_auth import metrics_session
 from rebalancer.metrics_source import MetricsSource
 from rebalancer.telemetry import Telemetry, configure_logging
 from rebalancer.timing import timed
@@ -48,7 +49,8 @@ def build(settings: Settings, clock: Callable[[], datetime] = utc_now, registry:
         timeout_seconds=settings.kube_timeout.total_seconds(),
     ), "kubernetes")
     metrics = timed(
-        MetricsSource(str(settings.metrics_url), timeout_seconds=settings.metrics_timeout.total_seconds()), "metrics"
+        MetricsSource(str(settings.metrics_url), timeout_seconds=settings.metrics_timeout.total_seconds(),
+                      session=metrics_session(settings)), "metrics"
     )
     telemetry = Telemetry(registry)
     telemetry.initialise({t.name: list(t.signals) for t in settings.targets})

@@ -28,6 +28,7 @@ from rebalancer import history, policy
 from rebalancer.config import SIGNAL_NAMES, Settings, SignalName, Target, load_settings
 from rebalancer.durations import format_duration, parse_duration
 from rebalancer.errors import RebalancerError
+from rebalancer.metrics_auth import metrics_session
 from rebalancer.metrics_source import MetricsSource, PartitionKey
 from rebalancer.partitions import ByPartition, PartitionLag
 from rebalancer.timestamps import stamp
@@ -185,7 +186,7 @@ def run(settings: Settings, target: Target, signal: SignalName, period: Period, 
         return report
     # Range queries over a day take longer than the function's instant ones: at least 30 s.
     timeout = max(30.0, settings.metrics_timeout.total_seconds())
-    source = source or MetricsSource(str(settings.metrics_url), timeout_seconds=timeout)
+    source = source or MetricsSource(str(settings.metrics_url), timeout_seconds=timeout, session=metrics_session(settings))
     partitions_query = target.partitions_query(signal)
     recorded: History
     if partitions_query is not None:

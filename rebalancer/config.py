@@ -76,6 +76,17 @@ def _strict_bool(value: Any) -> bool:
     raise ValueError("must be true or false (or 1 / 0)")
 
 
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP token (RFC 9110)
+
+
+def _header_name(value: Any) -> str:
+    if not isinstance(value, str) or not _HEADER_NAME.match(value):
+        raise ValueError("must be an HTTP header name")
+    if value.lower() in ("authorization", "host", "content-length", "content-type"):
+        raise ValueError(f"{value} is set by the function (use the metrics_* credential fields for Authorization)")
+    return value
+
+
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
 PositiveDuration = Annotated[Duration, Field(gt=timedelta(0))]
 Dns1123Label = Annotated[str, BeforeValidator(_dns1123_label)]
@@ -234,6 +245,15 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     max_alerts: int = Field(default=100, gt=0)
     metrics_timeout: PositiveDuration = timedelta(seconds=5)
+    # Credentials for the metrics backend (vmauth, hosted Prometheus, Google Managed Prometheus):
+    # at most one of a bearer token (env, or a file read at each request), basic auth, or the
+    # function's Google identity; plus headers for every request (a tenant: X-Scope-OrgID).
+    metrics_bearer_token: SecretStr | None = None
+    metrics_bearer_token_file: Path | None = None
+    metrics_basic_auth_username: str | None = None
+    metrics_basic_auth_password: SecretStr | None = None
+    metrics_google_auth: StrictBool = False
+    metrics_headers: dict[Annotated[str, BeforeValidator(_header_name)], str] = Field(default_factory=dict)
     kube_timeout: PositiveDuration = timedelta(seconds=5)
     state_configmap: Dns1123Subdomain = "pod-rebalancer-state"
     history_limit: int = Field(default=20, ge=1, le=200)  # entries kept per target in the state ConfigMap
@@ -276,6 +296,21 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _one_metrics_credential(self) -> Settings:
+        chosen = [name for name, present in (
+            ("metrics_bearer_token", self.metrics_bearer_token is not None),
+            ("metrics_bearer_token_file", self.metrics_bearer_token_file is not None),
+            ("metrics_basic_auth_username", self.metrics_basic_auth_username is not None),
+            ("metrics_google_auth", self.metrics_google_auth)) if present]
+        if len(chosen) > 1:
+            raise ValueError(f"metrics credentials: set one of {', '.join(chosen)}, not several")
+        if (self.metrics_basic_auth_username is None) != (self.metrics_basic_auth_password is None):
+            raise ValueError("metrics_basic_auth_username and metrics_basic_auth_password: set both or neither")
+        if self.metrics_bearer_token_file is not None and not self.metrics_bearer_token_file.is_file():
+            raise ValueError(f"metrics_bearer_token_file: {self.metrics_bearer_token_file} is not a readable file")
+        return self
+
+    @model_validator(mode="after")
     def _gke_pair(self) -> Settings:
         if bool(self.gke_endpoint) != bool(self.gke_ca_cert):
             raise ValueError("gke_endpoint and gke_ca_cert: set both (REBALANCER_GKE_ENDPOINT, "
@@ -299,6 +334,10 @@ def environment_variables() -> set[str]:
     return names
 
 
+# Never in the configuration file (which Terraform ships inside the source archive): env only.
+SECRETS = ("auth_token", "metrics_bearer_token", "metrics_basic_auth_password")
+
+
 def _read_file(path: Path) -> dict[str, Any]:
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -310,10 +349,9 @@ def _read_file(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
-    if "auth_token" in loaded:
-        raise ConfigError(
-            f"config file {path}: auth_token is a secret; set it with env REBALANCER_AUTH_TOKEN"
-        )
+    for secret in SECRETS:
+        if secret in loaded:
+            raise ConfigError(f"config file {path}: {secret} is a secret; set it with env REBALANCER_{secret.upper()}")
     return loaded
 
 

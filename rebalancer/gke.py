@@ -13,48 +13,19 @@ import base64
 import binascii
 import hashlib
 import tempfile
-import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import google.auth
 import google.auth.exceptions
-import google.auth.transport.requests
 import kubernetes
 
 from rebalancer.errors import ConfigError
+from rebalancer.google_token import SCOPES, GoogleTokenSource, utcnow
 
-SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
-# Refresh this long before expiry, so that a token never expires in flight.
-REFRESH_MARGIN = timedelta(minutes=5)
 CA_DIR = Path(tempfile.gettempdir()) / "pod-rebalancer"
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-class GoogleTokenSource:
-    """A Google access token, refreshed when it is missing or within the margin of its expiry."""
-
-    def __init__(self, credentials: Any, clock: Callable[[], datetime] = _utcnow,
-                 request_factory: Callable[[], Any] = google.auth.transport.requests.Request) -> None:
-        self.credentials, self.clock, self.request_factory = credentials, clock, request_factory
-        self._lock = threading.Lock()
-
-    def _expiry(self) -> datetime | None:
-        expiry: datetime | None = self.credentials.expiry  # google-auth keeps it naive, in UTC
-        return expiry.replace(tzinfo=timezone.utc) if expiry is not None and expiry.tzinfo is None else expiry
-
-    def token(self) -> str:
-        with self._lock:
-            expiry = self._expiry()
-            if not self.credentials.token or (expiry is not None and expiry - self.clock() < REFRESH_MARGIN):
-                self.credentials.refresh(self.request_factory())
-            token: str = self.credentials.token
-            return token
 
 
 def ca_file(ca_certificate: str, directory: Path = CA_DIR) -> Path:
@@ -78,7 +49,7 @@ def ca_file(ca_certificate: str, directory: Path = CA_DIR) -> Path:
 
 
 def gke_configuration(endpoint: str, ca_certificate: str, credentials: Any = None,
-                      ca_directory: Path = CA_DIR, clock: Callable[[], datetime] = _utcnow) -> kubernetes.client.Configuration:
+                      ca_directory: Path = CA_DIR, clock: Callable[[], datetime] = utcnow) -> kubernetes.client.Configuration:
     """A client configuration for the cluster at ``endpoint``, authenticated as this identity."""
     if credentials is None:
         try:

@@ -96,6 +96,11 @@ class MetricsSource:
             raise MetricsUnavailableError(
                 f"metrics backend answered HTTP {response.status_code}: {_error_text(response)}"
             )
+        if response.status_code in (401, 403):
+            raise MetricsQueryError(
+                f"metrics backend refused the function's credentials (HTTP {response.status_code}): check the metrics_* "
+                "credential settings"
+            )
         if 400 <= response.status_code < 500:
             raise MetricsQueryError(
                 f"metrics backend rejected the query (HTTP {response.status_code}): {_error_text(response)}"
@@ -121,11 +126,16 @@ class MetricsSource:
 
 
 def _error_text(response: requests.Response) -> str:
+    """The backend's own error text, shortened, with the credential we sent taken out: some auth
+    proxies (vmauth among them) echo an unknown token back in their error."""
     try:
         body = response.json()
-        return f"{body.get('errorType', 'error')}: {body.get('error', '')}"[:500]
+        text = f"{body.get('errorType', 'error')}: {body.get('error', '')}"[:500]
     except (ValueError, AttributeError):
-        return response.text[:200]
+        text = response.text[:200]
+    sent = response.request.headers.get("Authorization", "") if response.request is not None else ""
+    credential = sent.partition(" ")[2].strip()
+    return text.replace(credential, "[redacted]") if credential else text
 
 
 class _Data(msgspec.Struct):

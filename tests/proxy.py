@@ -5,7 +5,7 @@ it sent none)."""
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -16,6 +16,7 @@ import requests
 class SeenQuery:
     path: str
     query: str | None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class LoggingProxy:
@@ -36,8 +37,9 @@ class LoggingProxy:
                 split = urlsplit(self.path)
                 params = parse_qs(split.query) | parse_qs(body.decode(errors="replace"))
                 with proxy._lock:
-                    proxy.seen.append(SeenQuery(split.path, (params.get("query") or [None])[0]))
-                headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "authorization")}
+                    proxy.seen.append(SeenQuery(split.path, (params.get("query") or [None])[0], dict(self.headers.items())))
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() in ("content-type", "authorization") or k.lower().startswith("x-")}
                 answer = requests.request(self.command, proxy.upstream + self.path, data=body, headers=headers, timeout=30)
                 self.send_response(answer.status_code)
                 self.send_header("Content-Type", answer.headers.get("Content-Type", "application/json"))

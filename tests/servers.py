@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import requests
+import yaml
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60.0, interval: float = 0.1) -> Any:
@@ -94,6 +95,23 @@ class ServerProcess:
             self.process.wait(timeout=10)
         except ProcessLookupError:
             pass
+
+
+class VMAuth(ServerProcess):
+    """vmauth (VictoriaMetrics' auth proxy) in front of ``upstream``: it lets through only the
+    given bearer tokens and basic-auth users, and answers 401 to everything else."""
+
+    def __init__(self, workdir: Path, upstream: str, bearer_tokens: list[str] = (),
+                 users: dict[str, str] | None = None) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        entries = [{"bearer_token": token, "url_prefix": upstream} for token in bearer_tokens]
+        entries += [{"username": name, "password": password, "url_prefix": upstream} for name, password in (users or {}).items()]
+        config = workdir / "auth.yml"
+        config.write_text(yaml.safe_dump({"users": entries}))
+        super().__init__("vmauth", [require_binary("vmauth"), f"-httpListenAddr=127.0.0.1:{port}",
+                                    f"-auth.config={config}", "-loggerLevel=ERROR"], f"{self.url}/health", workdir)
 
 
 class VictoriaMetrics(ServerProcess):

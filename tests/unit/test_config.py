@@ -110,6 +110,24 @@ def test_floors_default_per_signal_and_the_closed_loop_settles_over_the_cooldown
     assert target.limits().backoff.wait == timedelta(hours=1) and target.limits().backoff.after == 2
 
 
+@pytest.mark.parametrize(("change", "message"), [
+    ({"metrics_basic_auth_username": "u", "metrics_google_auth": True},
+     "set one of metrics_basic_auth_username, metrics_google_auth, not several"),
+    ({"metrics_basic_auth_username": "u"}, "set both or neither"),
+    ({"metrics_bearer_token_file": "/nonexistent/token"}, "is not a readable file"),
+    ({"metrics_headers": {"Authorization": "Bearer x"}}, "Authorization is set by the function"),
+    ({"metrics_headers": {"X Tenant": "1"}}, "must be an HTTP header name"),
+    ({"metrics_bearer_token": "in-the-file"}, "metrics_bearer_token is a secret; set it with env "
+                                              "REBALANCER_METRICS_BEARER_TOKEN"),
+    ({"metrics_basic_auth_password": "in-the-file"}, "metrics_basic_auth_password is a secret"),
+])
+def test_metrics_credentials_are_checked_and_secrets_stay_out_of_the_file(config_file, change, message):
+    config_file({**BASE, **change})
+    with pytest.raises(ConfigError, match=message) as raised:
+        load_settings()
+    assert "in-the-file" not in str(raised.value)
+
+
 def test_duplicate_target_names_are_refused(config_file):
     other = {**BASE["targets"][0], "deployment": "other"}
     config_file({**BASE, "targets": [BASE["targets"][0], other]})

@@ -14,7 +14,8 @@ import kubernetes
 import pytest
 
 from rebalancer.errors import ConfigError, KubeUnavailableError
-from rebalancer.gke import REFRESH_MARGIN, GoogleTokenSource, ca_file, gke_configuration
+from rebalancer.gke import ca_file, gke_configuration
+from rebalancer.google_token import REFRESH_MARGIN, GoogleTokenSource
 from rebalancer.kube import KubeGateway
 from tests.certificates import self_signed_certificate
 from tests.realcluster import IDENTITY, IDENTITY_NAMESPACE
