@@ -134,7 +134,8 @@ def _error_text(response: requests.Response) -> str:
     except (ValueError, AttributeError):
         text = response.text[:200]
     sent = response.request.headers.get("Authorization", "") if response.request is not None else ""
-    credential = sent.partition(" ")[2].strip()
+    credential = str(sent, "latin-1") if isinstance(sent, bytes) else sent
+    credential = credential.partition(" ")[2].strip()
     return text.replace(credential, "[redacted]") if credential else text
 
 
