@@ -19,6 +19,7 @@ from rebalancer.cooldown import StateStore
 from rebalancer.kube import KubeGateway, api_client
 from rebalancer.metrics_auth import metrics_session
 from rebalancer.metrics_source import MetricsSource
+from rebalancer.pushing import MetricsPusher
 from rebalancer.telemetry import Telemetry, configure_logging
 from rebalancer.timing import timed
 
@@ -35,6 +36,7 @@ class AppState:
     deps: service.Dependencies
     registry: CollectorRegistry
     clock: Callable[[], datetime] = utc_now
+    pusher: MetricsPusher | None = None
 
 
 def build(settings: Settings, clock: Callable[[], datetime] = utc_now, registry: CollectorRegistry | None = None) -> AppState:
@@ -48,10 +50,15 @@ def build(settings: Settings, clock: Callable[[], datetime] = utc_now, registry:
                    gke_endpoint=settings.gke_endpoint, gke_ca_cert=settings.gke_ca_cert),
         timeout_seconds=settings.kube_timeout.total_seconds(),
     ), "kubernetes")
+    session = metrics_session(settings)
     metrics = timed(
-        MetricsSource(str(settings.metrics_url), timeout_seconds=settings.metrics_timeout.total_seconds(),
-                      session=metrics_session(settings)), "metrics"
+        MetricsSource(str(settings.metrics_url), timeout_seconds=settings.metrics_timeout.total_seconds(), session=session),
+        "metrics"
     )
+    pusher = None
+    if settings.metrics_push_url is not None:
+        pusher = MetricsPusher(str(settings.metrics_push_url), settings.metrics_push_format, session,
+                               settings.metrics_timeout.total_seconds())
     telemetry = Telemetry(registry)
     telemetry.initialise({t.name: list(t.signals) for t in settings.targets})
     actor = Actor(kube, StateStore(kube, settings.state_configmap, settings.history_limit), telemetry, logger)
@@ -66,4 +73,4 @@ def build(settings: Settings, clock: Callable[[], datetime] = utc_now, registry:
         f"pod-rebalancer ready ({mode}) for {len(settings.targets)} target(s)",
         extra={"json_fields": {"event": "start", "targets": [t.name for t in settings.targets], "dry_run": settings.dry_run}},
     )
-    return AppState(settings=settings, deps=deps, registry=registry, clock=clock)
+    return AppState(settings=settings, deps=deps, registry=registry, clock=clock, pusher=pusher)

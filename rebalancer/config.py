@@ -254,6 +254,10 @@ class Settings(BaseSettings):
     metrics_basic_auth_password: SecretStr | None = None
     metrics_google_auth: StrictBool = False
     metrics_headers: dict[Annotated[str, BeforeValidator(_header_name)], str] = Field(default_factory=dict)
+    # Push the function's own metrics after each invocation (scale-to-zero leaves nothing to scrape),
+    # through the same credentials and headers.
+    metrics_push_url: AnyHttpUrl | None = None
+    metrics_push_format: Literal["victoriametrics", "pushgateway"] = "victoriametrics"
     kube_timeout: PositiveDuration = timedelta(seconds=5)
     state_configmap: Dns1123Subdomain = "pod-rebalancer-state"
     history_limit: int = Field(default=20, ge=1, le=200)  # entries kept per target in the state ConfigMap

@@ -24,6 +24,7 @@ from rebalancer import alerts, service
 from rebalancer.app import AppState
 from rebalancer.config import Settings, describe_validation_error
 from rebalancer.errors import BadRequestError, PayloadTooLargeError, UnauthorizedError
+from rebalancer.pushing import push_after
 from rebalancer.timing import timed_request
 
 
@@ -142,6 +143,8 @@ def respond(request: flask.Request, state: AppState) -> flask.Response:
     in a ``Server-Timing`` header."""
     with timed_request() as timing:
         response = _dispatch(request, state)
+        if request.method == "POST":  # after the request's own counters, so the push includes them
+            push_after(state.pusher, state.registry, state.deps.telemetry.push_errors.inc)
         response.headers["Server-Timing"] = timing.server_timing()
     return response
 

@@ -102,6 +102,9 @@ class Telemetry:
             registry=registry,
         )
         self._define_closed_loop(registry)
+        self.push_errors = Counter(
+            "rebalancer_metrics_push_errors", "Pushes of these metrics (metrics_push_url) that failed.", registry=registry
+        )
         self.upstream_errors = Counter(
             "rebalancer_upstream_errors",
             "Failures talking to a backend, by backend (metrics, kubernetes) and kind (temporary, permanent).",

@@ -114,6 +114,16 @@ class VMAuth(ServerProcess):
                                     f"-auth.config={config}", "-loggerLevel=ERROR"], f"{self.url}/health", workdir)
 
 
+class Pushgateway(ServerProcess):
+    def __init__(self, workdir: Path) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        # Debian's build persists to /var/lib/prometheus by default: a file of the test's own instead.
+        super().__init__("pushgateway", [require_binary("prometheus-pushgateway"), f"--web.listen-address=127.0.0.1:{port}",
+                                         f"--persistence.file={workdir / 'pushgateway.db'}", "--log.level=error"],
+                         f"{self.url}/-/ready", workdir)
+
+
 class VictoriaMetrics(ServerProcess):
     def __init__(self, workdir: Path) -> None:
         self._imported, self._newest_ms, self._oldest_ms = 0, 0, 2**62
