@@ -60,7 +60,7 @@ def build(settings: Settings, clock: Callable[[], datetime] = utc_now, registry:
         pusher = MetricsPusher(str(settings.metrics_push_url), settings.metrics_push_format, session,
                                settings.metrics_timeout.total_seconds())
     telemetry = Telemetry(registry)
-    telemetry.initialise({t.name: list(t.signals) for t in settings.targets})
+    telemetry.initialise({t.name: {s: spec.threshold for s, spec in t.signals.items()} for t in settings.targets})
     actor = Actor(kube, StateStore(kube, settings.state_configmap, settings.history_limit), telemetry, logger)
     deps = service.Dependencies(settings, kube, metrics, telemetry, logger, actor)
     if settings.auth_token is None and not settings.allow_unauthenticated:

@@ -9,6 +9,15 @@ from typing import Any
 
 from rebalancer import policy
 
+# Every decision code, the stable word that says why (README, "The answer"). A test keeps the
+# README's table and this list the same.
+CODES = (
+    "skew_verified", "acted", "all_actions_blocked", "lock_taken", "cooldown", "hourly_budget", "ineffective",
+    "already_acted", "below_threshold", "idle", "incomplete_data", "too_few_pods", "no_ready_pods", "below_floor",
+    "hot_partition", "min_pods", "no_candidates", "no_improvement", "no_hpa_target", "rolling_out", "hpa_scaling",
+    "too_many_unready", "state_unreadable", "kubernetes_error", "query_error",
+)
+
 
 @dataclass(frozen=True)
 class Verified:

@@ -95,6 +95,8 @@ def _verify_signal(run: TargetRun, signal: SignalName, item: WorkItem, deps: Dep
     verdict = policy.decide(signal, found.pods, samples, target.rules(signal), now, workload=found.workload)
     if verdict.stats is not None:
         deps.telemetry.verified_cv.labels(target.name, signal).set(verdict.stats.value)
+        deps.telemetry.verified_pods.labels(target.name, signal).set(verdict.stats.pods)
+        deps.telemetry.verifications.labels(target.name, signal).inc()
     known = {pod.name for pod in found.pods}
     ignored_series = sum(1 for pod in answer.values if pod not in known) + answer.series_without_pod
     details = VerdictDetails(query, call.dry_run, verdict, ignored_series)
@@ -187,6 +189,8 @@ def handle(
     for decision, record in zip(decisions, records, strict=True):
         if decision.target:
             deps.telemetry.decisions.labels(decision.target, decision.signal or "", decision.outcome).inc()
+            if decision.code is not None:
+                deps.telemetry.decision_codes.labels(decision.target, decision.signal or "", decision.code).inc()
         _log(deps, decision, record, invocation)
 
     outcome, reason = _summary(decisions)

@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import platform
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import IO, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from rebalancer import __version__
+from rebalancer.decision import CODES
 from rebalancer.logformat import CloudLoggingFormatter
 
 LOGGER_NAME = "rebalancer"
@@ -95,6 +96,22 @@ class Telemetry:
         self.refused_alerts = Counter(
             "rebalancer_refused_alerts", "Alerts refused because they name no configured target or signal.", registry=registry
         )
+        self.decision_codes = Counter(
+            "rebalancer_decision_codes", "Decisions by target, signal and code (the stable word that says why).",
+            ["target", "signal", "code"], registry=registry,
+        )
+        self.verifications = Counter(
+            "rebalancer_verifications", "Verifications that measured the skew (statistics taken), by target and signal.",
+            ["target", "signal"], registry=registry,
+        )
+        self.verified_pods = Gauge(
+            "rebalancer_verified_pods", "Pods the last verification's statistics were taken over, by target and signal.",
+            ["target", "signal"], registry=registry,
+        )
+        self.thresholds = Gauge(
+            "rebalancer_signal_threshold", "The configured CV threshold, by target and signal (cv mode).",
+            ["target", "signal"], registry=registry,
+        )
         self.verified_cv = Gauge(
             "rebalancer_verified_cv",
             "Coefficient of variation measured by the last verification, by target and signal.",
@@ -140,7 +157,7 @@ class Telemetry:
             registry=registry,
         )
 
-    def initialise(self, targets: Mapping[str, Iterable[str]]) -> None:
+    def initialise(self, targets: Mapping[str, Mapping[str, float | None]]) -> None:
         """Every labelled series of the configured targets, at 0 from the start: a counter that
         appears only with its first event cannot be rated, and alerts on it fire late or never."""
         build = Gauge("rebalancer_build_info", "The running version, as labels; always 1.", ["version", "python"],
@@ -148,7 +165,12 @@ class Telemetry:
         build.labels(__version__, platform.python_version()).set(1)
         for target, signals in targets.items():
             self.ineffective_streak.labels(target).set(0)
-            for signal in signals:
+            for signal, threshold in signals.items():
+                if threshold is not None:
+                    self.thresholds.labels(target, signal).set(threshold)
+                self.verifications.labels(target, signal)
+                for code in CODES:
+                    self.decision_codes.labels(target, signal, code)
                 for outcome in OUTCOMES:
                     self.decisions.labels(target, signal, outcome)
                 for result in RESULTS:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -17,6 +19,7 @@ from rebalancer.acting import Actor
 from rebalancer.alerts import ManualRun, plan_manual
 from rebalancer.config import Settings
 from rebalancer.cooldown import StateStore, annotation_keys, encode_history
+from rebalancer.decision import CODES
 from rebalancer.errors import KubeUnavailableError, MetricsQueryError
 from rebalancer.history import ActionRecord, TargetState
 from rebalancer.partitions import PartitionLag
@@ -212,7 +215,7 @@ def test_every_configured_series_exists_from_the_start_at_zero():
     registry = CollectorRegistry()
     telemetry = Telemetry(registry)
 
-    telemetry.initialise({"consumer": ["cpu", "lag"]})
+    telemetry.initialise({"consumer": {"cpu": 0.3, "lag": 0.5}})
 
     for outcome in ("acted", "blocked", "dry_run", "skipped", "rejected"):
         labels = {"target": "consumer", "signal": "lag", "outcome": outcome}
@@ -247,3 +250,10 @@ def test_a_backing_off_target_publishes_the_end_of_its_back_off(kube):
     assert registry.get_sample_value("rebalancer_cooldown_until_timestamp_seconds", target) == (NOW + timedelta(hours=1)).timestamp()
     assert registry.get_sample_value("rebalancer_last_action_timestamp_seconds", target) == (NOW - timedelta(minutes=16)).timestamp()
     assert registry.get_sample_value("rebalancer_ineffective_actions_in_a_row", target) == 2.0
+
+
+def test_the_readme_lists_every_decision_code_and_no_other():
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = text.split("| code | outcome | meaning |", 1)[1].split("\n\n", 1)[0]
+    listed = {code for row in table.splitlines()[2:] for code in re.findall(r"`([a-z_]+)`", row.split("|")[1])}
+    assert listed == set(CODES)
