@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
-.PHONY: deps system-deps controlplane test lint unit demo bench backtest-example rules test-real-cluster clean
+.PHONY: deps system-deps controlplane helm test lint unit demo bench backtest-example rules test-real-cluster clean
 
 deps: system-deps $(STAMP) $(CHECKOV_STAMP)
 
@@ -18,6 +18,10 @@ system-deps:
 # changed: the binary is cached in ~/.cache by the hash of its sources, .build/controlplane links it.
 controlplane:
 	@scripts/build-controlplane
+
+# helm, pinned as a Go module (tests/helm) and built the same way, for the chart's tests.
+helm:
+	@scripts/build-helm
 
 # The venv is rebuilt whenever a requirements or constraints file changes.
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
@@ -37,7 +41,7 @@ lint: deps
 	$(BIN)/mypy
 	$(BIN)/python scripts/check-function-length
 
-test: lint controlplane
+test: lint controlplane helm
 	$(BIN)/python -m pytest
 
 # The README's backtest example and docs/backtest.png, from a synthetic day in a real VictoriaMetrics.

@@ -1,5 +1,6 @@
-"""The Kubernetes Role that terraform/ deploys, read from its HCL: the one source of the rules
-that the tests grant the function's identity on the real control plane."""
+"""The Kubernetes Role that terraform/ and the Helm chart deploy: the rules file both render (the
+one source of the rules that the tests grant the function's identity on the real control plane),
+and helpers to read terraform/'s HCL."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import hcl2
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 MODULE = REPO / "terraform" / "modules" / "pod-rebalancer"
+RULES_FILE = REPO / "deploy" / "helm" / "pod-rebalancer" / "files" / "role-rules.yaml"
 
 
 def unquote(value: str) -> str:
@@ -33,18 +36,10 @@ def resource(document: dict, kind: str, name: str) -> dict:
 
 
 def role_rules(*, deleting: bool) -> list[dict[str, Any]]:
-    """The Role's rules as the Kubernetes API takes them; the dynamic ``delete`` rule is there
-    only in the namespaces of targets whose action is ``delete``, as Terraform renders it."""
-    role = resource(hcl(MODULE / "rbac.tf"), "kubernetes_role_v1", "rebalancer")
-    blocks = list(role["rule"])
-    if deleting:
-        for dynamic in role.get("dynamic", []):
-            for key, body in dynamic.items():
-                if unquote(key) == "rule":
-                    blocks.extend(body["content"])
-    return [{"apiGroups": [unquote(g) for g in rule["api_groups"]],
-             "resources": [unquote(r) for r in rule["resources"]],
-             "verbs": [unquote(v) for v in rule["verbs"]]} for rule in blocks]
+    """The Role's rules as the Kubernetes API takes them; the ``delete`` rule is there only in the
+    namespaces of targets whose action is ``delete``, as Terraform and the chart render it."""
+    rules = yaml.safe_load(RULES_FILE.read_text())
+    return [*rules["always"], *(rules["deleting"] if deleting else [])]
 
 
 def granted(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:

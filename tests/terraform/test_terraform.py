@@ -15,7 +15,7 @@ from rebalancer.config import SignalSpec, Target, environment_variables
 from tests.conftest import AUTH, REPO, aligned_now, target
 from tests.metricsdata import cpu_usage, to_victoriametrics_import
 from tests.realcluster import drop_namespace, new_namespace
-from tests.terraform_rbac import MODULE, granted, hcl, resource, role_rules, unquote
+from tests.terraform_rbac import MODULE, RULES_FILE, granted, hcl, resource, role_rules, unquote
 
 TERRAFORM = REPO / "terraform"
 # What GKE mode needs to start at all; everything else has a default.
@@ -108,6 +108,20 @@ def two_targets(kube, control_plane, victoria_metrics, make_client, clock):
                          env_rebalancer_dry_run="false")
     yield client, deleting
     drop_namespace(deleting)
+
+
+def test_the_terraform_role_renders_the_rules_file_the_chart_renders():
+    """One source for the Role: rbac.tf decodes the chart's files/role-rules.yaml, every rule of it."""
+    rbac = hcl(MODULE / "rbac.tf")
+    (locals_block,) = rbac["locals"]
+    assert locals_block["role_rules"] == '${yamldecode(file("${path.module}/../../../deploy/helm/pod-rebalancer/files/role-rules.yaml"))}'
+    assert (MODULE / "../../../deploy/helm/pod-rebalancer/files/role-rules.yaml").resolve() == RULES_FILE
+    role = resource(rbac, "kubernetes_role_v1", "rebalancer")
+    assert "rule" not in role  # no rule written by hand beside the file's
+    (dynamic,) = [body for block in role["dynamic"] for key, body in block.items() if unquote(key) == "rule"]
+    assert "local.role_rules.always" in dynamic["for_each"] and "local.role_rules.deleting" in dynamic["for_each"]
+    assert {k: v for k, v in dynamic["content"][0].items() if not k.startswith("__")} == {
+        "api_groups": "${rule.value.apiGroups}", "resources": "${rule.value.resources}", "verbs": "${rule.value.verbs}"}
 
 
 def test_the_terraform_role_allows_every_call_of_a_live_run_and_nothing_more(two_targets, kube):

@@ -1,7 +1,9 @@
 # Kubernetes RBAC in each target namespace: exactly the verbs the function uses, nothing
 # cluster-wide. GKE maps the function's Google identity to the RBAC user named by its e-mail.
-# tests/terraform checks these rules against the API calls the function makes.
+# The rules are deploy/helm/pod-rebalancer/files/role-rules.yaml, which the Helm chart renders
+# as well; tests/ check them against the API calls the function makes.
 locals {
+  role_rules = yamldecode(file("${path.module}/../../../deploy/helm/pod-rebalancer/files/role-rules.yaml"))
   namespaces = toset([for t in var.targets : t.namespace])
   # Pods are deleted only by targets configured with action: delete.
   deleting_namespaces = toset([for t in var.targets : t.namespace if t.action == "delete"])
@@ -16,47 +18,13 @@ resource "kubernetes_role_v1" "rebalancer" {
     labels    = { "app.kubernetes.io/managed-by" = "terraform", "app.kubernetes.io/name" = var.name }
   }
 
-  rule {
-    api_groups = ["apps"]
-    resources  = ["deployments"]
-    verbs      = ["get"]
-  }
-  rule {
-    api_groups = ["apps"]
-    resources  = ["replicasets"]
-    verbs      = ["list"]
-  }
-  rule {
-    api_groups = ["autoscaling"]
-    resources  = ["horizontalpodautoscalers"]
-    verbs      = ["list"]
-  }
-  rule {
-    api_groups = [""]
-    resources  = ["pods"]
-    verbs      = ["list"]
-  }
-  rule {
-    api_groups = [""]
-    resources  = ["pods/eviction"]
-    verbs      = ["create"]
-  }
-  rule {
-    api_groups = [""]
-    resources  = ["configmaps"]
-    verbs      = ["get", "create", "patch"]
-  }
-  rule {
-    api_groups = [""]
-    resources  = ["events"]
-    verbs      = ["create"]
-  }
+  # The rules come from the one file the Helm chart renders too.
   dynamic "rule" {
-    for_each = contains(local.deleting_namespaces, each.key) ? ["delete"] : []
+    for_each = concat(local.role_rules.always, contains(local.deleting_namespaces, each.key) ? local.role_rules.deleting : [])
     content {
-      api_groups = [""]
-      resources  = ["pods"]
-      verbs      = ["delete"]
+      api_groups = rule.value.apiGroups
+      resources  = rule.value.resources
+      verbs      = rule.value.verbs
     }
   }
 }
