@@ -219,17 +219,25 @@ class FunctionProcess(ServerProcess):
     """The function as `functions-framework --source main.py --target rebalance` serves it
     (gunicorn, one worker, several threads), with the given environment."""
 
-    def __init__(self, workdir: Path, env: dict[str, str], name: str = "function") -> None:
+    def __init__(self, workdir: Path, env: dict[str, str], name: str = "function", in_cluster: Path | None = None) -> None:
         import sys
 
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         repo = Path(__file__).resolve().parents[1]
         clean = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+        argv = [str(Path(sys.executable).parent / "functions-framework"), "--source", str(repo / "main.py"),
+                "--target", "rebalance", "--host", "127.0.0.1", "--port", str(port)]
+        if in_cluster is not None:
+            # As in a pod: the ServiceAccount's files (token, ca.crt, namespace) at the path the
+            # Kubernetes client's in-cluster mode reads, in a mount namespace of the process's own.
+            mount = "/run/secrets/kubernetes.io/serviceaccount"
+            argv = [require_binary("unshare"), "--mount", "--propagation", "private", "sh", "-c",
+                    f'mount -t tmpfs tmpfs /run && mkdir -p {mount} && cp "$0"/* {mount}/ && exec "$@"',
+                    str(in_cluster), *argv]
         super().__init__(
             name,
-            [str(Path(sys.executable).parent / "functions-framework"), "--source", str(repo / "main.py"),
-             "--target", "rebalance", "--host", "127.0.0.1", "--port", str(port)],
+            argv,
             f"{self.url}/healthz",
             workdir,
             # Log lines reach the log file as they happen; a crash in C code leaves its Python stack there.
