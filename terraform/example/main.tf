@@ -35,14 +35,10 @@ module "pod_rebalancer" {
   auth_token    = var.auth_token
   vpc_connector = var.vpc_connector
 
-  targets = [
-    {
-      name       = "ingestion-consumer"
-      namespace  = "posthog"
-      deployment = "ingestion-consumer"
-      signals = {
-        cpu = { threshold = 0.3 }
-      }
-    },
-  ]
+  direct_vpc = var.direct_vpc
+  invoker    = var.invoker
+
+  # The same file `make rules` makes alertmanager/rules/ from: the deployed configuration and the
+  # alert rules cannot disagree.
+  config_file = "${path.module}/../../examples/rebalancer.yaml"
 }

@@ -40,3 +40,20 @@ variable "vpc_connector" {
   type        = string
   default     = null
 }
+
+variable "direct_vpc" {
+  description = "Direct VPC egress (network, subnetwork): for a metrics_url or cluster endpoint only reachable inside the VPC."
+  type = object({
+    network    = string
+    subnetwork = string
+    tags       = optional(list(string), [])
+    egress     = optional(string, "VPC_EGRESS_PRIVATE_RANGES_ONLY")
+  })
+  default = null
+}
+
+variable "invoker" {
+  description = "allUsers (the bearer token is the gate), or one member where domain-restricted sharing forbids allUsers."
+  type        = string
+  default     = "allUsers"
+}

@@ -4,15 +4,15 @@ terraform {
   required_providers {
     google = {
       source  = "hashicorp/google"
-      version = "6.14.1"
+      version = "~> 7.25"
     }
     kubernetes = {
       source  = "hashicorp/kubernetes"
-      version = "2.35.1"
+      version = "~> 2.35"
     }
     archive = {
       source  = "hashicorp/archive"
-      version = "2.7.0"
+      version = "~> 2.7"
     }
   }
 }

