@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
-.PHONY: deps system-deps controlplane helm test lint unit demo bench backtest-example rules test-real-cluster clean
+.PHONY: deps system-deps controlplane helm test lint unit demo try backtest bench backtest-example rules test-real-cluster clean
 
 deps: system-deps $(STAMP) $(CHECKOV_STAMP)
 
@@ -54,6 +54,16 @@ rules: deps
 
 demo: deps controlplane
 	$(BIN)/python scripts/demo.py
+
+# The function on http://127.0.0.1:8080 against a local cluster and VictoriaMetrics, until Ctrl-C:
+# the README's curl examples work as written (URL=http://127.0.0.1:8080; TOKEN=local-try-token).
+try: deps controlplane
+	$(BIN)/python scripts/try.py
+
+# What would the function have done? (README, "Backtesting a threshold"), e.g.
+#   make backtest ARGS="--config examples/rebalancer.yaml --target ingestion-consumer --since 24h"
+backtest: deps
+	$(BIN)/python -m rebalancer backtest $(ARGS)
 
 # Cost per invocation at 10 to 10,000 pods, cold start and memory; rewrites the table in docs/benchmarks.md.
 # Not part of `make test` (a small run of it is): it takes about two minutes.

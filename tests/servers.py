@@ -125,9 +125,9 @@ class Pushgateway(ServerProcess):
 
 
 class VictoriaMetrics(ServerProcess):
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
         self._imported, self._newest_ms, self._oldest_ms = 0, 0, 2**62
-        port = free_port()
+        port = port or free_port()
         self.url = f"http://127.0.0.1:{port}"
         super().__init__(
             "victoria-metrics",
@@ -219,10 +219,11 @@ class FunctionProcess(ServerProcess):
     """The function as `functions-framework --source main.py --target rebalance` serves it
     (gunicorn, one worker, several threads), with the given environment."""
 
-    def __init__(self, workdir: Path, env: dict[str, str], name: str = "function", in_cluster: Path | None = None) -> None:
+    def __init__(self, workdir: Path, env: dict[str, str], name: str = "function", in_cluster: Path | None = None,
+                 port: int | None = None) -> None:
         import sys
 
-        port = free_port()
+        port = port or free_port()
         self.url = f"http://127.0.0.1:{port}"
         repo = Path(__file__).resolve().parents[1]
         clean = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
