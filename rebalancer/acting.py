@@ -165,6 +165,9 @@ class Actor:
         """Cooldown check, then (live) the lock and the actions."""
         target, verdict = run.target, attempt.verdict
         check = history.check_cooldown(state, attempt.now, target.limits())
+        if check.allowed and verdict.mode == "cv" and verdict.stats is not None:
+            check = history.check_hysteresis(state, attempt.now, verdict.stats.value, verdict.threshold,
+                                             target.limits().hysteresis) or check
         until = stamp(check.cooldown_until) if check.cooldown_until else None
         if not check.allowed:
             backoff = _backoff_json(state, target.limits().backoff, until) if check.code == "ineffective" else None

@@ -32,6 +32,7 @@ from rebalancer.metrics_auth import metrics_session
 from rebalancer.metrics_source import MetricsSource, PartitionKey
 from rebalancer.partitions import ByPartition, PartitionLag
 from rebalancer.timestamps import stamp
+from rebalancer.windows import Schedule
 
 # How the codes that held an action back are grouped in the summary.
 HELD_BY = {
@@ -39,7 +40,8 @@ HELD_BY = {
     "no_improvement": "min_improvement",
     "min_pods": "safety guard", "no_candidates": "safety guard", "too_many_unready": "safety guard",
     "rolling_out": "safety guard", "hpa_scaling": "safety guard",
-    "below_floor": "floor", "hot_partition": "hot partition", "ineffective": "back-off",
+    "below_floor": "floor", "hot_partition": "hot partition", "ineffective": "back-off", "hysteresis": "hysteresis",
+    "outside_window": "maintenance window",
 }
 ASSUMPTIONS = (
     "every pod with a value at a step is taken as Ready, owned by the Deployment, older than min_pod_age "
@@ -68,10 +70,11 @@ class Judging:
     rules: policy.Rules
     limits: history.Limits
     effects: history.EffectRules
+    schedule: Schedule = field(default_factory=Schedule)
 
     @classmethod
     def of(cls, target: Target, signal: SignalName) -> Judging:
-        return cls(target.rules(signal), target.limits(), target.effect_rules(signal))
+        return cls(target.rules(signal), target.limits(), target.effect_rules(signal), target.schedule())
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,13 @@ def replay(recorded: History, times: Sequence[datetime], signal: str, judging: J
         if not verdict.act:
             steps.append(Step(at, verdict, False, verdict.code if verdict.code in HELD_BY else None, effects))
             continue
+        if not judging.schedule.allows(at):
+            steps.append(Step(at, verdict, False, "outside_window", effects))
+            continue
         check = history.check_cooldown(state, at, judging.limits)
+        if check.allowed and verdict.mode == "cv" and verdict.stats is not None:
+            check = history.check_hysteresis(state, at, verdict.stats.value, verdict.threshold,
+                                             judging.limits.hysteresis) or check
         if not check.allowed:
             steps.append(Step(at, verdict, False, check.code, effects))
             continue
@@ -234,7 +243,8 @@ def render(report: Report, rules: policy.Rules) -> str:
         f"Would have acted {len(report.actions)} times: {len(report.actions) / report.days:.1f} per day.",
         f"Held back at {sum(held.values())} steps: by the cooldown {held['cooldown']}, by min_improvement "
         f"{held['min_improvement']}, by a safety guard {held['safety guard']}, by the floor {held['floor']}, "
-        f"by a hot partition {held['hot partition']}, by the back-off after ineffective actions {held['back-off']}.",
+        f"by a hot partition {held['hot partition']}, by the back-off after ineffective actions {held['back-off']}, "
+        f"by hysteresis {held['hysteresis']}, outside the maintenance windows {held['maintenance window']}.",
         "Effects of the simulated actions, read from the history once settled: "
         + (", ".join(f"{effect} {count}" for effect, count in report.effects().most_common()) or "none judged") + ".",
         "Every step's verdict: " + ", ".join(f"{code} {count}" for code, count in codes.most_common()) + ".",

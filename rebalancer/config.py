@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import timedelta
+from datetime import time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -30,16 +31,20 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from rebalancer import history, policy, promql
 from rebalancer.durations import parse_duration
 from rebalancer.errors import ConfigError
+from rebalancer.windows import DAYS, Schedule, Window
 
-SignalName = Literal["cpu", "lag"]
-SIGNAL_NAMES: tuple[SignalName, ...] = ("cpu", "lag")
+SignalName = Literal["cpu", "lag", "memory"]
+SIGNAL_NAMES: tuple[SignalName, ...] = ("cpu", "lag", "memory")
 # The level (the pods' mean) below which a skew does not matter, per signal, and its unit.
 # cpu: a tenth of a core. A consumer averaging less is near idle: even three times the mean is a
 #   third of a core, far from any CPU limit, and the skew is scheduling noise, not load.
 # lag: 500 messages, the Kafka consumer's default max.poll.records. A pod less than one poll
 #   batch behind on average is keeping up; its "lag" is the batch in flight.
-DEFAULT_FLOORS: dict[SignalName, float] = {"cpu": 0.1, "lag": 500.0}
-UNITS: dict[SignalName, str] = {"cpu": "cores", "lag": "messages"}
+# memory: 256 MiB of working set. Below it a consumer holds little more than its runtime's
+#   baseline (a JVM's or Python's own heap and libraries); a skew there is start-up noise, not
+#   data a restart would shed.
+DEFAULT_FLOORS: dict[SignalName, float] = {"cpu": 0.1, "lag": 500.0, "memory": 256 * 2**20}
+UNITS: dict[SignalName, str] = {"cpu": "cores", "lag": "messages", "memory": "bytes"}
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -135,6 +140,35 @@ class SignalSpec(_Strict):
         return query
 
 
+class WindowSpec(_Strict):
+    """A maintenance (or blackout) window: days, HH:MM start and end, an IANA time zone."""
+
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(min_length=1)
+    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    end: str = Field(pattern=r"^(([01]\d|2[0-3]):[0-5]\d|24:00)$")
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, zone: str) -> str:
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise ValueError(f"unknown IANA time zone {zone!r} (e.g. Europe/Berlin)") from e
+        return zone
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> WindowSpec:
+        if self.start == self.end:
+            raise ValueError("start and end are equal: an empty window (use 00:00 to 24:00 for whole days)")
+        return self
+
+    def window(self) -> Window:
+        end = None if self.end == "24:00" else time.fromisoformat(self.end)
+        return Window(tuple(sorted({DAYS.index(d) for d in self.days})), time.fromisoformat(self.start), end,
+                      ZoneInfo(self.timezone))
+
+
 class Target(_Strict):
     """A Deployment the function may act on. Alerts can only select among these."""
 
@@ -159,18 +193,26 @@ class Target(_Strict):
     backoff_after_ineffective: int = Field(default=2, ge=1)
     backoff: PositiveDuration = timedelta(hours=1)
     max_backoff: PositiveDuration = timedelta(hours=24)
+    # After an action, the next needs the CV above threshold x (1 + hysteresis), for hysteresis_for.
+    hysteresis: Fraction = 0.1
+    hysteresis_for: PositiveDuration = timedelta(hours=6)
+    # When it may act at all: inside one of `windows` (if any), never inside a `blackouts` one.
+    windows: list[WindowSpec] = Field(default_factory=list)
+    blackouts: list[WindowSpec] = Field(default_factory=list)
     signals: dict[SignalName, SignalSpec] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _hpa_mode_is_for_cpu(self) -> Target:
-        if "lag" in self.signals and self.signals["lag"].mode == "hpa":
-            raise ValueError("signals.lag.mode: hpa mode reads CPU requests and the HPA's CPU target: cpu only")
+        for signal in ("lag", "memory"):
+            if signal in self.signals and self.signals[signal].mode == "hpa":
+                raise ValueError(f"signals.{signal}.mode: hpa mode reads CPU requests and the HPA's CPU target: cpu only")
         return self
 
     @model_validator(mode="after")
     def _partitions_are_for_lag(self) -> Target:
-        if "cpu" in self.signals and self.signals["cpu"].partitions is not None:
-            raise ValueError("signals.cpu.partitions: partition-aware decisions are for the lag signal only")
+        for signal in ("cpu", "memory"):
+            if signal in self.signals and self.signals[signal].partitions is not None:
+                raise ValueError(f"signals.{signal}.partitions: partition-aware decisions are for the lag signal only")
         if self.max_backoff < self.backoff:
             raise ValueError("max_backoff: must be at least backoff (the first wait)")
         return self
@@ -185,7 +227,11 @@ class Target(_Strict):
 
     def limits(self) -> history.Limits:
         return history.Limits(self.cooldown, self.max_actions_per_hour,
-                             history.Backoff(self.backoff_after_ineffective, self.backoff, self.max_backoff))
+                              history.Backoff(self.backoff_after_ineffective, self.backoff, self.max_backoff),
+                              history.Hysteresis(self.hysteresis, self.hysteresis_for))
+
+    def schedule(self) -> Schedule:
+        return Schedule(tuple(w.window() for w in self.windows), tuple(b.window() for b in self.blackouts))
 
     def effect_rules(self, signal: SignalName) -> history.EffectRules:
         """How the effect of this target's actions on ``signal`` is judged once they settled."""

@@ -13,9 +13,9 @@ from rebalancer import policy
 # README's table and this list the same.
 CODES = (
     "skew_verified", "acted", "all_actions_blocked", "lock_taken", "cooldown", "hourly_budget", "ineffective",
-    "already_acted", "below_threshold", "idle", "incomplete_data", "too_few_pods", "no_ready_pods", "below_floor",
-    "hot_partition", "min_pods", "no_candidates", "no_improvement", "no_hpa_target", "rolling_out", "hpa_scaling",
-    "too_many_unready", "state_unreadable", "kubernetes_error", "query_error",
+    "hysteresis", "outside_window", "already_acted", "below_threshold", "idle", "incomplete_data", "too_few_pods",
+    "no_ready_pods", "below_floor", "hot_partition", "min_pods", "no_candidates", "no_improvement", "no_hpa_target",
+    "rolling_out", "hpa_scaling", "too_many_unready", "state_unreadable", "kubernetes_error", "query_error",
 )
 
 

@@ -80,12 +80,23 @@ class Backoff:
 
 
 @dataclass(frozen=True)
+class Hysteresis:
+    """After an action, the next one needs the CV above the threshold by ``margin`` (a fraction
+    of it), for ``period``: a CV hovering at the threshold does not act every cooldown."""
+
+    margin: float = 0.1
+    period: timedelta = timedelta(hours=6)
+
+
+@dataclass(frozen=True)
 class Limits:
-    """How often a target may be acted on: its cooldown, its hourly budget and its back-off."""
+    """How often a target may be acted on: its cooldown, its hourly budget, its back-off, and the
+    raised bar after an action."""
 
     cooldown: timedelta
     max_actions_per_hour: int
     backoff: Backoff = Backoff()
+    hysteresis: Hysteresis = Hysteresis()
 
 
 @dataclass(frozen=True)
@@ -175,3 +186,19 @@ def check_cooldown(state: TargetState, now: datetime, limits: Limits) -> Cooldow
     if backing_off is not None:
         return backing_off
     return CooldownCheck(True, "lock_free", "no cooldown in force", now + limits.cooldown)
+
+
+def check_hysteresis(state: TargetState, now: datetime, cv: float, threshold: float,
+                     hysteresis: Hysteresis) -> CooldownCheck | None:
+    """None when ``cv`` may act; else why not: the target acted within the period and the CV is
+    not above the raised bar (threshold x (1 + margin))."""
+    last = state.last_action
+    if last is None or hysteresis.margin <= 0 or now >= last + hysteresis.period:
+        return None
+    bar = threshold * (1 + hysteresis.margin)
+    if cv > bar:
+        return None
+    return CooldownCheck(False, "hysteresis", (
+        f"the target acted at {stamp(last)}, so until {stamp(last + hysteresis.period)} an action needs the CV above "
+        f"{bar:.4g} (the threshold {threshold:.4g} plus hysteresis {hysteresis.margin:.0%}), and it is {cv:.4g}: a CV "
+        "hovering at the threshold does not move pods every cooldown"), last + hysteresis.period)

@@ -343,9 +343,15 @@ def _below_floor(m: Measurement) -> Verdict | None:
     assert stats is not None
     if stats.mean >= rules.floor:
         return None
-    unit = f" {rules.unit}" if rules.unit else ""
-    return m.verdict(False, "below_floor", f"{m.described()}, but the mean {m.signal} {_fmt(stats.mean)}{unit} is below "
-                     f"the floor {_fmt(rules.floor)}{unit}: a skew at this level does not matter, so nothing is moved")
+    return m.verdict(False, "below_floor", f"{m.described()}, but the mean {m.signal} {_amount(stats.mean, rules.unit)} is "
+                     f"below the floor {_amount(rules.floor, rules.unit)}: a skew at this level does not matter, so nothing "
+                     "is moved")
+
+
+def _amount(value: float, unit: str) -> str:
+    if unit == "bytes":  # working sets read as MiB
+        return f"{value / 2**20:,.4g} MiB"
+    return f"{_fmt(value)} {unit}" if unit else _fmt(value)
 
 
 def _hot_partition(m: Measurement, exceeds: str) -> Verdict | None:

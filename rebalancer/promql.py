@@ -29,7 +29,13 @@ DEFAULT_LAG_TEMPLATE = (
     "sum by (pod) (avg_over_time(kafka_consumer_fetch_manager_records_lag"
     '{namespace="$namespace", container="$container"}[$window]))'
 )
-DEFAULT_TEMPLATES = {"cpu": DEFAULT_CPU_TEMPLATE, "lag": DEFAULT_LAG_TEMPLATE}
+# cAdvisor's working set per container (what the kubelet's memory eviction and the OOM killer
+# look at), summed per pod; a gauge, so no rate and no window.
+DEFAULT_MEMORY_TEMPLATE = (
+    "sum by (pod) (container_memory_working_set_bytes"
+    '{namespace="$namespace", container="$container"})'
+)
+DEFAULT_TEMPLATES = {"cpu": DEFAULT_CPU_TEMPLATE, "lag": DEFAULT_LAG_TEMPLATE, "memory": DEFAULT_MEMORY_TEMPLATE}
 
 
 def escape_string(value: str) -> str:

@@ -104,7 +104,7 @@ def _alertmanager(request: flask.Request, state: AppState) -> flask.Response:
 
 def _manual(request: flask.Request, state: AppState) -> flask.Response:
     payload = _read_json(request, state.settings.max_body_bytes)
-    run = _validate(alerts.ManualRun, payload, 'a manual run: {"target": ..., "signal": "cpu"|"lag", "dry_run": bool}')
+    run = _validate(alerts.ManualRun, payload, 'a manual run: {"target": ..., "signal": "cpu"|"lag"|"memory", "dry_run": bool}')
     return _run(state, alerts.plan_manual(run, state.settings), requested_dry_run=run.dry_run)
 
 

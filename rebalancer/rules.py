@@ -34,8 +34,8 @@ from rebalancer.config import SIGNAL_NAMES, Settings, SignalName, Target, load_s
 from rebalancer.durations import format_duration, parse_duration
 from rebalancer.errors import ConfigError
 
-ALERT_NAMES = {"cpu": "ConsumerCpuSkew", "lag": "ConsumerLagSkew"}
-SUMMARIES = {"cpu": "CPU skew", "lag": "Kafka lag skew"}
+ALERT_NAMES = {"cpu": "ConsumerCpuSkew", "lag": "ConsumerLagSkew", "memory": "ConsumerMemorySkew"}
+SUMMARIES = {"cpu": "CPU skew", "lag": "Kafka lag skew", "memory": "Memory skew"}
 
 
 def _level(query: str, floor: float) -> str:

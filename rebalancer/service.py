@@ -128,6 +128,10 @@ def _effects_said(observed: Observed) -> str:
 def _verify(item: WorkItem, deps: Dependencies, now: datetime, dry_run: bool, invocation: str) -> list[Decision]:
     """All decisions of one target: one pod read, one query per signal, at most one action."""
     target = item.target
+    closed = target.schedule().why_closed(now)
+    if closed is not None:  # nothing can be done now, so nothing is asked of Kubernetes or the backend
+        return [_decision(target, s, item.alerts, code="outside_window", reason=f"{target.name} is {closed}")
+                for s in item.signals]
     # CPU requests are read only when a signal needs them (hpa mode).
     container = target.container if any(target.signals[s].mode == "hpa" for s in item.signals) else None
     try:

@@ -104,6 +104,20 @@ def cpu_usage(
     return series
 
 
+def memory_working_set(namespace: str, container: str, bytes_by_pod: Mapping[str, float], start: float,
+                       end: float) -> list[Series]:
+    """cAdvisor's ``container_memory_working_set_bytes`` for each pod (a gauge), with the pod-level
+    cgroup (``container=""``) beside the container's own, which the query must ignore."""
+    series = []
+    for pod, value in sorted(bytes_by_pod.items()):
+        own = Series("container_memory_working_set_bytes", {"namespace": namespace, "pod": pod, "container": container})
+        pod_level = Series("container_memory_working_set_bytes", {"namespace": namespace, "pod": pod, "container": ""})
+        own.samples = [(t, float(value)) for t in times(start, end)]
+        pod_level.samples = [(t, float(value) * 1.1) for t in times(start, end)]
+        series += [own, pod_level]
+    return series
+
+
 def partition_lag_with_assignment(
     namespace: str,
     group: str,

@@ -100,3 +100,30 @@ def test_steps_fall_on_whole_multiples_of_the_step():
 def test_hpa_mode_settings_are_checked(signals, message):
     with pytest.raises(ValidationError, match=message):
         Target(name="c", namespace="ns", deployment="c", signals=signals)
+
+
+def test_the_replay_acts_only_inside_the_maintenance_windows():
+    # Skewed all afternoon; the window opens at 14:00 UTC.
+    from rebalancer.config import WindowSpec
+    from rebalancer.windows import Schedule
+
+    times = step_times(START + timedelta(hours=12), START + timedelta(hours=15), timedelta(minutes=1))
+    window = WindowSpec(days=["tue"], start="14:00", end="24:00", timezone="UTC").window()  # START is a Tuesday
+    skewed = {pod: {t.timestamp(): value for t in times} for pod, value in SKEWED.items()}
+    base = judging(Rules(threshold=0.3), timedelta(minutes=30))
+    steps = replay(skewed, times, "cpu", Judging(base.rules, base.limits, base.effects, Schedule((window,))))
+
+    assert [s.at - START for s in steps if s.acted] == [timedelta(hours=14), timedelta(hours=14, minutes=30), timedelta(hours=15)]
+    assert {s.held_by for s in steps if s.at - START < timedelta(hours=14)} == {"outside_window"}
+
+
+def test_the_replay_applies_the_hysteresis_after_an_action():
+    # A CV just above the threshold: acted on once, then held by the raised bar, not by the cooldown.
+    times = step_times(START, START + timedelta(minutes=90), timedelta(minutes=1))
+    near = {"a": 0.4, "b": 0.5, "c": 0.5, "d": 0.5, "e": 0.62}  # CV about 0.14
+    recorded = {pod: {t.timestamp(): value for t in times} for pod, value in near.items()}
+    rules = Rules(threshold=0.13, min_improvement=0.0)
+    steps = replay(recorded, times, "cpu", judging(rules, timedelta(minutes=15)))
+
+    assert sum(s.acted for s in steps) == 1
+    assert {s.held_by for s in steps[16:]} == {"hysteresis"}

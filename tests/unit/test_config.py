@@ -71,7 +71,7 @@ def test_dry_run_accepts_only_true_false_1_0(config_file, monkeypatch, word):
         ({"action": "kill"}, "targets.0.action"),
         ({"min_pods": 1}, "targets.0.min_pods"),
         ({"signals": {}}, "targets.0.signals"),
-        ({"signals": {"memory": {"threshold": 0.3}}}, "targets.0.signals.memory"),
+        ({"signals": {"disk": {"threshold": 0.3}}}, "targets.0.signals.disk"),
         ({"signals": {"cpu": {"threshold": -1}}}, "targets.0.signals.cpu.threshold"),
         ({"signals": {"cpu": {"threshold": 0.3, "query": 'x{pod="$pod"}'}}}, "targets.0.signals.cpu.query"),
         ({"max_missing_fraction": 1.5}, "targets.0.max_missing_fraction"),

@@ -13,10 +13,12 @@ from rebalancer.history import (
     ActionRecord,
     Backoff,
     EffectRules,
+    Hysteresis,
     Limits,
     TargetState,
     backoff_until,
     check_cooldown,
+    check_hysteresis,
     ineffective_streak,
     judge_effect,
     record_effects,
@@ -132,3 +134,29 @@ def test_an_unknown_effect_in_the_annotation_is_unreadable_state():
     raw = '[{"at": "2026-11-25T11:00:00Z", "invocation": "x", "signal": "cpu", "outcome": "acted", "effect": "great"}]'
     with pytest.raises(StateError):
         decode_state({history_key: raw}, "consumer")
+
+
+HYSTERESIS = Hysteresis(margin=0.25, period=timedelta(hours=6))  # a bar of 0.375 over a threshold of 0.3 (exact in binary)
+
+
+@pytest.mark.parametrize(("cv", "allowed"), [(0.375, False), (0.3751, True)])
+def test_after_an_action_the_cv_must_clear_the_threshold_by_the_hysteresis_margin(cv, allowed):
+    state = TargetState(last_action=NOW - timedelta(hours=1), history=(acted(NOW - timedelta(hours=1)),))
+
+    check = check_hysteresis(state, NOW, cv, 0.3, HYSTERESIS)
+
+    assert (check is None) == allowed
+    if check is not None:
+        assert check.code == "hysteresis" and "needs the CV above 0.375" in check.reason and "it is 0.375" in check.reason
+        assert check.cooldown_until == NOW + timedelta(hours=5)
+
+
+@pytest.mark.parametrize(("since", "applies"), [(timedelta(hours=6) - timedelta(seconds=1), True), (timedelta(hours=6), False)])
+def test_the_raised_bar_lasts_the_hysteresis_period(since, applies):
+    state = TargetState(last_action=NOW - since, history=(acted(NOW - since),))
+    assert (check_hysteresis(state, NOW, 0.35, 0.3, HYSTERESIS) is not None) == applies
+
+
+def test_a_target_that_never_acted_needs_only_the_threshold():
+    assert check_hysteresis(TargetState(), NOW, 0.31, 0.3, HYSTERESIS) is None
+    assert check_hysteresis(TargetState(last_action=NOW), NOW, 0.31, 0.3, Hysteresis(margin=0.0)) is None

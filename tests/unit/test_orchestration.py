@@ -257,3 +257,15 @@ def test_the_readme_lists_every_decision_code_and_no_other():
     table = text.split("| code | outcome | meaning |", 1)[1].split("\n\n", 1)[0]
     listed = {code for row in table.splitlines()[2:] for code in re.findall(r"`([a-z_]+)`", row.split("|")[1])}
     assert listed == set(CODES)
+
+
+@pytest.mark.parametrize(("threshold", "code"), [(0.70, "acted"), (0.71, "hysteresis")])  # SKEWED's CV is 0.774
+def test_after_an_action_the_next_needs_the_cv_above_the_raised_bar(kube, threshold, code):
+    seed_history(kube, action(20, value=0.9, effect="improved", value_after=0.4, effect_at=NOW - timedelta(minutes=4)))
+
+    outcome = run(settings(signals={"cpu": {"threshold": threshold}}), kube, FakeMetrics(SKEWED))
+
+    (decision,) = outcome.body["decisions"]
+    assert decision["code"] == code, decision["reason"]
+    if code == "hysteresis":
+        assert f"needs the CV above {threshold * 1.1:.4g}" in decision["reason"] and kube.writes() == []
