@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from rebalancer.config import SIGNAL_NAMES, Settings, SignalName, Target
+from rebalancer.config import Settings, SignalName, Target
 
 TARGET_LABEL = "rebalancer_target"
 SIGNAL_LABEL = "rebalancer_signal"
@@ -127,8 +127,8 @@ def plan_alerts(message: WebhookMessage, settings: Settings) -> Plan:
         if signal is None:
             plan.refusals.append(Refusal(alert_id, f"alert has no {SIGNAL_LABEL} label", target=target.name))
             continue
-        if signal not in SIGNAL_NAMES or signal not in target.signals:
-            configured = ", ".join(sorted(target.signals))
+        if signal not in target.decision_signals():
+            configured = ", ".join(target.decision_signals())
             plan.refusals.append(
                 Refusal(alert_id, f"target {target.name} has no such signal (configured: {configured})", target=target.name)
             )
@@ -146,9 +146,9 @@ def plan_manual(run: ManualRun, settings: Settings) -> Plan:
     target = settings.target(run.target)
     if target is None:
         return Plan(refusals=[Refusal("manual", "target names no configured target")])
-    if run.signal is not None and run.signal not in target.signals:
-        configured = ", ".join(sorted(target.signals))
+    if run.signal is not None and run.signal not in target.decision_signals():
+        configured = ", ".join(target.decision_signals())
         why = f"target {target.name} has no such signal (configured: {configured})"
         return Plan(refusals=[Refusal("manual", why, target=target.name)])
-    signals = (run.signal,) if run.signal else tuple(s for s in SIGNAL_NAMES if s in target.signals)
+    signals = (run.signal,) if run.signal else target.decision_signals()
     return Plan(items=[WorkItem(target, signals, ("manual",))])

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from rebalancer import history, policy
+from rebalancer.composite import composite
 from rebalancer.config import SIGNAL_NAMES, Settings, SignalName, Target, load_settings
 from rebalancer.durations import format_duration, parse_duration
 from rebalancer.errors import RebalancerError
@@ -117,11 +118,25 @@ class Period:
     step: timedelta
 
 
-# What a period's history is: per pod, or for partition-aware lag per (pod, topic, partition).
-History = Mapping[str, Mapping[float, float]] | Mapping[PartitionKey, Mapping[float, float]]
+@dataclass(frozen=True)
+class CompositeHistory:
+    """A composite's period: each component's per-pod history, and how they combine."""
+
+    components: Mapping[str, Mapping[str, Mapping[float, float]]]  # signal -> pod -> {time: value}
+    weights: Mapping[str, float]
+    floors: Mapping[str, float]
+
+
+# What a period's history is: per pod, per (pod, topic, partition) for partition-aware lag, or
+# the components of a composite.
+History = Mapping[str, Mapping[float, float]] | Mapping[PartitionKey, Mapping[float, float]] | CompositeHistory
 
 
 def _samples_at(recorded: History, stamp: float, by_partition: bool) -> dict[str, float] | ByPartition:
+    if isinstance(recorded, CompositeHistory):
+        values = {signal: {pod: points[stamp] for pod, points in by_pod.items() if stamp in points}
+                  for signal, by_pod in recorded.components.items()}
+        return composite(values, recorded.weights, recorded.floors).scores
     if not by_partition:
         return {pod: points[stamp] for pod, points in recorded.items() if stamp in points and isinstance(pod, str)}
     held: dict[str, list[PartitionLag]] = {}
@@ -198,7 +213,12 @@ def run(settings: Settings, target: Target, signal: SignalName, period: Period, 
     source = source or MetricsSource(str(settings.metrics_url), timeout_seconds=timeout, session=metrics_session(settings))
     partitions_query = target.partitions_query(signal)
     recorded: History
-    if partitions_query is not None:
+    if signal == "composite" and target.composite is not None:
+        weights = {str(s): w for s, w in target.composite.weights.items()}
+        recorded = CompositeHistory(
+            {s: source.query_range_by_pod(target.query_for(s), times[0], times[-1], step) for s in target.composite.weights},
+            weights, {s: target.floor(s) for s in target.composite.weights})
+    elif partitions_query is not None:
         recorded = source.query_range_partitions(partitions_query, times[0], times[-1], step)
     else:
         recorded = source.query_range_by_pod(target.query_for(signal), times[0], times[-1], step)

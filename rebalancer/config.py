@@ -33,8 +33,11 @@ from rebalancer.durations import parse_duration
 from rebalancer.errors import ConfigError
 from rebalancer.windows import DAYS, Schedule, Window
 
-SignalName = Literal["cpu", "lag", "memory"]
-SIGNAL_NAMES: tuple[SignalName, ...] = ("cpu", "lag", "memory")
+MeasuredSignal = Literal["cpu", "lag", "memory"]
+MEASURED_SIGNALS: tuple[MeasuredSignal, ...] = ("cpu", "lag", "memory")
+# What a decision can be about: a measured signal, or the target's composite of several.
+SignalName = Literal["cpu", "lag", "memory", "composite"]
+SIGNAL_NAMES: tuple[SignalName, ...] = (*MEASURED_SIGNALS, "composite")
 # The level (the pods' mean) below which a skew does not matter, per signal, and its unit.
 # cpu: a tenth of a core. A consumer averaging less is near idle: even three times the mean is a
 #   third of a core, far from any CPU limit, and the skew is scheduling noise, not load.
@@ -43,8 +46,8 @@ SIGNAL_NAMES: tuple[SignalName, ...] = ("cpu", "lag", "memory")
 # memory: 256 MiB of working set. Below it a consumer holds little more than its runtime's
 #   baseline (a JVM's or Python's own heap and libraries); a skew there is start-up noise, not
 #   data a restart would shed.
-DEFAULT_FLOORS: dict[SignalName, float] = {"cpu": 0.1, "lag": 500.0, "memory": 256 * 2**20}
-UNITS: dict[SignalName, str] = {"cpu": "cores", "lag": "messages", "memory": "bytes"}
+DEFAULT_FLOORS: dict[SignalName, float] = {"cpu": 0.1, "lag": 500.0, "memory": 256 * 2**20, "composite": 0.0}
+UNITS: dict[SignalName, str] = {"cpu": "cores", "lag": "messages", "memory": "bytes", "composite": ""}
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -140,6 +143,14 @@ class SignalSpec(_Strict):
         return query
 
 
+class CompositeSpec(_Strict):
+    """A composite load: each pod's score is the weighted sum of its signals' values, each
+    normalised by that signal's mean over the pods; the CV is taken over the scores."""
+
+    weights: dict[MeasuredSignal, Annotated[float, Field(gt=0.0)]] = Field(min_length=2)
+    threshold: float = Field(gt=0.0, description="the CV of the scores to exceed")
+
+
 class WindowSpec(_Strict):
     """A maintenance (or blackout) window: days, HH:MM start and end, an IANA time zone."""
 
@@ -199,13 +210,23 @@ class Target(_Strict):
     # When it may act at all: inside one of `windows` (if any), never inside a `blackouts` one.
     windows: list[WindowSpec] = Field(default_factory=list)
     blackouts: list[WindowSpec] = Field(default_factory=list)
-    signals: dict[SignalName, SignalSpec] = Field(min_length=1)
+    signals: dict[MeasuredSignal, SignalSpec] = Field(min_length=1)
+    composite: CompositeSpec | None = None
 
     @model_validator(mode="after")
     def _hpa_mode_is_for_cpu(self) -> Target:
         for signal in ("lag", "memory"):
             if signal in self.signals and self.signals[signal].mode == "hpa":
                 raise ValueError(f"signals.{signal}.mode: hpa mode reads CPU requests and the HPA's CPU target: cpu only")
+        return self
+
+    @model_validator(mode="after")
+    def _composite_of_configured_signals(self) -> Target:
+        if self.composite is not None:
+            missing = sorted(set(self.composite.weights) - set(self.signals))
+            if missing:
+                raise ValueError(f"composite.weights: {', '.join(missing)} not configured in signals (configure each "
+                                 "component signal, with its own query and floor)")
         return self
 
     @model_validator(mode="after")
@@ -235,17 +256,28 @@ class Target(_Strict):
 
     def effect_rules(self, signal: SignalName) -> history.EffectRules:
         """How the effect of this target's actions on ``signal`` is judged once they settled."""
-        return history.EffectRules(self.settle or self.cooldown, self.signals[signal].threshold or 0.0, self.min_improvement)
+        return history.EffectRules(self.settle or self.cooldown, self.threshold(signal), self.min_improvement)
+
+    def decision_signals(self) -> tuple[SignalName, ...]:
+        """The signals alerts and manual runs may ask about: the configured ones, and composite."""
+        return tuple(s for s in SIGNAL_NAMES if s in self.signals or (s == "composite" and self.composite is not None))
 
     def floor(self, signal: SignalName) -> float:
+        if signal == "composite":
+            return 0.0  # its components' floors apply instead (rebalancer.composite)
         spec = self.signals[signal]
         return DEFAULT_FLOORS[signal] if spec.floor is None else spec.floor
 
+    def threshold(self, signal: SignalName) -> float:
+        if signal == "composite":
+            return self.composite.threshold if self.composite else 0.0
+        return self.signals[signal].threshold or 0.0
+
     def rules(self, signal: SignalName) -> policy.Rules:
         """The decision rules for one of this target's signals."""
-        spec = self.signals[signal]
+        spec = self.signals[signal] if signal != "composite" else SignalSpec(threshold=self.threshold(signal))
         return policy.Rules(
-            threshold=spec.threshold or 0.0,
+            threshold=self.threshold(signal),
             mode=spec.mode,
             tolerance=spec.tolerance,
             top_k=spec.top_k,
@@ -267,7 +299,13 @@ class Target(_Strict):
 
     def query_for(self, signal: SignalName) -> str:
         """The per-pod PromQL for ``signal`` (the alert rules' and the backtest's), placeholders
-        filled and escaped. With ``partitions``, a pod's value is the sum of its partitions."""
+        filled and escaped. With ``partitions``, a pod's value is the sum of its partitions; the
+        composite is its components' weighted sum, each over its mean."""
+        if signal == "composite":
+            assert self.composite is not None
+            parts = [f"{weight!r} * ({self.query_for(s)} / scalar(avg({self.query_for(s)})))"
+                     for s, weight in self.composite.weights.items()]
+            return "(" + " + ".join(parts) + ")"
         spec = self.signals[signal]
         if spec.partitions is not None:
             return f"sum by (pod) ({self._render(spec.partitions)})"
@@ -275,6 +313,8 @@ class Target(_Strict):
 
     def partitions_query(self, signal: SignalName) -> str | None:
         """The per-partition PromQL the function decides with, when the signal has ``partitions``."""
+        if signal == "composite":
+            return None
         template = self.signals[signal].partitions
         return None if template is None else self._render(template)
 

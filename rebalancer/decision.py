@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from rebalancer import policy
+from rebalancer.composite import Composite
 
 # Every decision code, the stable word that says why (README, "The answer"). A test keeps the
 # README's table and this list the same.
@@ -50,6 +51,7 @@ class VerdictDetails:
     dry_run: bool
     verdict: policy.Verdict
     series_ignored: int  # series for pods the Deployment does not have (other workloads, pods gone)
+    composite: Composite | None = None  # a composite decision's components
 
     def to_json(self) -> dict[str, Any]:
         v = self.verdict
@@ -67,7 +69,21 @@ class VerdictDetails:
             "passed_over": _notes(v.passed_over),
             "series_ignored": self.series_ignored,
             **({"partitions": _partitions(v)} if v.assignment is not None else {}),
+            **({"composite": _composite(self.composite, v)} if self.composite is not None else {}),
         }
+
+
+def _composite(scored: Composite, verdict: policy.Verdict) -> dict[str, Any]:
+    """The weights, each component's mean, and every component of every selected pod (and of the
+    hottest and coldest), so the answer shows why a pod scored what it did."""
+    shown = {s.pod for s in verdict.selected} | {p.pod for p in (verdict.hot, verdict.cold) if p is not None}
+    return {
+        "weights": scored.weights,
+        "means": scored.means,
+        "left_out": scored.left_out,
+        "pods": {pod: {**scored.components[pod], "score": scored.scores.get(pod)} for pod in sorted(shown)
+                 if pod in scored.components},
+    }
 
 
 def _partitions(verdict: policy.Verdict) -> dict[str, Any]:

@@ -30,12 +30,13 @@ from typing import Any
 import yaml
 
 from rebalancer.alerts import SIGNAL_LABEL, TARGET_LABEL
-from rebalancer.config import SIGNAL_NAMES, Settings, SignalName, Target, load_settings
+from rebalancer.config import Settings, SignalName, Target, load_settings
 from rebalancer.durations import format_duration, parse_duration
 from rebalancer.errors import ConfigError
 
-ALERT_NAMES = {"cpu": "ConsumerCpuSkew", "lag": "ConsumerLagSkew", "memory": "ConsumerMemorySkew"}
-SUMMARIES = {"cpu": "CPU skew", "lag": "Kafka lag skew", "memory": "Memory skew"}
+ALERT_NAMES = {"cpu": "ConsumerCpuSkew", "lag": "ConsumerLagSkew", "memory": "ConsumerMemorySkew",
+               "composite": "ConsumerCompositeSkew"}
+SUMMARIES = {"cpu": "CPU skew", "lag": "Kafka lag skew", "memory": "Memory skew", "composite": "Composite load skew"}
 
 
 def _level(query: str, floor: float) -> str:
@@ -60,8 +61,15 @@ def hpa_alert_expression(query: str, tolerance: float, min_pods: int, floor: flo
 
 
 def alert_rule(target: Target, signal: SignalName, for_duration: timedelta) -> dict[str, Any]:
-    spec = target.signals[signal]
     query = target.query_for(signal)
+    if signal == "composite":
+        return _rule(target, signal, for_duration, alert_expression(query, target.threshold(signal), target.min_pods),
+                     f'{SUMMARIES[signal]} {{{{ $value | printf "%.2f" }}}} across {target.deployment} pods',
+                     f"The coefficient of variation of the pods' composite load (weighted "
+                     f"{', '.join(target.composite.weights) if target.composite else ''}, each over its mean) across "
+                     f"{target.namespace}/{target.deployment} is above {target.threshold(signal)!r}. pod-rebalancer "
+                     "re-verifies it and may move the outlier pods.")
+    spec = target.signals[signal]
     summary = f'{SUMMARIES[signal]} {{{{ $value | printf "%.2f" }}}} across {target.deployment} pods'
     if spec.mode == "hpa":
         expr = hpa_alert_expression(query, spec.tolerance, target.min_pods, target.floor(signal))
@@ -77,6 +85,11 @@ def alert_rule(target: Target, signal: SignalName, for_duration: timedelta) -> d
         description = (f"The coefficient of variation (stddev/mean) of per-pod {signal} across {target.namespace}/"
                        f"{target.deployment} is above {spec.threshold!r}. "
                        "pod-rebalancer re-verifies it and may move the outlier pods.")
+    return _rule(target, signal, for_duration, expr, summary, description)
+
+
+def _rule(target: Target, signal: SignalName, for_duration: timedelta, expr: str, summary: str,
+          description: str) -> dict[str, Any]:
     return {
         "alert": ALERT_NAMES[signal],
         "expr": expr,
@@ -88,10 +101,7 @@ def alert_rule(target: Target, signal: SignalName, for_duration: timedelta) -> d
             "namespace": target.namespace,
             "deployment": target.deployment,
         },
-        "annotations": {
-            "summary": summary,
-            "description": description,
-        },
+        "annotations": {"summary": summary, "description": description},
     }
 
 
@@ -99,8 +109,7 @@ def rules_document(settings: Settings, for_duration: timedelta, interval: timede
     rules = [
         alert_rule(target, signal, for_duration)
         for target in settings.targets
-        for signal in SIGNAL_NAMES
-        if signal in target.signals
+        for signal in target.decision_signals()
     ]
     return {"groups": [{"name": "pod-rebalancer", "interval": format_duration(interval), "rules": rules}]}
 

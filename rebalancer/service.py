@@ -20,8 +20,7 @@ from rebalancer.alerts import Plan, Refusal, WorkItem
 from rebalancer.config import Settings, SignalName, Target
 from rebalancer.decision import Decision, VerdictDetails, Verified
 from rebalancer.errors import KubeError, MetricsQueryError, PermanentError, TemporaryError
-from rebalancer.metrics_source import PartitionValues, PodValues
-from rebalancer.partitions import ByPartition
+from rebalancer.measuring import Measurer
 from rebalancer.ports import MetricsReader, PodReader
 from rebalancer.telemetry import Telemetry
 from rebalancer.timestamps import stamp
@@ -47,7 +46,7 @@ class Outcome:
 
 
 def _decision(target: Target, signal: SignalName, alerts: Iterable[str], **fields: Any) -> Decision:
-    threshold = (target.signals[signal].threshold if signal in target.signals else None) or 0.0
+    threshold = target.threshold(signal) if signal in target.decision_signals() else 0.0
     fields.setdefault("verified", Verified.of(None, threshold))  # nothing measured (yet)
     return Decision(target.name, signal, tuple(alerts), namespace=target.namespace, deployment=target.deployment, **fields)
 
@@ -64,15 +63,6 @@ def _from_verdict(target: Target, signal: SignalName, alerts: Iterable[str], ver
                      verified=Verified.of(verdict, verdict.threshold), selected=verdict.selected, details=details)
 
 
-def _measure(target: Target, signal: SignalName, deps: Dependencies, now: datetime) -> tuple[str, PodValues | PartitionValues]:
-    """The signal's query and its answer: per pod, or per partition for partition-aware lag."""
-    partitions_query = target.partitions_query(signal)
-    if partitions_query is not None:
-        return partitions_query, deps.metrics.query_partitions(partitions_query, now)
-    query = target.query_for(signal)
-    return query, deps.metrics.query_by_pod(query, now)
-
-
 @dataclass(frozen=True)
 class _Call:
     """The invocation's facts every signal's verification shares."""
@@ -80,26 +70,26 @@ class _Call:
     now: datetime
     dry_run: bool
     invocation: str
+    measurer: Measurer
 
 
 def _verify_signal(run: TargetRun, signal: SignalName, item: WorkItem, deps: Dependencies, call: _Call) -> Decision:
     """One signal: query, decide, measure earlier actions' effects, act when the verdict says so."""
     target, found, now = run.target, run.found, call.now
     try:
-        query, answer = _measure(target, signal, deps, now)
+        measured = call.measurer.measure(signal)
     except MetricsQueryError as e:
         deps.telemetry.upstream_errors.labels("metrics", "permanent").inc()
-        return _decision(target, signal, item.alerts, code="query_error", query=target.partitions_query(signal)
-                         or target.query_for(signal), reason=f"cannot verify: {e}")
-    samples = ByPartition(answer.held) if isinstance(answer, PartitionValues) else answer.values
-    verdict = policy.decide(signal, found.pods, samples, target.rules(signal), now, workload=found.workload)
+        return _decision(target, signal, item.alerts, code="query_error", query=call.measurer.query(signal),
+                         reason=f"cannot verify: {e}")
+    verdict = policy.decide(signal, found.pods, measured.samples, target.rules(signal), now, workload=found.workload)
     if verdict.stats is not None:
         deps.telemetry.verified_cv.labels(target.name, signal).set(verdict.stats.value)
         deps.telemetry.verified_pods.labels(target.name, signal).set(verdict.stats.pods)
         deps.telemetry.verifications.labels(target.name, signal).inc()
     known = {pod.name for pod in found.pods}
-    ignored_series = sum(1 for pod in answer.values if pod not in known) + answer.series_without_pod
-    details = VerdictDetails(query, call.dry_run, verdict, ignored_series)
+    ignored_series = sum(1 for pod in measured.values if pod not in known) + measured.series_without_pod
+    details = VerdictDetails(measured.query, call.dry_run, verdict, ignored_series, measured.composite)
     decision = _from_verdict(target, signal, item.alerts, verdict, details)
     attempt = Attempt(signal, verdict, now, call.dry_run, call.invocation)
     observed = deps.actor.observe(run, attempt)
@@ -133,13 +123,13 @@ def _verify(item: WorkItem, deps: Dependencies, now: datetime, dry_run: bool, in
         return [_decision(target, s, item.alerts, code="outside_window", reason=f"{target.name} is {closed}")
                 for s in item.signals]
     # CPU requests are read only when a signal needs them (hpa mode).
-    container = target.container if any(target.signals[s].mode == "hpa" for s in item.signals) else None
+    container = target.container if any(spec.mode == "hpa" for spec in target.signals.values()) else None
     try:
         found = deps.kube.deployment_pods(target.namespace, target.deployment, container)
     except KubeError as e:
         deps.telemetry.upstream_errors.labels("kubernetes", "permanent").inc()
         return [_decision(target, s, item.alerts, code="kubernetes_error", reason=f"cannot verify: {e}") for s in item.signals]
-    run, call = TargetRun(target, found), _Call(now, dry_run, invocation)
+    run, call = TargetRun(target, found), _Call(now, dry_run, invocation, Measurer(target, deps.metrics, now))
     return [_verify_signal(run, signal, item, deps, call) for signal in item.signals]
 
 
