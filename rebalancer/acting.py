@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from rebalancer import history, policy
+from rebalancer.approval import ApprovalGate
 from rebalancer.config import SignalName, Target
 from rebalancer.cooldown import StateStore, decode_state, finished
 from rebalancer.decision import ActResult
@@ -21,6 +22,7 @@ from rebalancer.durations import format_duration
 from rebalancer.errors import KubeError, RebalancerError, StateError
 from rebalancer.kube import ConfigMapState, DeploymentPods, EventNote, PodAction
 from rebalancer.ports import PodActions
+from rebalancer.proposals import Proposal
 from rebalancer.telemetry import Telemetry
 from rebalancer.timestamps import stamp
 
@@ -69,6 +71,7 @@ class Attempt:
     now: datetime
     dry_run: bool
     invocation: str
+    approving: Proposal | None = None  # the proposal a person approved (POST /approve/<id>)
 
 
 @dataclass
@@ -77,6 +80,10 @@ class Actor:
     state: StateStore
     telemetry: Telemetry
     logger: logging.Logger
+
+    @property
+    def gate(self) -> ApprovalGate:
+        return ApprovalGate(self.state, self._event)
 
     def _state(self, run: TargetRun) -> tuple[ConfigMapState, history.TargetState]:
         """The target's state ConfigMap, read once per invocation, and its decoded state."""
@@ -173,6 +180,10 @@ class Actor:
             backoff = _backoff_json(state, target.limits().backoff, until) if check.code == "ineffective" else None
             return ActResult("skipped", check.code, f"{check.reason}. {verdict.reason}", lock=check.code, cooldown_until=until,
                              backoff=backoff)
+        if target.approval:
+            gated = self.gate.check(run, snapshot, attempt)
+            if gated is not None:
+                return gated
         if attempt.dry_run:
             pods = ", ".join(f"{s.pod} ({s.role})" for s in verdict.selected)
             return ActResult("dry_run", None, f"dry run: would {target.action} {pods}; the cooldown lock is free, so a live run "
@@ -192,6 +203,8 @@ class Actor:
         results = [self._act_on_pod(target, run.found, s.pod, attempt) for s in verdict.selected]
         outcome = "acted" if any(r.result in SUCCESS for r in results) else "blocked"
         audit_errors = self._record(run, attempt, entry, outcome, results)
+        if attempt.approving is not None:
+            audit_errors += self.gate.approved(run, attempt.approving)
         return ActResult(
             outcome, "acted" if outcome == "acted" else "all_actions_blocked",
             f"{', '.join(f'{r.pod}: {r.result}' for r in results)}. {verdict.reason}",

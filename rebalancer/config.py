@@ -207,6 +207,9 @@ class Target(_Strict):
     # After an action, the next needs the CV above threshold x (1 + hysteresis), for hysteresis_for.
     hysteresis: Fraction = 0.1
     hysteresis_for: PositiveDuration = timedelta(hours=6)
+    # A person in the loop: a verified skew becomes a proposal, carried out by POST /approve/<id>.
+    approval: StrictBool = False
+    approval_ttl: PositiveDuration = timedelta(hours=1)
     # When it may act at all: inside one of `windows` (if any), never inside a `blackouts` one.
     windows: list[WindowSpec] = Field(default_factory=list)
     blackouts: list[WindowSpec] = Field(default_factory=list)

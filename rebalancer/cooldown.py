@@ -22,10 +22,37 @@ from rebalancer.errors import KubeConflictError, StateError
 from rebalancer.history import EFFECTS, ActionRecord, Effect, TargetState
 from rebalancer.kube import ConfigMapState
 from rebalancer.ports import StateConfigMaps
+from rebalancer.proposals import Proposal
 from rebalancer.timestamps import parse_stamp, stamp
 
 ANNOTATION_DOMAIN = "pod-rebalancer.io"
 FINISH_ATTEMPTS = 5
+
+
+def proposals_key(target: str) -> str:
+    return f"{target}.{ANNOTATION_DOMAIN}/proposals"
+
+
+PROPOSALS_KEPT = 10
+
+
+def encode_proposals(target: str, proposals: tuple[Proposal, ...]) -> dict[str, str]:
+    kept = sorted(proposals, key=lambda p: p.at)[-PROPOSALS_KEPT:]
+    return {proposals_key(target): json.dumps([{**asdict(p), "at": stamp(p.at), "expires": stamp(p.expires),
+                                                "pods": [dict(x) for x in p.pods]} for p in kept], separators=(",", ":"))}
+
+
+def decode_proposals(annotations: dict[str, str], target: str) -> tuple[Proposal, ...]:
+    """A target's proposals; unreadable ones are a StateError, as for the rest of the state."""
+    try:
+        return tuple(Proposal(id=str(r["id"]), signal=str(r["signal"]), at=parse_stamp(r["at"]),
+                              expires=parse_stamp(r["expires"]), invocation=str(r["invocation"]), value=r.get("value"),
+                              threshold=float(r["threshold"]), pods=tuple(dict(x) for x in r["pods"]),
+                              status=str(r.get("status", "pending")))
+                     for r in json.loads(annotations.get(proposals_key(target), "[]")))
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise StateError(f"the proposals annotation of target {target} cannot be read ({type(e).__name__}); "
+                         f"fix or remove it: {proposals_key(target)}") from e
 
 
 def annotation_keys(target: str) -> tuple[str, str, str]:
@@ -131,6 +158,29 @@ class StateStore:
         except KubeConflictError:
             return None
         return ConfigMapState({**snapshot.annotations, **annotations}, version)
+
+    def write_proposals(self, namespace: str, target: str, snapshot: ConfigMapState,
+                        proposals: tuple[Proposal, ...]) -> ConfigMapState | None:
+        """Write the proposals on the condition that the ConfigMap is still at ``snapshot``; the
+        ConfigMap as written, or None when another writer got there first."""
+        annotations = encode_proposals(target, proposals)
+        try:
+            version = self.kube.write_configmap_annotations(namespace, self.configmap, annotations, snapshot.resource_version)
+        except KubeConflictError:
+            return None
+        return ConfigMapState({**snapshot.annotations, **annotations}, version)
+
+    def mark_approved(self, namespace: str, target: str, proposal_id: str) -> None:
+        """Record that a proposal was carried out (re-read and retried, as ``finish`` is)."""
+        for attempt in range(FINISH_ATTEMPTS):
+            snapshot = self.read(namespace)
+            proposals = tuple(replace(p, status="approved") if p.id == proposal_id else p
+                              for p in decode_proposals(snapshot.annotations, target))
+            if self.write_proposals(namespace, target, snapshot, proposals) is not None:
+                return
+            if attempt == FINISH_ATTEMPTS - 1:
+                raise KubeConflictError(f"the proposals of {target} kept changing while recording {proposal_id}",
+                                        status=409, reason="Conflict")
 
     def finish(self, namespace: str, target: str, entry: ActionRecord) -> None:
         """Write the outcome into the history. The lock is ours, but other targets' writers may

@@ -14,9 +14,10 @@ from rebalancer.composite import Composite
 # README's table and this list the same.
 CODES = (
     "skew_verified", "acted", "all_actions_blocked", "lock_taken", "cooldown", "hourly_budget", "ineffective",
-    "hysteresis", "outside_window", "already_acted", "below_threshold", "idle", "incomplete_data", "too_few_pods",
-    "no_ready_pods", "below_floor", "hot_partition", "min_pods", "no_candidates", "no_improvement", "no_hpa_target",
-    "rolling_out", "hpa_scaling", "too_many_unready", "state_unreadable", "kubernetes_error", "query_error",
+    "hysteresis", "outside_window", "proposed", "approval_stale", "already_acted", "below_threshold", "idle",
+    "incomplete_data", "too_few_pods", "no_ready_pods", "below_floor", "hot_partition", "min_pods", "no_candidates",
+    "no_improvement", "no_hpa_target", "rolling_out", "hpa_scaling", "too_many_unready", "state_unreadable",
+    "kubernetes_error", "query_error",
 )
 
 
@@ -114,6 +115,7 @@ class ActResult:
     audit_errors: tuple[str, ...] = ()
     abandoned: tuple[dict[str, str], ...] = ()
     backoff: dict[str, Any] | None = None  # why an ineffective target backs off, and until when
+    proposal: dict[str, Any] | None = None  # approval mode: the proposal made, waiting, or approved
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,8 @@ class Decision:
                 out["abandoned"] = list(self.act.abandoned)
             if self.act.backoff is not None:
                 out["backoff"] = self.act.backoff
+            if self.act.proposal is not None:
+                out["proposal"] = self.act.proposal
         if self.effects:
             out["effects"] = list(self.effects)
         return out

@@ -108,6 +108,12 @@ def _manual(request: flask.Request, state: AppState) -> flask.Response:
     return _run(state, alerts.plan_manual(run, state.settings), requested_dry_run=run.dry_run)
 
 
+def _approve(request: flask.Request, state: AppState) -> flask.Response:
+    identifier = request.path.rstrip("/").removeprefix("/approve/")
+    outcome = service.approve(identifier, state.deps, state.clock(), invocation=uuid.uuid4().hex[:16])
+    return _json_response(outcome.status, outcome.body)
+
+
 def _healthz(request: flask.Request, state: AppState) -> flask.Response:
     return _json_response(200, {"status": "ok", "dry_run": state.settings.dry_run})
 
@@ -133,6 +139,7 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/": {"POST": _alertmanager},
     "/alertmanager": {"POST": _alertmanager},
     "/rebalance": {"POST": _manual},
+    "/approve/<id>": {"POST": _approve},
     "/healthz": {"GET": _healthz},
     "/metrics": {"GET": _metrics},
 }
@@ -152,11 +159,14 @@ def respond(request: flask.Request, state: AppState) -> flask.Response:
 def _dispatch(request: flask.Request, state: AppState) -> flask.Response:
     started = time.perf_counter()
     path = request.path.rstrip("/") or "/"
+    if path.startswith("/approve/") and len(path) > len("/approve/"):
+        path = "/approve/<id>"
     methods = ROUTES.get(path)
     route = path if methods else "unknown"
     try:
         if methods is None:
-            response = _rejection(404, f"no route {path}: use POST /, /alertmanager, /rebalance, GET /healthz, /metrics")
+            response = _rejection(404, f"no route {path}: use POST /, /alertmanager, /rebalance, /approve/<id>, "
+                                  "GET /healthz, /metrics")
         elif request.method not in methods:
             response = _rejection(405, f"{path} takes {', '.join(methods)}", {"Allow": ", ".join(methods)})
         else:

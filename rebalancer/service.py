@@ -12,16 +12,18 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from rebalancer import policy
 from rebalancer.acting import Actor, Attempt, Observed, TargetRun
 from rebalancer.alerts import Plan, Refusal, WorkItem
 from rebalancer.config import Settings, SignalName, Target
+from rebalancer.cooldown import decode_proposals
 from rebalancer.decision import Decision, VerdictDetails, Verified
-from rebalancer.errors import KubeError, MetricsQueryError, PermanentError, TemporaryError
+from rebalancer.errors import KubeError, MetricsQueryError, PermanentError, StateError, TemporaryError
 from rebalancer.measuring import Measurer
 from rebalancer.ports import MetricsReader, PodReader
+from rebalancer.proposals import Proposal, target_of
 from rebalancer.telemetry import Telemetry
 from rebalancer.timestamps import stamp
 
@@ -71,6 +73,7 @@ class _Call:
     dry_run: bool
     invocation: str
     measurer: Measurer
+    approving: Proposal | None = None
 
 
 def _verify_signal(run: TargetRun, signal: SignalName, item: WorkItem, deps: Dependencies, call: _Call) -> Decision:
@@ -91,7 +94,7 @@ def _verify_signal(run: TargetRun, signal: SignalName, item: WorkItem, deps: Dep
     ignored_series = sum(1 for pod in measured.values if pod not in known) + measured.series_without_pod
     details = VerdictDetails(measured.query, call.dry_run, verdict, ignored_series, measured.composite)
     decision = _from_verdict(target, signal, item.alerts, verdict, details)
-    attempt = Attempt(signal, verdict, now, call.dry_run, call.invocation)
+    attempt = Attempt(signal, verdict, now, call.dry_run, call.invocation, call.approving)
     observed = deps.actor.observe(run, attempt)
     if verdict.act:
         decision = _act(run, decision, deps, attempt)
@@ -115,9 +118,9 @@ def _effects_said(observed: Observed) -> str:
     return f"Closed loop, {recorded}: {said}; {observed.ineffective_in_a_row} ineffective action(s) in a row"
 
 
-def _verify(item: WorkItem, deps: Dependencies, now: datetime, dry_run: bool, invocation: str) -> list[Decision]:
+def _verify(item: WorkItem, deps: Dependencies, call: _Call) -> list[Decision]:
     """All decisions of one target: one pod read, one query per signal, at most one action."""
-    target = item.target
+    target, now = item.target, call.now
     closed = target.schedule().why_closed(now)
     if closed is not None:  # nothing can be done now, so nothing is asked of Kubernetes or the backend
         return [_decision(target, s, item.alerts, code="outside_window", reason=f"{target.name} is {closed}")
@@ -129,7 +132,7 @@ def _verify(item: WorkItem, deps: Dependencies, now: datetime, dry_run: bool, in
     except KubeError as e:
         deps.telemetry.upstream_errors.labels("kubernetes", "permanent").inc()
         return [_decision(target, s, item.alerts, code="kubernetes_error", reason=f"cannot verify: {e}") for s in item.signals]
-    run, call = TargetRun(target, found), _Call(now, dry_run, invocation, Measurer(target, deps.metrics, now))
+    run = TargetRun(target, found)
     return [_verify_signal(run, signal, item, deps, call) for signal in item.signals]
 
 
@@ -161,6 +164,7 @@ def handle(
     *,
     invocation: str,
     requested_dry_run: bool | None = None,
+    approving: Proposal | None = None,
 ) -> Outcome:
     """Run a plan and answer with the decision record (README, "The answer")."""
     # A request may ask for a dry run when the configuration is live, never the reverse.
@@ -171,7 +175,8 @@ def handle(
     error: str | None = None
     try:
         for item in plan.items:
-            decisions.extend(_verify(item, deps, now, dry_run, invocation))
+            decisions.extend(_verify(item, deps, _Call(now, dry_run, invocation, Measurer(item.target, deps.metrics, now),
+                                                       approving)))
     except TemporaryError as e:
         deps.telemetry.upstream_errors.labels(e.backend, "temporary").inc()
         status, error = 503, str(e)
@@ -203,3 +208,33 @@ def handle(
     if requested_dry_run is False and deps.settings.dry_run:
         body["note"] = "the request asked for dry_run=false; the configuration says dry-run, which wins"
     return Outcome(status=status, body=body)
+
+
+def approve(identifier: str, deps: Dependencies, now: datetime, *, invocation: str) -> Outcome:
+    """POST /approve/<id>: carry a proposal out if it is known, still pending, not expired, and a
+    fresh verification selects the same pods. Anything else answers why and changes nothing."""
+    target_name = target_of(identifier)
+    target = deps.settings.target(target_name) if target_name else None
+    if target is None or not target.approval:
+        return _refused(404, f"no proposal {identifier}: no target in approval mode is named so")
+    try:
+        found = decode_proposals(deps.actor.state.read(target.namespace).annotations, target.name)
+    except StateError as e:
+        return _refused(409, f"{e}; nothing was done")
+    proposal = next((p for p in found if p.id == identifier), None)
+    if proposal is None:
+        return _refused(404, f"no proposal {identifier} in the state of target {target.name}")
+    if proposal.status != "pending":
+        return _refused(409, f"proposal {identifier} was {proposal.status} already; nothing was done")
+    if proposal.expired(now):
+        return _refused(409, f"proposal {identifier} expired at {stamp(proposal.expires)}; nothing was done")
+    plan = Plan(items=[WorkItem(target, (cast("SignalName", proposal.signal),), (f"approve:{identifier}",))])
+    outcome = handle(plan, deps, now, invocation=invocation, approving=proposal)
+    if outcome.status == 200 and outcome.body["outcome"] not in ("acted", "blocked", "dry_run"):
+        reason = f"proposal {identifier} was not carried out, nothing was done: {outcome.body['reason']}"
+        return Outcome(409, {**outcome.body, "outcome": "rejected", "reason": reason})
+    return outcome
+
+
+def _refused(status: int, reason: str) -> Outcome:
+    return Outcome(status, {"outcome": "rejected", "reason": reason, "decisions": []})
