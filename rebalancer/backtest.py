@@ -94,6 +94,8 @@ class Report:
     end: datetime
     step: timedelta
     steps: list[Step] = field(default_factory=list)
+    cooldown: timedelta = timedelta(0)  # the target's, for the plot's shading
+    schedule: Schedule = field(default_factory=Schedule)
 
     @property
     def actions(self) -> list[Step]:
@@ -205,7 +207,7 @@ def run(settings: Settings, target: Target, signal: SignalName, period: Period, 
     """Fetch the history with range queries, then replay it."""
     start, end, step = period.start, period.end, period.step
     times = step_times(start, end, step)
-    report = Report(target.name, signal, start, end, step)
+    report = Report(target.name, signal, start, end, step, cooldown=target.cooldown, schedule=target.schedule())
     if not times:
         return report
     # Range queries over a day take longer than the function's instant ones: at least 30 s.

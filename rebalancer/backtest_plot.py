@@ -6,15 +6,42 @@ the function's requirements.txt, and imported only when a plot is asked for.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from rebalancer import policy
 
 
-def plot(report: Any, rules: policy.Rules, path: Path) -> int:
+@dataclass(frozen=True)
+class Drawn:
+    """What the plot shows: the would-act moments, and the spans it shaded."""
+
+    actions: int
+    cooldown_spans: int
+    closed_spans: int  # outside the maintenance windows, or in a blackout
+
+
+def closed_spans(times: list[datetime], allows: Any) -> list[tuple[datetime, datetime]]:
+    """The runs of consecutive steps at which the schedule does not allow acting."""
+    spans: list[tuple[datetime, datetime]] = []
+    start: datetime | None = None
+    for previous, at in zip([None, *times], times, strict=False):
+        if not allows(at):
+            start = start or at
+        elif start is not None and previous is not None:
+            spans.append((start, previous))
+            start = None
+    if start is not None:
+        spans.append((start, times[-1]))
+    return spans
+
+
+def plot(report: Any, rules: policy.Rules, path: Path) -> Drawn:
     """Write a PNG of a ``backtest.Report`` (which imports this module, not the other way
-    round); returns how many would-act moments it marked."""
+    round). The cooldown after each would-act moment and the closed maintenance windows are
+    shaded spans, so that what held an episode back shows at a day's scale."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display: a file only
@@ -37,9 +64,14 @@ def plot(report: Any, rules: policy.Rules, path: Path) -> int:
     axes.plot([t for t, _, _ in series], [limit for _, _, limit in series], color="#d62728", linestyle="--",
               linewidth=1, label=limit_label)
     acted = [s for s in measured if s.acted]
-    held = [s for s in measured if s.held_by in ("cooldown", "hourly_budget")]
-    axes.scatter([s.at for s in held], [value(s) for s in held], marker="x", color="#ff7f0e", s=18, zorder=3,
-                 label=f"held by the cooldown ({len(held)} steps)")
+    held = sum(1 for s in measured if s.held_by in ("cooldown", "hourly_budget"))
+    for i, s in enumerate(acted):
+        axes.axvspan(mdates.date2num(s.at), mdates.date2num(s.at + report.cooldown), color="#ff7f0e", alpha=0.15,
+                     linewidth=0, zorder=1, label=f"cooldown after an action (held {held} steps)" if i == 0 else None)
+    closed = closed_spans([s.at for s in report.steps], report.schedule.allows)
+    for i, (start, end) in enumerate(closed):
+        axes.axvspan(mdates.date2num(start), mdates.date2num(end), color="#7f7f7f", alpha=0.2, linewidth=0, zorder=1,
+                     label="outside the maintenance windows" if i == 0 else None)
     axes.scatter([s.at for s in acted], [value(s) for s in acted], marker="v", color="#d62728", s=90, zorder=4,
                  label=f"would act ({len(acted)})")
     for s in acted:
@@ -56,4 +88,4 @@ def plot(report: Any, rules: policy.Rules, path: Path) -> int:
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
-    return len(acted)
+    return Drawn(len(acted), len(acted), len(closed))

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from rebalancer import backtest
+from rebalancer.backtest_plot import plot
 from rebalancer.config import Settings
 from rebalancer.durations import parse_duration
 from tests.conftest import AUTH, aligned_now
@@ -159,3 +160,20 @@ def test_partition_lag_is_replayed_partition_by_partition(load_metrics, tmp_path
     steps = int(re.search(r"every 5m: (\d+) steps", out).group(1))  # 12 or 13, as the hour falls on the grid
     assert steps >= 12 and "Would have acted 0 times" in out
     assert f"by a hot partition {steps}," in out and f"Every step's verdict: hot_partition {steps}." in out
+
+
+def test_the_plot_shades_the_cooldowns_and_the_closed_windows(day, tmp_path):
+    start, end, _, url = day
+    closed_afternoons = {**TARGET, "windows": [{"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "start": "00:00",
+                                                "end": "12:00", "timezone": "UTC"}]}
+    settings = Settings(metrics_url=url, targets=[closed_afternoons])
+    report = backtest.run(settings, settings.targets[0], "cpu", backtest.Period(start, end, parse_duration("1m")),
+                          backtest.Assumed())
+
+    drawn = plot(report, settings.targets[0].rules("cpu"), tmp_path / "backtest.png")
+
+    assert drawn.actions == drawn.cooldown_spans == len(report.actions) >= 1
+    assert drawn.closed_spans in (1, 2)  # the afternoons the day holds
+    assert all(a.at.hour < 12 for a in report.actions)
+    assert report.held()["maintenance window"] > 0  # the 18:00 episode
+    assert (tmp_path / "backtest.png").stat().st_size > 20_000
