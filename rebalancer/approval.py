@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from rebalancer.cooldown import StateStore, decode_proposals
 from rebalancer.decision import ActResult
-from rebalancer.errors import RebalancerError
+from rebalancer.errors import RebalancerError, StateError
 from rebalancer.kube import ConfigMapState, EventNote
 from rebalancer.proposals import Proposal, pending, proposal_id
 from rebalancer.timestamps import stamp
@@ -48,7 +48,10 @@ class ApprovalGate:
 
     def _propose(self, run: TargetRun, snapshot: ConfigMapState, attempt: Attempt) -> ActResult:
         target, verdict, now = run.target, attempt.verdict, attempt.now
-        existing = decode_proposals(snapshot.annotations, target.name)
+        try:
+            existing = decode_proposals(snapshot.annotations, target.name)
+        except StateError as e:  # guessing could propose twice, or lose a person's pending decision
+            return ActResult("skipped", "state_unreadable", f"{e}. {verdict.reason}")
         waiting = pending(existing, attempt.signal, now)
         if waiting is not None:
             return ActResult("skipped", "proposed", f"proposal {waiting.id} is waiting for approval until "

@@ -135,6 +135,7 @@ def _log_rejection(request: flask.Request, route: str, response: flask.Response)
 
 
 Handler = Callable[[flask.Request, AppState], flask.Response]
+NOT_AN_INVOCATION = frozenset({400, 401, 404, 405, 413})
 ROUTES: dict[str, dict[str, Handler]] = {
     "/": {"POST": _alertmanager},
     "/alertmanager": {"POST": _alertmanager},
@@ -150,7 +151,9 @@ def respond(request: flask.Request, state: AppState) -> flask.Response:
     in a ``Server-Timing`` header."""
     with timed_request() as timing:
         response = _dispatch(request, state)
-        if request.method == "POST":  # after the request's own counters, so the push includes them
+        # After the request's own counters, so the push includes them; never for a request refused
+        # before it reached the service, so that unauthenticated POSTs cannot make the function push.
+        if request.method == "POST" and response.status_code not in NOT_AN_INVOCATION:
             push_after(state.pusher, state.registry, state.deps.telemetry.push_errors.inc)
         response.headers["Server-Timing"] = timing.server_timing()
     return response

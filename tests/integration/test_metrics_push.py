@@ -68,3 +68,17 @@ def test_a_push_that_fails_is_logged_and_counted_and_the_answer_stands(make_clie
     assert "pushing the function's metrics to" in capsys.readouterr().out
     metrics = client.get("/metrics").get_data(as_text=True)
     assert "rebalancer_metrics_push_errors_total 1.0" in metrics
+
+
+def test_a_refused_request_pushes_nothing(make_client, victoria_metrics, kube, tmp_path):
+    gateway = Pushgateway(tmp_path / "pushgateway").start()
+    try:
+        client = make_client(victoria_metrics.url, [target("ingestion-consumer", kube.namespace)],
+                             metrics_push_url=gateway.url, metrics_push_format="pushgateway")
+        refused = client.post("/rebalance", json={"target": "ingestion-consumer"}, headers={"Authorization": "Bearer no"})
+        text = requests.get(f"{gateway.url}/metrics", timeout=10).text
+    finally:
+        gateway.stop()
+
+    assert refused.status_code == 401
+    assert "rebalancer_" not in text  # nothing was pushed

@@ -269,3 +269,17 @@ def test_after_an_action_the_next_needs_the_cv_above_the_raised_bar(kube, thresh
     assert decision["code"] == code, decision["reason"]
     if code == "hysteresis":
         assert f"needs the CV above {threshold * 1.1:.4g}" in decision["reason"] and kube.writes() == []
+
+
+def test_unreadable_proposals_refuse_to_propose(kube):
+    kube.write_configmap_annotations("ns", "pod-rebalancer-state", {"consumer.pod-rebalancer.io/proposals": "{not json"}, None)
+    kube.calls.clear()
+    config = Settings(metrics_url="http://metrics.invalid", dry_run=False, targets=[{
+        "name": "consumer", "namespace": "ns", "deployment": "consumer", "min_pods": 3, "approval": True,
+        "signals": {"cpu": {"threshold": 0.3}}}])
+
+    outcome = run(config, kube, FakeMetrics(SKEWED))
+
+    (decision,) = outcome.body["decisions"]
+    assert outcome.status == 200 and decision["code"] == "state_unreadable" and "proposals annotation" in decision["reason"]
+    assert kube.writes() == []
