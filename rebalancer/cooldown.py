@@ -15,6 +15,7 @@ written back afterwards into the same history entry.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from typing import Any, cast
 
@@ -138,65 +139,51 @@ class StateStore:
     def read(self, namespace: str) -> ConfigMapState:
         return self.kube.read_configmap(namespace, self.configmap)
 
+    def _write_if_unchanged(self, namespace: str, snapshot: ConfigMapState,
+                            annotations: dict[str, str]) -> ConfigMapState | None:
+        """Write ``annotations`` on the condition that the ConfigMap is still at ``snapshot`` (or
+        still absent); the ConfigMap as written, or None when another writer got there first."""
+        try:
+            version = self.kube.write_configmap_annotations(namespace, self.configmap, annotations, snapshot.resource_version)
+        except KubeConflictError:
+            return None
+        return ConfigMapState({**snapshot.annotations, **annotations}, version)
+
+    def _update(self, namespace: str, change: Callable[[ConfigMapState], dict[str, str]]) -> None:
+        """Re-read and write ``change(the ConfigMap read)`` until no other writer came between,
+        at most FINISH_ATTEMPTS times: other targets' writers may touch the same ConfigMap."""
+        for _ in range(FINISH_ATTEMPTS):
+            snapshot = self.read(namespace)
+            if self._write_if_unchanged(namespace, snapshot, change(snapshot)) is not None:
+                return
+        raise KubeConflictError(f"ConfigMap {namespace}/{self.configmap} kept changing under {FINISH_ATTEMPTS} writes",
+                                status=409, reason="Conflict")
+
     def take(self, namespace: str, target: str, snapshot: ConfigMapState, state: TargetState, entry: ActionRecord) -> bool:
         """Take the lock for ``target`` (``state`` decoded from ``snapshot``): True when this
         invocation's conditional write won."""
-        try:
-            self.kube.write_configmap_annotations(
-                namespace, self.configmap, encode_lock(target, state, entry, self.history_limit), snapshot.resource_version
-            )
-        except KubeConflictError:
-            return False
-        return True
+        return self._write_if_unchanged(namespace, snapshot, encode_lock(target, state, entry, self.history_limit)) is not None
 
     def write_history(self, namespace: str, target: str, snapshot: ConfigMapState, state: TargetState) -> ConfigMapState | None:
-        """Write ``state``'s history on the condition that the ConfigMap is still at ``snapshot``;
-        the ConfigMap as written, or None when another writer got there first."""
-        annotations = encode_history(target, state, self.history_limit)
-        try:
-            version = self.kube.write_configmap_annotations(namespace, self.configmap, annotations, snapshot.resource_version)
-        except KubeConflictError:
-            return None
-        return ConfigMapState({**snapshot.annotations, **annotations}, version)
+        """Write ``state``'s history if the ConfigMap is still at ``snapshot`` (see _write_if_unchanged)."""
+        return self._write_if_unchanged(namespace, snapshot, encode_history(target, state, self.history_limit))
 
     def write_proposals(self, namespace: str, target: str, snapshot: ConfigMapState,
                         proposals: tuple[Proposal, ...]) -> ConfigMapState | None:
-        """Write the proposals on the condition that the ConfigMap is still at ``snapshot``; the
-        ConfigMap as written, or None when another writer got there first."""
-        annotations = encode_proposals(target, proposals)
-        try:
-            version = self.kube.write_configmap_annotations(namespace, self.configmap, annotations, snapshot.resource_version)
-        except KubeConflictError:
-            return None
-        return ConfigMapState({**snapshot.annotations, **annotations}, version)
+        """Write the proposals if the ConfigMap is still at ``snapshot`` (see _write_if_unchanged)."""
+        return self._write_if_unchanged(namespace, snapshot, encode_proposals(target, proposals))
 
     def mark_approved(self, namespace: str, target: str, proposal_id: str) -> None:
-        """Record that a proposal was carried out (re-read and retried, as ``finish`` is)."""
-        for attempt in range(FINISH_ATTEMPTS):
-            snapshot = self.read(namespace)
-            proposals = tuple(replace(p, status="approved") if p.id == proposal_id else p
-                              for p in decode_proposals(snapshot.annotations, target))
-            if self.write_proposals(namespace, target, snapshot, proposals) is not None:
-                return
-            if attempt == FINISH_ATTEMPTS - 1:
-                raise KubeConflictError(f"the proposals of {target} kept changing while recording {proposal_id}",
-                                        status=409, reason="Conflict")
+        """Record that a proposal was carried out."""
+        self._update(namespace, lambda snapshot: encode_proposals(target, tuple(
+            replace(p, status="approved") if p.id == proposal_id else p
+            for p in decode_proposals(snapshot.annotations, target))))
 
     def finish(self, namespace: str, target: str, entry: ActionRecord) -> None:
         """Write the outcome into the history. The lock is ours, but other targets' writers may
         touch the same ConfigMap meanwhile, so this re-reads and retries on conflict."""
-        for attempt in range(FINISH_ATTEMPTS):
-            snapshot = self.read(namespace)
-            state = decode_state(snapshot.annotations, target)
-            try:
-                self.kube.write_configmap_annotations(
-                    namespace, self.configmap, encode_finished(target, state, entry, self.history_limit),
-                    snapshot.resource_version,
-                )
-                return
-            except KubeConflictError:
-                if attempt == FINISH_ATTEMPTS - 1:
-                    raise
+        self._update(namespace, lambda snapshot: encode_finished(
+            target, decode_state(snapshot.annotations, target), entry, self.history_limit))
 
 
 def finished(entry: ActionRecord, outcome: str, pods: list[dict[str, Any]]) -> ActionRecord:
