@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from rebalancer import history, policy
 from rebalancer.approval import ApprovalGate
@@ -66,7 +66,7 @@ class TargetRun:
 class Attempt:
     """One signal's verdict that wants to act, within one invocation."""
 
-    signal: str
+    signal: SignalName
     verdict: policy.Verdict
     now: datetime
     dry_run: bool
@@ -103,9 +103,9 @@ class Actor:
         except (StateError, KubeError):
             return Observed()
         state, judged = history.record_effects(state, attempt.signal, attempt.now, stats.value,
-                                               target.effect_rules(cast("SignalName", attempt.signal)))
+                                               target.effect_rules(attempt.signal))
+        self._publish(target, state)
         if not judged:
-            self._publish(target, state)
             return Observed()
         written = None if attempt.dry_run else self.state.write_history(target.namespace, target.name, snapshot, state)
         if attempt.dry_run:
@@ -113,7 +113,6 @@ class Actor:
         else:
             run.snapshot = written  # None after a conflict: read again before any lock is taken
         streak = len(history.ineffective_streak(state))
-        self._publish(target, state)
         if written is not None:
             for record in judged:
                 self._record_effect(run, record, streak, attempt.now)
