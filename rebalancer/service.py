@@ -125,8 +125,9 @@ def _verify(item: WorkItem, deps: Dependencies, call: _Call) -> list[Decision]:
     if closed is not None:  # nothing can be done now, so nothing is asked of Kubernetes or the backend
         return [_decision(target, s, item.alerts, code="outside_window", reason=f"{target.name} is {closed}")
                 for s in item.signals]
-    # CPU requests are read only when a signal needs them (hpa mode).
-    container = target.container if any(spec.mode == "hpa" for spec in target.signals.values()) else None
+    # CPU requests are read only when a signal asked about needs them (hpa mode; a composite uses values only).
+    hpa = any(s != "composite" and target.signals[s].mode == "hpa" for s in item.signals)
+    container = target.container if hpa else None
     try:
         found = deps.kube.deployment_pods(target.namespace, target.deployment, container)
     except KubeError as e:
