@@ -126,6 +126,11 @@ class SignalSpec(_Strict):
                                    "(topic, partition) with its lag, labelled pod, topic, partition")
     hot_partition_share: float = Field(default=0.5, gt=0.0, le=1.0, description="partitions: share of the hot "
                                        "pod's excess one partition may explain before moving pods cannot help")
+    inflow: str | None = Field(default=None, description="partitions: PromQL template, one series per (topic, "
+                               "partition) with the messages per second written to it (labelled topic, partition); "
+                               "tells a hot partition from a slow consumer")
+    hot_inflow_ratio: float = Field(default=3.0, gt=1.0, description="inflow: a partition whose inflow is at least "
+                                    "this many times the median partition's is hot")
 
     @model_validator(mode="after")
     def _threshold_matches_mode(self) -> SignalSpec:
@@ -135,7 +140,13 @@ class SignalSpec(_Strict):
             raise ValueError("threshold: not used in hpa mode, which derives it from the HPA (remove it, or set tolerance)")
         return self
 
-    @field_validator("query", "partitions")
+    @model_validator(mode="after")
+    def _inflow_needs_partitions(self) -> SignalSpec:
+        if self.inflow is not None and self.partitions is None:
+            raise ValueError("inflow: tells a hot partition from a slow consumer, so it needs partitions (the per-partition lag)")
+        return self
+
+    @field_validator("query", "partitions", "inflow")
     @classmethod
     def _known_placeholders(cls, query: str | None) -> str | None:
         if query is not None:
@@ -294,6 +305,7 @@ class Target(_Strict):
             floor=self.floor(signal),
             unit=UNITS[signal],
             hot_partition_share=spec.hot_partition_share,
+            hot_inflow_ratio=spec.hot_inflow_ratio,
         )
 
     def _render(self, template: str) -> str:
@@ -319,6 +331,13 @@ class Target(_Strict):
         if signal == "composite":
             return None
         template = self.signals[signal].partitions
+        return None if template is None else self._render(template)
+
+    def inflow_query(self, signal: SignalName) -> str | None:
+        """The per-partition inflow PromQL (messages/s), when the signal has ``inflow``."""
+        if signal == "composite":
+            return None
+        template = self.signals[signal].inflow
         return None if template is None else self._render(template)
 
 

@@ -98,7 +98,8 @@ def _partitions(verdict: policy.Verdict) -> dict[str, Any]:
         "over_fair_share": assigned.over_fair_share(),
         "idle_by_assignment": list(assigned.idle),
         "hot_partition": None if hot is None else {"pod": hot.pod, "topic": hot.topic, "partition": hot.partition,
-                                                   "lag": hot.lag, "share": hot.share, "typical": hot.typical},
+                                                   "lag": hot.lag, "share": hot.share, "typical": hot.typical,
+                                                   "evidence": hot.evidence},
     }
 
 

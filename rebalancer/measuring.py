@@ -32,6 +32,7 @@ class Measurer:
     metrics: MetricsReader
     now: datetime
     answers: dict[str, PodValues | PartitionValues] = field(default_factory=dict)
+    inflows: dict[str, dict[tuple[str, str], float]] = field(default_factory=dict)
 
     def query(self, signal: SignalName) -> str:
         if signal == "composite":
@@ -51,8 +52,18 @@ class Measurer:
         if signal == "composite":
             return self._composite()
         answer = self._answer(signal)
-        samples = ByPartition(answer.held) if isinstance(answer, PartitionValues) else answer.values
+        samples = ByPartition(answer.held, self._inflow(signal)) if isinstance(answer, PartitionValues) else answer.values
         return Measured(self.query(signal), samples, answer.values, answer.series_without_pod)
+
+    def _inflow(self, signal: SignalName) -> dict[tuple[str, str], float] | None:
+        """Each partition's inflow, when the signal has an inflow query: what tells a hot
+        partition from a slow consumer."""
+        inflow_query = self.target.inflow_query(signal)
+        if inflow_query is None:
+            return None
+        if signal not in self.inflows:
+            self.inflows[signal] = self.metrics.query_by_partition(inflow_query, self.now)
+        return self.inflows[signal]
 
     def _composite(self) -> Measured:
         spec = self.target.composite

@@ -124,6 +124,11 @@ class MetricsSource:
         ``partition``) with their lag."""
         return _partition_values(self._instant(query, at))
 
+    def query_by_partition(self, query: str, at: datetime) -> dict[tuple[str, str], float]:
+        """Evaluate a per-partition query (an inflow: labels ``topic`` and ``partition``, no pod)
+        at ``at``. Two series for one partition are refused: the query must aggregate them."""
+        return _by_partition(self._instant(query, at))
+
 
 def _error_text(response: requests.Response) -> str:
     """The backend's own error text, shortened, with the credential we sent taken out: some auth
@@ -223,6 +228,23 @@ def _pod_values(samples: list[_Sample]) -> PodValues:
         raise MetricsUnavailableError("metrics backend answered a malformed sample") from e
     values, without_pod = _one_per_pod(parsed)
     return PodValues(values=values, series_without_pod=without_pod)
+
+
+def _by_partition(samples: list[_Sample]) -> dict[tuple[str, str], float]:
+    out: dict[tuple[str, str], float] = {}
+    for sample in samples:
+        topic, partition = sample.metric.get("topic"), sample.metric.get("partition")
+        if topic is None or partition is None:
+            raise MetricsQueryError("the inflow query returned a series without a topic or partition label: it must "
+                                    "return one series per (topic, partition)")
+        if (topic, partition) in out:
+            raise MetricsQueryError(f"the inflow query returned partition {topic}/{partition} twice: aggregate it, e.g. "
+                                    "max by (topic, partition) (...)")
+        try:
+            out[topic, partition] = float(sample.value[1])
+        except ValueError as e:
+            raise MetricsUnavailableError("metrics backend answered a malformed sample") from e
+    return out
 
 
 def _partition_values(samples: list[_Sample]) -> PartitionValues:

@@ -25,9 +25,11 @@ class PartitionLag:
 
 @dataclass(frozen=True)
 class ByPartition:
-    """What a partitions query answered: each pod's partitions, with their lag."""
+    """What a partitions query answered: each pod's partitions, with their lag, and, when an
+    inflow query is configured, each partition's inflow (messages/s into it, by (topic, partition))."""
 
     held: Mapping[str, Sequence[PartitionLag]]
+    inflow: Mapping[tuple[str, str], float] | None = None
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,16 @@ class HotPartition:
     lag: float
     share: float  # of the pod's excess over the mean that this partition explains (capped at 1)
     typical: float  # the median partition's lag, what an ordinary partition carries
+    evidence: str = ""  # what says it is the partition and not its consumer
+
+
+@dataclass(frozen=True)
+class Culprit:
+    """Whether the hottest pod's excess is a partition no move can split (``hot``) or its
+    consumer, and what says so; ``why`` is empty when the excess is spread over partitions."""
+
+    hot: HotPartition | None = None
+    why: str = ""
 
 
 @dataclass(frozen=True)
@@ -74,20 +86,67 @@ def assignment(pods: Sequence[str], by_pod: Mapping[str, Sequence[PartitionLag]]
     return Assignment(held, tuple(pod for pod in pods if pod not in held))
 
 
-def hot_partition(assigned: Assignment, hottest: str, mean: float, share_limit: float) -> HotPartition | None:
-    """The hottest pod's biggest partition, when it explains at least ``share_limit`` of the pod's
-    excess over the mean: how much more than a typical (median) partition it carries."""
+def culprit(assigned: Assignment, hottest: str, mean: float, share_limit: float,
+            inflow: Mapping[tuple[str, str], float] | None = None, inflow_ratio: float = 3.0) -> Culprit:
+    """Is the hottest pod's excess over the mean one partition that no move can split, or its consumer?
+
+    Lag alone cannot tell a hot partition from a slow consumer: a consumer that stops lets each of
+    its partitions fall behind, and with one partition per pod that partition "explains" all of
+    the excess. So, when one partition explains at least ``share_limit`` of the excess (how much
+    more than a typical, median, partition it carries):
+    - the partition's inflow decides where it is known: far above the median partition's (at least
+      ``inflow_ratio`` times) it is a hot partition, else the consumer is slow or stuck;
+    - else the pod's other partitions do: keeping up (their median no further above the typical
+      partition than ``1 - share_limit`` of the way to the biggest) it is the partition, falling
+      behind too it is the consumer;
+    - a pod holding one partition, with no inflow known, is never called a hot partition: moving
+      it is one action, and the closed loop judges its effect.
+    """
     held = assigned.held.get(hottest, ())
     lag = assigned.lag_by_pod().get(hottest, 0.0)
     excess = lag - mean
     if not held or excess <= 0:
-        return None
+        return Culprit()
     biggest = max(held, key=lambda p: (p.lag, p.topic, p.partition))
     typical = median(p.lag for partitions in assigned.held.values() for p in partitions)
     share = min(1.0, max(0.0, (biggest.lag - typical) / excess))
     if share < share_limit:
-        return None
-    return HotPartition(hottest, biggest.topic, biggest.partition, biggest.lag, share, typical)
+        return Culprit()
+    name = f"{biggest.topic}/{biggest.partition}"
+
+    def hot(evidence: str) -> Culprit:
+        return Culprit(HotPartition(hottest, biggest.topic, biggest.partition, biggest.lag, share, typical, evidence))
+
+    rate = inflow.get((biggest.topic, biggest.partition)) if inflow else None
+    if inflow and rate is not None:
+        usual = median(inflow.values())
+        if rate >= inflow_ratio * usual and rate > 0:
+            return hot(f"its inflow {_rate(rate)} is {_times(rate, usual)} the median partition's {_rate(usual)}")
+        return Culprit(why=f"{name} carries most of {hottest}'s excess, but its inflow {_rate(rate)} is ordinary (the "
+                           f"median partition's is {_rate(usual)}, hot from {inflow_ratio:g} times that): the consumer is "
+                           "slow or stuck, so moving it can help")
+    others = sorted(p.lag for p in held if p is not biggest)
+    if others:
+        keeping_up = typical + (biggest.lag - typical) * (1 - share_limit)
+        if median(others) <= keeping_up:
+            return hot(f"{hottest}'s other {len(others)} partition(s) keep up (median lag {_fmt(median(others))})")
+        return Culprit(why=f"all {len(held)} of {hottest}'s partitions fall behind (the others' median lag "
+                           f"{_fmt(median(others))}, a typical partition's {_fmt(typical)}): the consumer is slow or "
+                           "stuck, not one partition")
+    return Culprit(why=f"{hottest} holds one partition, {name}, and no inflow query says whether the partition or "
+                       "its consumer is at fault: one move, whose effect the closed loop judges")
+
+
+def _rate(per_second: float) -> str:
+    return f"{per_second:,.3g}/s"
+
+
+def _times(value: float, base: float) -> str:
+    return f"{value / base:,.3g} times" if base > 0 else "far above"
+
+
+def _fmt(x: float) -> str:
+    return f"{x:,.0f}" if abs(x) >= 10_000 else f"{x:.4g}"
 
 
 def redistribute(assigned: Assignment, removed: Sequence[str]) -> dict[str, float]:

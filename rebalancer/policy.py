@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from statistics import fmean
 from typing import Any, Literal
 
-from rebalancer.partitions import Assignment, ByPartition, HotPartition, assignment, hot_partition, redistribute
+from rebalancer.partitions import Assignment, ByPartition, Culprit, HotPartition, assignment, culprit, redistribute
 
 Selection = Literal["rotate_outliers", "hottest"]
 Mode = Literal["cv", "hpa"]
@@ -53,6 +53,7 @@ class Rules:
     floor: float = 0.0  # the pods' mean below which a skew does not matter
     unit: str = ""  # of the signal's values, for the reasons
     hot_partition_share: float = 0.5  # partitions: share of the hot pod's excess one partition may explain
+    hot_inflow_ratio: float = 3.0  # partitions with inflow: a partition this many times the median inflow is hot
 
 
 @dataclass(frozen=True)
@@ -261,6 +262,7 @@ class Measurement:
     invalid: tuple[PodNote, ...] = ()
     stats: Stats | None = None
     assigned: Assignment | None = None  # partition-aware lag only
+    inflow: Mapping[tuple[str, str], float] | None = None  # partition-aware lag with an inflow query
 
     @property
     def ranked(self) -> list[str]:
@@ -293,7 +295,8 @@ class Measurement:
 
 
 def _measure(signal: str, pods: Sequence[PodState], samples: Mapping[str, float], rules: Rules, now: datetime,
-             assigned: Assignment | None = None) -> Measurement:
+             by_partition: tuple[Assignment, Mapping[tuple[str, str], float] | None] | None = None) -> Measurement:
+    assigned, inflow = by_partition or (None, None)
     counted, ignored = _split_pods(pods)
     values: dict[str, float] = {}
     missing: list[str] = []
@@ -315,7 +318,7 @@ def _measure(signal: str, pods: Sequence[PodState], samples: Mapping[str, float]
         else:
             invalid.append(PodNote(pod.name, problem))
     return Measurement(signal, rules, tuple(pods), tuple(counted), values, tuple(ignored), tuple(missing), tuple(invalid),
-                       assigned=assigned)
+                       assigned=assigned, inflow=inflow)
 
 
 def _refusal_before_statistics(m: Measurement) -> Verdict | None:
@@ -354,28 +357,33 @@ def _amount(value: float, unit: str) -> str:
     return f"{_fmt(value)} {unit}" if unit else _fmt(value)
 
 
-def _hot_partition(m: Measurement, exceeds: str) -> Verdict | None:
+def _culprit(m: Measurement) -> Culprit:
+    """With partitions: whether the hottest pod's excess is a partition or its consumer."""
+    if m.assigned is None or m.stats is None:
+        return Culprit()
+    return culprit(m.assigned, m.ranked[-1], m.stats.mean, m.rules.hot_partition_share, m.inflow, m.rules.hot_inflow_ratio)
+
+
+def _hot_partition(m: Measurement, exceeds: str, found: Culprit) -> Verdict | None:
     """An excess that is mostly one partition: a partition moves whole, so no move can split it."""
-    stats = m.stats
-    if m.assigned is None or stats is None:
-        return None
-    hot = hot_partition(m.assigned, m.ranked[-1], stats.mean, m.rules.hot_partition_share)
+    hot = found.hot
     if hot is None:
         return None
     return m.verdict(False, "hot_partition", (
         f"{exceeds}, but {hot.share:.0%} of {hot.pod}'s excess over the mean is one partition: {hot.topic}/{hot.partition} "
         f"with lag {_fmt(hot.lag)} (a typical partition has {_fmt(hot.typical)}; hot_partition_share "
-        f"{m.rules.hot_partition_share:.0%}). A partition moves whole, so moving pods cannot split it: its next owner "
-        "would be as hot. Look at the partition's keys or its producer instead"), hot_partition=hot)
+        f"{m.rules.hot_partition_share:.0%}), and {hot.evidence}. A partition moves whole, so moving pods cannot split it: "
+        "its next owner would be as hot. Look at the partition's keys or its producer instead"), hot_partition=hot)
 
 
-def _assignment_note(m: Measurement, hottest: str) -> str:
-    """Why a partition-aware move helps, when it is the assignment."""
+def _assignment_note(m: Measurement, hottest: str, found: Culprit) -> str:
+    """Why a partition-aware move helps: the assignment, or a consumer that falls behind."""
     if m.assigned is None:
         return ""
     over = m.assigned.over_fair_share()
     if hottest not in over:
-        return f"; partitions stay whole in the projection ({m.assigned.partitions} partitions over {len(m.counted)} pods)"
+        whole = f"partitions stay whole in the projection ({m.assigned.partitions} partitions over {len(m.counted)} pods)"
+        return f"; {found.why}; {whole}" if found.why else f"; {whole}"
     return (f"; the assignment is uneven: {hottest} holds {over[hottest]} of {m.assigned.partitions} partitions, "
             f"more than its fair share {m.assigned.fair_share}, and the projection keeps every partition whole")
 
@@ -478,7 +486,8 @@ def _decide_cv(m: Measurement, now: datetime, workload: WorkloadStatus | None) -
         return m.verdict(False, "below_threshold",
                          f"{measured} is not above the threshold {_fmt(rules.threshold)}: the skew is not there now")
     exceeds = f"{measured} exceeds {_fmt(rules.threshold)}"
-    refusal = _hot_partition(m, exceeds) or _safety(m, workload, exceeds)
+    found = _culprit(m)
+    refusal = _hot_partition(m, exceeds, found) or _safety(m, workload, exceeds)
     if refusal is not None:
         return refusal
     candidates, passed_over = _candidates(m, now)
@@ -497,7 +506,7 @@ def _decide_cv(m: Measurement, now: datetime, workload: WorkloadStatus | None) -
                          f"{_fmt(after)} ({improvement:.0%} better, min_improvement {rules.min_improvement:.0%})", **outcome)
     return m.verdict(True, "skew_verified", f"{measured} exceeds the threshold {_fmt(rules.threshold)}; selected {chosen}; "
                      f"projected CV after rebalancing {_fmt(after)} ({improvement:.0%} better)"
-                     f"{_assignment_note(m, m.ranked[-1])}", **outcome)
+                     f"{_assignment_note(m, m.ranked[-1], found)}", **outcome)
 
 
 def decide(
@@ -515,11 +524,12 @@ def decide(
     partition-aware lag it is ``ByPartition`` (each pod's partitions and their lag): a pod's
     value is then the sum of its partitions, and the decision works at partition granularity.
     """
-    assigned = None
+    by_partition = None
     if isinstance(samples, ByPartition):
         assigned = assignment([pod.name for pod in _split_pods(pods)[0]], samples.held)
+        by_partition = (assigned, samples.inflow)
         samples = assigned.lag_by_pod()
-    measurement = _measure(signal, pods, samples, rules, now, assigned)
+    measurement = _measure(signal, pods, samples, rules, now, by_partition)
     refusal = _refusal_before_statistics(measurement)
     if refusal is not None:
         return refusal

@@ -83,6 +83,7 @@ class FakeMetrics:
     error: Exception | None = None
     queries: list[str] = field(default_factory=list)
     partitions: dict[str, list[PartitionLag]] = field(default_factory=dict)  # for a partitions query
+    inflow: dict[tuple[str, str], float] = field(default_factory=dict)  # for an inflow query
 
     def query_by_pod(self, query: str, at: datetime) -> PodValues:
         self.queries.append(query)
@@ -95,6 +96,12 @@ class FakeMetrics:
         if self.error is not None:
             raise self.error
         return PartitionValues({pod: list(held) for pod, held in self.partitions.items()})
+
+    def query_by_partition(self, query: str, at: datetime) -> dict[tuple[str, str], float]:
+        self.queries.append(query)
+        if self.error is not None:
+            raise self.error
+        return dict(self.inflow)
 
 
 if TYPE_CHECKING:  # mypy (make lint) proves the fakes fit the ports the code is typed with

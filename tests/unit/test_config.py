@@ -79,6 +79,9 @@ def test_dry_run_accepts_only_true_false_1_0(config_file, monkeypatch, word):
         ({"signals": {"cpu": {"threshold": 0.3, "floor": -0.1}}}, "targets.0.signals.cpu.floor"),
         ({"signals": {"lag": {"threshold": 0.5, "partitions": "lag{x=\"$topic\"}"}}}, "targets.0.signals.lag.partitions"),
         ({"signals": {"lag": {"threshold": 0.5, "hot_partition_share": 1.5}}}, "targets.0.signals.lag.hot_partition_share"),
+        ({"signals": {"lag": {"threshold": 0.5, "partitions": "x", "inflow": "y{x=\"$topic\"}"}}}, "targets.0.signals.lag.inflow"),
+        ({"signals": {"lag": {"threshold": 0.5, "partitions": "x", "hot_inflow_ratio": 1}}},
+         "targets.0.signals.lag.hot_inflow_ratio"),
         ({"backoff_after_ineffective": 0}, "targets.0.backoff_after_ineffective"),
         ({"settle": "0s"}, "targets.0.settle"),
     ],
@@ -94,6 +97,8 @@ def test_invalid_values_are_refused_naming_the_field(config_file, change, field)
     ({"signals": {"cpu": {"threshold": 0.3, "partitions": "x"}}}, "signals.cpu.partitions: partition-aware decisions are "
                                                                   "for the lag signal only"),
     ({"backoff": "2h", "max_backoff": "1h"}, "max_backoff: must be at least backoff"),
+    ({"signals": {"lag": {"threshold": 0.5, "inflow": "rate(x[1m])"}}}, "inflow: tells a hot partition from a slow "
+                                                                         "consumer, so it needs partitions"),
 ])
 def test_inconsistent_closed_loop_and_partition_settings_are_refused(config_file, change, message):
     config_file({**BASE, "targets": [{**BASE["targets"][0], **change}]})

@@ -20,13 +20,15 @@ def pods(names: list[str]) -> list[PodState]:
     return [PodState(name=n, ready=True, owned=True, created_at=OLD) for n in names]
 
 
-def held(layout: dict[str, list[float]], topic: str = "events") -> ByPartition:
-    """{pod: [lag of each of its partitions]}, the partitions numbered in order."""
+def held(layout: dict[str, list[float]], topic: str = "events", inflow: list[float] | None = None) -> ByPartition:
+    """{pod: [lag of each of its partitions]}, the partitions numbered in order; ``inflow``, when
+    given, is each partition's messages/s in the same order."""
     numbered, n = {}, 0
     for pod, lags in layout.items():
         numbered[pod] = [PartitionLag(topic, str(n + i), lag) for i, lag in enumerate(lags)]
         n += len(lags)
-    return ByPartition(numbered)
+    rates = None if inflow is None else {(topic, str(i)): rate for i, rate in enumerate(inflow)}
+    return ByPartition(numbered, rates)
 
 
 LAG = Rules(threshold=0.5, floor=500, unit="messages", min_pods=2)
@@ -101,13 +103,82 @@ def test_one_hot_partition_is_not_chased():
 @pytest.mark.parametrize(("share_limit", "code"), [(0.66, "hot_partition"), (0.67, "skew_verified")])
 def test_the_hot_partition_share_is_a_boundary(share_limit, code):
     # p0's two partitions carry 1,000 each, every other partition 100: the biggest one is 900
-    # above a typical partition, out of p0's excess of 1,350 over the mean: a share of 2/3.
+    # above a typical partition, out of p0's excess of 1,350 over the mean: a share of 2/3. Its
+    # inflow (ten times the others') says it is the partition, not the consumer.
     layout = {"p0": [1000.0, 1000.0], "p1": [100.0, 100.0], "p2": [100.0, 100.0], "p3": [100.0, 100.0]}
     rules = Rules(threshold=0.5, floor=0, min_pods=2, hot_partition_share=share_limit)
 
-    verdict = decide("lag", pods(list(layout)), held(layout), rules, NOW, WorkloadStatus(replicas=4))
+    verdict = decide("lag", pods(list(layout)), held(layout, inflow=[10.0, 100.0] + [10.0] * 6), rules, NOW,
+                     WorkloadStatus(replicas=4))
 
     assert verdict.code == code
+
+
+# -- a hot partition, or a slow consumer ----------------------------------------------------------
+
+SIX = [f"p{i}" for i in range(6)]
+
+
+def test_a_stuck_consumer_holding_two_partitions_is_moved():
+    # Found on a real broker: one consumer of six stopped, both of its partitions fell 3,000
+    # behind while the rest caught up. One of two equal partitions "explains" over half the
+    # excess, but the pod's other partition is just as far behind: it is the consumer.
+    layout = {pod: [20.0, 30.0] for pod in SIX} | {"p2": [3000.0, 3000.0]}
+
+    verdict = decide("lag", pods(SIX), held(layout), LAG, NOW, STEADY)
+
+    assert verdict.act and verdict.code == "skew_verified", verdict.reason
+    assert verdict.selected[0].pod == "p2" and verdict.hot_partition is None
+    assert "all 2 of p2's partitions fall behind" in verdict.reason and "the consumer is slow or stuck" in verdict.reason
+
+
+def test_a_stuck_consumer_holding_one_partition_is_moved_when_no_inflow_is_known():
+    # One partition per consumer, the most common shape: lag alone can never say.
+    layout = {pod: [25.0] for pod in SIX} | {"p4": [3000.0]}
+
+    verdict = decide("lag", pods(SIX), held(layout), LAG, NOW, STEADY)
+
+    assert verdict.act and verdict.code == "skew_verified", verdict.reason
+    assert "p4 holds one partition, events/4, and no inflow query says" in verdict.reason
+
+
+def test_one_partition_per_pod_with_ordinary_inflow_is_a_slow_consumer():
+    layout = {pod: [25.0] for pod in SIX} | {"p4": [3000.0]}
+
+    verdict = decide("lag", pods(SIX), held(layout, inflow=[100.0, 90.0, 110.0, 100.0, 120.0, 100.0]), LAG, NOW, STEADY)
+
+    assert verdict.act and verdict.code == "skew_verified", verdict.reason
+    assert "its inflow 120/s is ordinary (the median partition's is 100/s" in verdict.reason
+
+
+def test_one_partition_per_pod_with_far_more_inflow_is_a_hot_partition():
+    layout = {pod: [25.0] for pod in SIX} | {"p4": [3000.0]}
+
+    verdict = decide("lag", pods(SIX), held(layout, inflow=[100.0, 90.0, 110.0, 100.0, 700.0, 100.0]), LAG, NOW, STEADY)
+
+    assert not verdict.act and verdict.code == "hot_partition"
+    assert verdict.hot_partition is not None and verdict.hot_partition.partition == "4"
+    assert "its inflow 700/s is 7 times the median partition's 100/s" in verdict.reason
+
+
+@pytest.mark.parametrize(("ratio", "code"), [(3.0, "hot_partition"), (3.01, "skew_verified")])
+def test_the_hot_inflow_ratio_is_a_boundary(ratio, code):
+    layout = {pod: [25.0] for pod in SIX} | {"p4": [3000.0]}
+    rules = Rules(threshold=0.5, floor=500, min_pods=2, hot_inflow_ratio=ratio)
+
+    verdict = decide("lag", pods(SIX), held(layout, inflow=[100.0] * 4 + [300.0, 100.0]), rules, NOW, STEADY)
+
+    assert verdict.code == code
+
+
+def test_inflow_outweighs_the_other_partitions():
+    # The pod's other partition keeps up, which alone would say "hot partition"; the inflow says
+    # the big one receives no more than any other, so the consumer is at fault on it.
+    layout = {pod: [20.0, 30.0] for pod in SIX} | {"p2": [3000.0, 30.0]}
+
+    verdict = decide("lag", pods(SIX), held(layout, inflow=[50.0] * 12), LAG, NOW, STEADY)
+
+    assert verdict.act and "its inflow 50/s is ordinary" in verdict.reason
 
 
 def test_an_uneven_assignment_is_acted_on_and_named():

@@ -207,7 +207,8 @@ def test_a_partitions_signal_decides_on_whole_partitions(kube):
     assert decision["code"] == "hot_partition" and kube.writes() == []
     assert metrics.queries == ['lag{namespace="ns"}']
     assert decision["partitions"]["hot_partition"] == {"pod": "c-3", "topic": "events", "partition": "6", "lag": 50_000.0,
-                                                       "share": 1.0, "typical": 100.0}
+                                                       "share": 1.0, "typical": 100.0,
+                                                       "evidence": "c-3's other 1 partition(s) keep up (median lag 100)"}
     assert decision["verified"]["floor"] == 500.0
 
 
