@@ -230,9 +230,10 @@ class Namespace:
     def deployment(self, name: str, replicas: int, *, container: str | None = None, grace_seconds: int = 30,
                    cpu_request: str | None = None, labels: dict[str, str] | None = None,
                    pod_annotations: dict[str, str] | None = None, wait: bool = True,
-                   realistic: bool = False) -> list[str]:
+                   realistic: bool = False, pod_spec: dict[str, Any] | None = None) -> list[str]:
         """A Deployment the real controllers turn into pods; waits until ``replicas`` are Ready
-        and returns their names, sorted."""
+        and returns their names, sorted. ``pod_spec`` replaces the pod spec (containers with a
+        command run as processes on the simulated node)."""
         labels = labels or {"app": name}
         spec: dict[str, Any] = {"name": container or name, "image": IMAGE}
         if cpu_request:
@@ -243,7 +244,7 @@ class Namespace:
             "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels},
             "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
                      "template": {"metadata": {"labels": labels, "annotations": pod_annotations or {}},
-                                  "spec": {"terminationGracePeriodSeconds": grace_seconds, "containers": [spec]}}},
+                                  "spec": pod_spec or {"terminationGracePeriodSeconds": grace_seconds, "containers": [spec]}}},
         })
         if not wait:
             return []

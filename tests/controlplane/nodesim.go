@@ -33,7 +33,8 @@ const HoldNewPodsAnnotation = "podsim.pod-rebalancer.test/hold-new-pods"
 // and nothing else: it binds every unbound pod to its one node, reports bound pods Running with
 // every container started (Ready unless annotated otherwise), and finishes a graceful deletion
 // once the pod's deletionTimestamp has passed, with a grace-0 delete that carries the pod's UID
-// as a precondition, as the kubelet does. No container runs anywhere.
+// as a precondition, as the kubelet does. Each pod gets an address of its own in 127.0.0.0/8.
+// A container with a command runs as a process (containers.go); one without runs nothing.
 type nodeSimulator struct {
 	client     kubernetes.Interface
 	node       string
@@ -43,9 +44,10 @@ type nodeSimulator struct {
 	synced     cache.InformerSynced
 	queue      workqueue.TypedRateLimitingInterface[string]
 	nextIP     atomic.Uint32
+	containers *runtime
 }
 
-func newNodeSimulator(client kubernetes.Interface, node string) *nodeSimulator {
+func newNodeSimulator(client kubernetes.Interface, node, dir string) *nodeSimulator {
 	factory := informers.NewSharedInformerFactory(client, 0)
 	podInformer := factory.Core().V1().Pods()
 	namespaceInformer := factory.Core().V1().Namespaces()
@@ -60,6 +62,7 @@ func newNodeSimulator(client kubernetes.Interface, node string) *nodeSimulator {
 			workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "node-simulator"}),
 	}
+	s.containers = newRuntime(dir, func(key string) { s.queue.Add(key) })
 	enqueue := func(obj any) {
 		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
 			s.queue.Add(key)
@@ -68,6 +71,7 @@ func newNodeSimulator(client kubernetes.Interface, node string) *nodeSimulator {
 	_, _ = podInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    enqueue,
 		UpdateFunc: func(_, obj any) { enqueue(obj) },
+		DeleteFunc: enqueue, // a pod gone from the API: its processes are killed
 	})
 	// A namespace's hold lifted: its held pods are looked at again.
 	_, _ = namespaceInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -127,6 +131,7 @@ func (s *nodeSimulator) run(ctx context.Context) {
 	}
 	<-ctx.Done()
 	s.queue.ShutDown()
+	s.containers.shutdown()
 }
 
 func (s *nodeSimulator) next(ctx context.Context) bool {
@@ -153,6 +158,7 @@ func (s *nodeSimulator) sync(ctx context.Context, key string) error {
 	}
 	pod, err := s.pods.Pods(namespace).Get(name)
 	if apierrors.IsNotFound(err) {
+		s.containers.forget(key)
 		return nil
 	}
 	if err != nil {
@@ -171,7 +177,7 @@ func (s *nodeSimulator) sync(ctx context.Context, key string) error {
 	case pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed:
 		return nil
 	default:
-		return s.reportRunning(ctx, pod)
+		return s.reportRunning(ctx, key, pod)
 	}
 }
 
@@ -186,10 +192,18 @@ func (s *nodeSimulator) bind(ctx context.Context, pod *corev1.Pod) error {
 	return err
 }
 
-// finishDeletion waits out the grace period the API server set (deletionTimestamp is the
-// moment of the delete plus the grace period), then removes the pod as a kubelet would.
+// finishDeletion removes the pod as a kubelet would once its containers have stopped. Running
+// processes get SIGTERM at once and SIGKILL when the grace period the API server set is over
+// (deletionTimestamp is the moment of the delete plus the grace period); a pod that runs no
+// process waits out its grace period, as a container that ignores SIGTERM would.
 func (s *nodeSimulator) finishDeletion(ctx context.Context, key string, pod *corev1.Pod) error {
-	if remaining := time.Until(pod.DeletionTimestamp.Time); remaining > 0 {
+	deadline := pod.DeletionTimestamp.Time
+	if hasCommand(pod) {
+		if !s.containers.terminate(key, pod.UID, deadline) {
+			s.queue.AddAfter(key, max(time.Until(deadline), 0)+10*time.Millisecond)
+			return nil // a process's exit enqueues the pod again
+		}
+	} else if remaining := time.Until(deadline); remaining > 0 {
 		s.queue.AddAfter(key, remaining)
 		return nil
 	}
@@ -204,10 +218,21 @@ func (s *nodeSimulator) finishDeletion(ctx context.Context, key string, pod *cor
 	return err
 }
 
-func (s *nodeSimulator) reportRunning(ctx context.Context, pod *corev1.Pod) error {
+func (s *nodeSimulator) reportRunning(ctx context.Context, key string, pod *corev1.Pod) error {
+	var running map[string]containerState
+	if hasCommand(pod) && pod.Status.PodIP != "" {
+		if err := s.containers.ensure(key, pod); err != nil {
+			return err
+		}
+		running = s.containers.states(key, pod.UID)
+	}
 	ready := pod.Annotations[ReadyAnnotation] != "false" && !(s.holding(pod.Namespace) && !conditionIs(pod, corev1.PodReady, true))
-	if pod.Status.Phase == corev1.PodRunning && conditionIs(pod, corev1.PodReady, ready) &&
-		len(pod.Status.ContainerStatuses) == len(pod.Spec.Containers) {
+	statuses := containerStatuses(pod, running)
+	for _, status := range statuses {
+		ready = ready && status.Ready
+	}
+	if pod.Status.Phase == corev1.PodRunning && pod.Status.PodIP != "" && conditionIs(pod, corev1.PodReady, ready) &&
+		sameContainers(pod.Status.ContainerStatuses, statuses) {
 		return nil
 	}
 	updated := pod.DeepCopy()
@@ -216,8 +241,9 @@ func (s *nodeSimulator) reportRunning(ctx context.Context, pod *corev1.Pod) erro
 	status.Phase = corev1.PodRunning
 	status.HostIP, status.HostIPs = "127.0.0.1", []corev1.HostIP{{IP: "127.0.0.1"}}
 	if status.PodIP == "" {
-		n := s.nextIP.Add(1)
-		status.PodIP = fmt.Sprintf("10.244.%d.%d", (n/250)%250, n%250+1)
+		// 127.1.0.1 upwards: loopback, so a container's server on its pod IP is reachable here.
+		n := s.nextIP.Add(1) + 1<<16
+		status.PodIP = fmt.Sprintf("127.%d.%d.%d", (n>>16)&255, (n>>8)&255, n&255)
 		status.PodIPs = []corev1.PodIP{{IP: status.PodIP}}
 	}
 	if status.StartTime == nil {
@@ -239,20 +265,58 @@ func (s *nodeSimulator) reportRunning(ctx context.Context, pod *corev1.Pod) erro
 	} {
 		setCondition(status, condition.kind, condition.status, now)
 	}
-	status.ContainerStatuses = nil
-	for _, container := range pod.Spec.Containers {
-		status.ContainerStatuses = append(status.ContainerStatuses, corev1.ContainerStatus{
-			Name: container.Name, Image: container.Image, ImageID: "simulated://" + container.Image,
-			ContainerID: "simulated://" + string(pod.UID) + "/" + container.Name,
-			Ready:       ready, Started: &[]bool{true}[0],
-			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: *status.StartTime}},
-		})
+	for i := range statuses {
+		if statuses[i].State.Running != nil {
+			statuses[i].State.Running.StartedAt = *status.StartTime
+		}
 	}
+	status.ContainerStatuses = statuses
 	_, err := s.client.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, updated, metav1.UpdateOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
 	return err
+}
+
+// containerStatuses: a container without a process is running and ready; one with a process is
+// what its process and its probe say (waiting until the pod has an IP to start it on).
+func containerStatuses(pod *corev1.Pod, running map[string]containerState) []corev1.ContainerStatus {
+	var out []corev1.ContainerStatus
+	for _, container := range pod.Spec.Containers {
+		state := containerState{ready: true, running: true}
+		if len(container.Command) > 0 {
+			state = running[container.Name] // zero until started: not running, not ready
+		}
+		status := corev1.ContainerStatus{
+			Name: container.Name, Image: container.Image, ImageID: "simulated://" + container.Image,
+			ContainerID: "simulated://" + string(pod.UID) + "/" + container.Name,
+			Ready:       state.ready, Started: &[]bool{state.running}[0], RestartCount: state.restarts,
+		}
+		switch {
+		case state.running:
+			status.State.Running = &corev1.ContainerStateRunning{}
+		case state.restarts > 0:
+			status.State.Waiting = &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}
+			status.LastTerminationState.Terminated = &corev1.ContainerStateTerminated{ExitCode: state.exitCode}
+		default:
+			status.State.Waiting = &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}
+		}
+		out = append(out, status)
+	}
+	return out
+}
+
+func sameContainers(have, want []corev1.ContainerStatus) bool {
+	if len(have) != len(want) {
+		return false
+	}
+	for i := range have {
+		if have[i].Ready != want[i].Ready || have[i].RestartCount != want[i].RestartCount ||
+			(have[i].State.Running != nil) != (want[i].State.Running != nil) {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *nodeSimulator) holding(namespace string) bool {

@@ -3,7 +3,12 @@ simulator that behaves as the scheduler and kubelet would for what the function 
 
 from __future__ import annotations
 
+import ipaddress
+import json
+import sys
+import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 from kubernetes.client import V1Eviction, V1ObjectMeta, VersionApi
 
@@ -66,3 +71,84 @@ def test_new_pods_of_a_held_namespace_run_unready_until_the_hold_is_lifted(kube)
     kube.hold_new_pods(False)
 
     assert len(kube.wait_for_ready_pods("consumer", 4)) == 4
+
+
+# -- containers that run ----------------------------------------------------------------------
+
+PROBE_CONTAINER = Path(__file__).with_name("probe_container.py")
+
+
+def running_pod_spec(record: Path, grace_seconds: int, ignore_sigterm: bool = False) -> dict:
+    """A container that runs (tests/controlplane/probe_container.py), with the downward API's
+    name, namespace and IP, and a readiness probe on its own port."""
+    env = [{"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+           for name, path in (("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace"), ("POD_IP", "status.podIP"))]
+    env += [{"name": "RECORD_DIR", "value": str(record)}, {"name": "IGNORE_SIGTERM", "value": "1" if ignore_sigterm else "0"}]
+    return {"terminationGracePeriodSeconds": grace_seconds, "containers": [{
+        "name": "main", "image": "pod-rebalancer.test/probe:1", "command": [sys.executable, str(PROBE_CONTAINER)], "env": env,
+        "ports": [{"name": "http", "containerPort": 8080}],
+        "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 1}}]}
+
+
+def started(record: Path, pod: str) -> list[dict]:
+    path = record / f"{pod}.started"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def running_pods(kube, count: int) -> list:
+    selector = kube.selector("runner")
+    return kube.wait_for(lambda: (found := [p for p in kube.core.list_namespaced_pod(kube.namespace, label_selector=selector).items
+                                            if p.status.phase == "Running" and p.metadata.deletion_timestamp is None])
+                         and len(found) == count and found, f"{count} Running pods")
+
+
+def test_a_container_with_a_command_runs_with_the_downward_api_and_is_ready_when_its_probe_passes(kube, tmp_path):
+    kube.deployment("runner", replicas=2, pod_spec=running_pod_spec(tmp_path, grace_seconds=10), wait=False)
+    pods = running_pods(kube, 2)
+
+    records = {p.metadata.name: kube.wait_for(lambda p=p: started(tmp_path, p.metadata.name), "the process to start")
+               for p in pods}
+    for pod in pods:
+        (record,) = records[pod.metadata.name]
+        assert (record["POD_NAME"], record["POD_NAMESPACE"], record["POD_IP"]) == (pod.metadata.name, kube.namespace, pod.status.pod_ip)
+        assert ipaddress.ip_address(pod.status.pod_ip) in ipaddress.ip_network("127.0.0.0/8")
+    assert len({p.status.pod_ip for p in pods}) == 2
+    assert kube.ready_pods(kube.selector("runner")) == []  # the probe answers 503 so far
+
+    first = pods[0].metadata.name
+    (tmp_path / f"{first}.ready").touch()
+
+    ready = kube.wait_for(lambda: kube.ready_pods(kube.selector("runner")), "the probe to pass")
+    assert [p.metadata.name for p in ready] == [first]
+
+
+def test_a_deleted_pod_gets_sigterm_and_goes_once_its_process_exits_and_its_replacement_runs_anew(kube, tmp_path):
+    kube.deployment("runner", replicas=2, pod_spec=running_pod_spec(tmp_path, grace_seconds=30), wait=False)
+    pods = [p.metadata.name for p in running_pods(kube, 2)]
+    victim = pods[0]
+    (pid,) = [r["pid"] for r in kube.wait_for(lambda: started(tmp_path, victim), "the process to start")]
+
+    deleted_at = time.monotonic()
+    kube.core.delete_namespaced_pod(victim, kube.namespace)
+
+    kube.wait_for(lambda: kube.get("pods", victim) is None, "the pod to go", timeout=20)
+    assert time.monotonic() - deleted_at < 15  # its process stopped at SIGTERM: no need to wait out 30 s
+    assert (tmp_path / f"{victim}.signals").read_text() == "SIGTERM\n"
+    assert not Path(f"/proc/{pid}").exists()
+    (replacement,) = {p.metadata.name for p in running_pods(kube, 2)} - set(pods)
+    (record,) = kube.wait_for(lambda: started(tmp_path, replacement), "the replacement's process to start")
+    assert record["pid"] != pid and record["POD_NAME"] == replacement
+
+
+def test_a_process_that_ignores_sigterm_is_killed_when_the_grace_period_ends(kube, tmp_path):
+    kube.deployment("runner", replicas=1, pod_spec=running_pod_spec(tmp_path, grace_seconds=3, ignore_sigterm=True), wait=False)
+    (victim,) = [p.metadata.name for p in running_pods(kube, 1)]
+    (pid,) = [r["pid"] for r in kube.wait_for(lambda: started(tmp_path, victim), "the process to start")]
+
+    deleted_at = time.monotonic()
+    kube.core.delete_namespaced_pod(victim, kube.namespace)
+
+    kube.wait_for(lambda: kube.get("pods", victim) is None, "the pod to go", timeout=20)
+    assert time.monotonic() - deleted_at >= 2  # the grace period, at the API server's one-second precision
+    assert (tmp_path / f"{victim}.signals").read_text() == "SIGTERM\n"
+    assert not Path(f"/proc/{pid}").exists()

@@ -170,7 +170,9 @@ func up(args []string) {
 		return httpsOK("https://127.0.0.1:" + strconv.Itoa(kcmPort) + "/healthz")
 	})
 
-	simulator := newNodeSimulator(client, *nodeName)
+	podLogs := filepath.Join(*dir, "pods")
+	must(os.MkdirAll(podLogs, 0o700), "create the pod log directory")
+	simulator := newNodeSimulator(client, *nodeName, podLogs)
 	must(simulator.registerNode(ctx), "register the simulated node")
 	go simulator.run(ctx)
 	waitFor(ctx, *timeout, []*child{apiserver, controllerManager}, "the node simulator's informer", simulator.synced)
