@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
-.PHONY: deps system-deps controlplane helm test lint unit demo try backtest bench backtest-example rules test-real-cluster clean
+.PHONY: deps system-deps controlplane kafka helm test lint unit demo try backtest bench backtest-example rules test-real-cluster clean
 
 deps: system-deps $(STAMP) $(CHECKOV_STAMP)
 
@@ -18,6 +18,11 @@ system-deps:
 # changed: the binary is cached in ~/.cache by the hash of its sources, .build/controlplane links it.
 controlplane:
 	@scripts/build-controlplane
+
+# The tests' Kafka broker (tests/kafka/pom.xml), its jars fetched from Maven Central once per
+# content of the pom into ~/.cache; .build/kafka-libs links them.
+kafka: system-deps
+	@scripts/build-kafka
 
 # helm, pinned as a Go module (tests/helm) and built the same way, for the chart's tests.
 helm:
@@ -41,7 +46,7 @@ lint: deps
 	$(BIN)/mypy
 	$(BIN)/python scripts/check-function-length
 
-test: lint controlplane helm
+test: lint controlplane kafka helm
 	$(BIN)/python -m pytest
 
 # The README's backtest example and docs/backtest.png, from a synthetic day in a real VictoriaMetrics.
@@ -52,12 +57,12 @@ backtest-example: deps
 rules: deps
 	$(BIN)/python -m rebalancer.rules examples/rebalancer.yaml > alertmanager/rules/pod-rebalancer.rules.yml
 
-demo: deps controlplane
+demo: deps controlplane kafka
 	$(BIN)/python scripts/demo.py
 
 # The function on http://127.0.0.1:8080 against a local cluster and VictoriaMetrics, until Ctrl-C:
 # the README's curl examples work as written (URL=http://127.0.0.1:8080; TOKEN=local-try-token).
-try: deps controlplane
+try: deps controlplane kafka
 	$(BIN)/python scripts/try.py
 
 # What would the function have done? (README, "Backtesting a threshold"), e.g.
@@ -67,7 +72,7 @@ backtest: deps
 
 # Cost per invocation at 10 to 10,000 pods, cold start and memory; rewrites the table in docs/benchmarks.md.
 # Not part of `make test` (a small run of it is): it takes about two minutes.
-bench: deps controlplane
+bench: deps controlplane kafka
 	$(BIN)/python bench/run.py --write
 
 # The Kubernetes API contract suite against the cluster KUBECONFIG points at (creates and deletes a

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from freezegun import freeze_time
 
+from tests.kafkabroker import KafkaBroker
 from tests.metricsdata import Series, to_openmetrics, to_victoriametrics_import
 from tests.realcluster import Cluster, ControlPlane, drop_namespace, new_namespace
 from tests.servers import MisbehavingBackend, Prometheus, VictoriaMetrics
@@ -85,6 +86,18 @@ def control_plane(request, tmp_path_factory) -> Iterator[ControlPlane]:
               "after start (etcd, kube-apiserver, kube-controller-manager, node simulator)", flush=True)
     yield plane
     plane.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(request, tmp_path_factory) -> Iterator[KafkaBroker]:
+    """A real Kafka broker (KRaft, from Maven Central's jars), started once per test session;
+    each test makes a topic and a group of its own."""
+    broker = KafkaBroker(tmp_path_factory.mktemp("kafka")).start()
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        print(f"\n  [kafka] broker {broker.bootstrap} ready {broker.start_to_ready:.1f} s after start", flush=True)
+    yield broker
+    broker.stop()
 
 
 @pytest.fixture

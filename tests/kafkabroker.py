@@ -1,0 +1,235 @@
+"""A real Kafka broker for the tests, and consumer groups whose members are pods.
+
+The broker is KRaft (broker and controller in one JVM) from Maven Central's jars
+(tests/kafka/pom.xml; `make test` fetches them once with scripts/build-kafka into ~/.cache and
+links .build/kafka-libs). It starts on free loopback ports with a freshly formatted data dir, is
+ready once an admin call answers, and stops by PID like every other server here.
+
+A consumer group's members are the pods of a Deployment: the node simulator runs each pod's
+container command (tests/kafka/consumer.py) as a process with the pod's environment, so the
+member's client.id is the pod's name and the group rebalances when a pod goes.
+
+librdkafka handles freed after their broker stopped can hang the process: every admin client
+made here lives for one call, and the broker is stopped last.
+"""
+
+from __future__ import annotations
+
+import gc
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.servers import ServerProcess, free_port, wait_for
+
+REPO = Path(__file__).resolve().parents[1]
+LIBS = REPO / ".build" / "kafka-libs"
+CONSUMER = REPO / "tests" / "kafka" / "consumer.py"
+PRODUCER = REPO / "tests" / "kafka" / "produce.py"
+# Half the start-up time on 2 cores; the log cleaner's buffer must then shrink to fit the heap.
+JVM_FLAGS = ["-Xms32m", "-Xmx160m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true"]
+ADMIN_TIMEOUT = 15.0
+
+SERVER_PROPERTIES = """\
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{controller}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs={data}
+num.partitions=1
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+log.cleaner.dedupe.buffer.size=8388608
+# The classic protocol: no initial delay, and sessions as short as a test needs.
+group.initial.rebalance.delay.ms=0
+group.min.session.timeout.ms=3000
+# The new protocol's timings are the brokers' own: a SIGKILLed member is fenced after 6 s
+# instead of 45 s, and a heartbeat each second brings assignments quickly.
+group.consumer.session.timeout.ms=6000
+group.consumer.min.session.timeout.ms=6000
+group.consumer.heartbeat.interval.ms=1000
+group.consumer.min.heartbeat.interval.ms=1000
+"""
+
+
+@dataclass(frozen=True)
+class Member:
+    client_id: str
+    host: str
+    partitions: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Group:
+    state: str
+    members: tuple[Member, ...]
+
+    def owner(self, partition: int) -> str | None:
+        return next((m.client_id for m in self.members if partition in m.partitions), None)
+
+
+class KafkaBroker(ServerProcess):
+    def __init__(self, workdir: Path) -> None:
+        self.port, self.controller = free_port(), free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.properties = workdir / "server.properties"
+        java = shutil.which("java")
+        if java is None:
+            pytest.fail("java is not installed: `make test` installs it (scripts/install-system-deps)", pytrace=False)
+        self.java = java
+        super().__init__("kafka", [java, *JVM_FLAGS, "-cp", f"{LIBS}/*", "kafka.Kafka", str(self.properties)], "", workdir)
+
+    def start(self, timeout: float = 60.0) -> KafkaBroker:
+        if not LIBS.exists():
+            pytest.fail(f"{LIBS} is missing: `make test` fetches the broker (scripts/build-kafka)", pytrace=False)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        data = self.workdir / "data"
+        self.properties.write_text(SERVER_PROPERTIES.format(port=self.port, controller=self.controller, data=data))
+        # A fresh data dir each start: formatting is a second and a formatted one starts no faster.
+        formatted = subprocess.run([self.java, *JVM_FLAGS, "-cp", f"{LIBS}/*", "kafka.tools.StorageTool", "format",
+                                    "-t", uuid.uuid4().hex[:22], "-c", str(self.properties)],
+                                   capture_output=True, text=True, timeout=60)
+        if formatted.returncode != 0:
+            pytest.fail(f"formatting the broker's storage failed:\n{formatted.stdout}\n{formatted.stderr}", pytrace=False)
+        began = time.monotonic()
+        self.launch()
+        while not self._answers():
+            if self.process.poll() is not None:
+                self._fail(f"exited with code {self.process.returncode} before it was ready")
+            if time.monotonic() - began > timeout:
+                self.stop()
+                self._fail(f"was not ready on {self.bootstrap} within {timeout:.0f}s")
+            time.sleep(0.2)
+        self.start_to_ready = time.monotonic() - began
+        return self
+
+    def _answers(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+        except OSError:
+            return False
+        try:
+            return self._admin().list_topics(timeout=2).brokers is not None
+        except Exception:
+            return False
+
+    def stop(self) -> None:
+        gc.collect()  # librdkafka handles of finished calls go before the broker does
+        super().stop()
+
+    def _admin(self) -> Any:
+        from confluent_kafka.admin import AdminClient
+
+        return AdminClient({"bootstrap.servers": self.bootstrap})
+
+    # -- topics and groups ------------------------------------------------------------------
+
+    def create_topic(self, name: str, partitions: int) -> str:
+        from confluent_kafka.admin import NewTopic
+
+        admin = self._admin()  # held until its futures are done: a freed handle fails them
+        futures = admin.create_topics([NewTopic(name, partitions, 1)], request_timeout=ADMIN_TIMEOUT)
+        futures[name].result(timeout=ADMIN_TIMEOUT)
+        wait_for(lambda: len(self._admin().list_topics(name, timeout=5).topics[name].partitions) == partitions,
+                 f"topic {name} with {partitions} partitions", timeout=30)
+        return name
+
+    def group(self, group_id: str) -> Group:
+        """The group as the brokers describe it: state, and each member's client.id, host and partitions."""
+        admin = self._admin()
+        description = admin.describe_consumer_groups([group_id], request_timeout=ADMIN_TIMEOUT)[group_id].result(
+            timeout=ADMIN_TIMEOUT)
+        members = tuple(sorted(
+            (Member(m.client_id, m.host.lstrip("/"),
+                    tuple(sorted(tp.partition for tp in (m.assignment.topic_partitions if m.assignment else []))))
+             for m in description.members), key=lambda m: m.client_id))
+        return Group(str(description.state).rsplit(".", 1)[-1], members)
+
+    def wait_for_group(self, group_id: str, members: int, partitions: int, timeout: float = 60.0) -> Group:
+        """Until the group is Stable with ``members`` members and every partition owned once: the
+        new protocol's assignor converges in steps (the first member briefly owns everything)."""
+        def settled() -> Group | None:
+            try:
+                found = self.group(group_id)
+            except Exception:
+                return None
+            owned = sorted(p for m in found.members for p in m.partitions)
+            return found if (found.state == "STABLE" and len(found.members) == members
+                             and owned == list(range(partitions))) else None
+        return wait_for(settled, f"group {group_id}: {members} members, every one of {partitions} partitions owned", timeout,
+                        interval=0.5)
+
+    def lag(self, group_id: str, topic: str) -> dict[int, int]:
+        """Each partition's lag at the brokers: high watermark minus the committed offset (from the
+        earliest offset when nothing was committed)."""
+        from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+        from confluent_kafka.admin import OffsetSpec
+
+        admin = self._admin()
+        count = len(admin.list_topics(topic, timeout=5).topics[topic].partitions)
+        every = [TopicPartition(topic, p) for p in range(count)]
+        committed = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group_id, every)],
+                                                      request_timeout=ADMIN_TIMEOUT)[group_id].result(timeout=ADMIN_TIMEOUT)
+        latest = admin.list_offsets({tp: OffsetSpec.latest() for tp in every}, request_timeout=ADMIN_TIMEOUT)
+        earliest = admin.list_offsets({tp: OffsetSpec.earliest() for tp in every}, request_timeout=ADMIN_TIMEOUT)
+        out = {}
+        for tp in committed.topic_partitions:
+            key = TopicPartition(topic, tp.partition)
+            high = latest[key].result(timeout=ADMIN_TIMEOUT).offset
+            start = tp.offset if tp.offset >= 0 else earliest[key].result(timeout=ADMIN_TIMEOUT).offset
+            out[tp.partition] = max(high - start, 0)
+        return out
+
+    # -- load -----------------------------------------------------------------------------------
+
+    def produce(self, topic: str, rates: dict[int, float], seconds: float) -> subprocess.Popen:
+        """Start a producer process at ``rates`` (partition -> messages/s) for ``seconds``."""
+        argv = [sys.executable, str(PRODUCER), "--bootstrap", self.bootstrap, "--topic", topic,
+                "--rates", ",".join(f"{p}={r}" for p, r in rates.items()), "--seconds", str(seconds)]
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def consumer_pod_template(broker: KafkaBroker, topic: str, group_id: str, *, protocol: str = "consumer",
+                          slow_file: Path | None = None, grace_seconds: int = 10) -> dict[str, Any]:
+    """A pod spec whose container is a real consumer, as a Deployment of consumers would have it:
+    the pod's name, namespace and IP from the downward API, metrics on a named port, and a
+    readiness probe on them."""
+    env = [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "BOOTSTRAP_SERVERS", "value": broker.bootstrap},
+        {"name": "TOPIC", "value": topic},
+        {"name": "GROUP_ID", "value": group_id},
+        {"name": "GROUP_PROTOCOL", "value": protocol},
+        {"name": "METRICS_PORT", "value": "8001"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    if slow_file is not None:
+        env.append({"name": "SLOW_PODS_FILE", "value": str(slow_file)})
+    return {
+        "terminationGracePeriodSeconds": grace_seconds,
+        "containers": [{
+            "name": "consumer", "image": "pod-rebalancer.test/kafka-consumer:1",
+            "command": [sys.executable, str(CONSUMER)], "env": env,
+            "ports": [{"name": "metrics", "containerPort": 8001}],
+            "readinessProbe": {"httpGet": {"path": "/metrics", "port": "metrics"}, "periodSeconds": 1},
+        }],
+    }
