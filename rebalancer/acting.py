@@ -95,15 +95,15 @@ class Actor:
         """The closed loop: with the CV measured now, judge the target's actions on this signal
         whose settle time has passed, and record each effect (live runs only) in the history, an
         Event and a counter. An unreadable state is left to the act step to report."""
-        stats, target = attempt.verdict.stats, run.target
-        if stats is None:
+        measured, target = policy.measured_skew(attempt.verdict), run.target
+        if measured is None:
             return Observed()
         try:
             snapshot, state = self._state(run)
         except (StateError, KubeError):
             return Observed()
-        state, judged = history.record_effects(state, attempt.signal, attempt.now, stats.value,
-                                               target.effect_rules(attempt.signal))
+        state, judged = history.record_effects(state, attempt.signal, attempt.now, measured[0],
+                                               target.effect_rules(attempt.signal), gone=measured[1])
         self._publish(target, state)
         if not judged:
             return Observed()

@@ -170,8 +170,9 @@ def replay(recorded: History, times: Sequence[datetime], signal: str, judging: J
                 for pod in _pods_of(samples)]
         verdict = policy.decide(signal, pods, samples, rules, at, workload=workload)
         judged: tuple[history.ActionRecord, ...] = ()
-        if verdict.stats is not None:
-            state, judged = history.record_effects(state, signal, at, verdict.stats.value, judging.effects)
+        measured = policy.measured_skew(verdict)
+        if measured is not None:
+            state, judged = history.record_effects(state, signal, at, measured[0], judging.effects, gone=measured[1])
         effects = tuple(r.effect for r in judged if r.effect is not None)
         if not verdict.act:
             steps.append(Step(at, verdict, False, verdict.code if verdict.code in HELD_BY else None, effects))

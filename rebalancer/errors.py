@@ -47,6 +47,11 @@ class MetricsUnavailableError(TemporaryError):
     backend = "metrics"
 
 
+class RebalanceUnderWayError(MetricsUnavailableError):
+    """The metrics show one partition under two pods: a consumer-group rebalance is under way (the
+    old owner's series not yet stale), so lag cannot be attributed now; it can be in seconds."""
+
+
 class MetricsQueryError(PermanentError):
     """The metrics backend rejected the query (4xx) or its result cannot be attributed to pods."""
 

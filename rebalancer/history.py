@@ -110,8 +110,10 @@ class EffectRules:
     margin: float
 
 
-def judge_effect(before: float, after: float, rules: EffectRules) -> Effect:
-    if after <= rules.threshold or after <= before * (1 - rules.margin):
+def judge_effect(before: float, after: float, rules: EffectRules, gone: bool = False) -> Effect:
+    """``gone``: the skew is no longer there to measure (every pod idle, or the level below the
+    floor): on a real group a drained lag reads 0 everywhere, which is the action working."""
+    if gone or after <= rules.threshold or after <= before * (1 - rules.margin):
         return "improved"
     if after >= before * (1 + rules.margin):
         return "worse"
@@ -119,14 +121,14 @@ def judge_effect(before: float, after: float, rules: EffectRules) -> Effect:
 
 
 def record_effects(state: TargetState, signal: str, now: datetime, value: float,
-                   rules: EffectRules) -> tuple[TargetState, tuple[ActionRecord, ...]]:
+                   rules: EffectRules, gone: bool = False) -> tuple[TargetState, tuple[ActionRecord, ...]]:
     """The state with the effect of every settled, not yet judged action on ``signal`` recorded
-    (``value`` is the CV measured now), and those actions."""
+    (``value`` is the CV measured now; ``gone``: no skew left to measure), and those actions."""
     def due(r: ActionRecord) -> bool:
         return (r.signal == signal and r.outcome == "acted" and r.effect is None and r.value is not None
                 and r.at + rules.settle <= now)
 
-    history = tuple(replace(r, effect=judge_effect(r.value or 0.0, value, rules), value_after=value, effect_at=now)
+    history = tuple(replace(r, effect=judge_effect(r.value or 0.0, value, rules, gone), value_after=value, effect_at=now)
                     if due(r) else r for r in state.history)
     judged = tuple(new for old, new in zip(state.history, history, strict=True) if new is not old)
     return (replace(state, history=history), judged) if judged else (state, ())

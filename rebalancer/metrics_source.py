@@ -17,7 +17,7 @@ from typing import TypeVar
 import msgspec
 import requests
 
-from rebalancer.errors import MetricsQueryError, MetricsUnavailableError
+from rebalancer.errors import MetricsQueryError, MetricsUnavailableError, RebalanceUnderWayError
 from rebalancer.partitions import PartitionLag
 
 POD_LABEL = "pod"
@@ -263,8 +263,11 @@ def _partition_values(samples: list[_Sample]) -> PartitionValues:
             raise MetricsQueryError("the partitions query returned a series without a topic or partition label: it must "
                                     "return one series per (topic, partition), labelled pod, topic and partition")
         if (topic, partition) in owners:
-            raise MetricsQueryError(f"partition {topic}/{partition} is reported for pods {owners[topic, partition]} and {pod}: "
-                                    "a rebalance is under way, or the query does not join on the current assignment")
+            # Seen on a real group: for about half a second of a rebalance, the old owner's series
+            # is not yet stale. Temporary, so the answer is a 503 and Alertmanager asks again.
+            raise RebalanceUnderWayError(f"partition {topic}/{partition} is reported for pods {owners[topic, partition]} and "
+                                         f"{pod}: a consumer-group rebalance is under way (or the partitions query does not "
+                                         "join on the current assignment), so its lag cannot be attributed now")
         owners[topic, partition] = pod
         try:
             lag = float(sample.value[1])

@@ -509,6 +509,17 @@ def _decide_cv(m: Measurement, now: datetime, workload: WorkloadStatus | None) -
                      f"{_assignment_note(m, m.ranked[-1], found)}", **outcome)
 
 
+def measured_skew(verdict: Verdict) -> tuple[float, bool] | None:
+    """What the closed loop judges an earlier action by: the CV now, and whether the skew is gone
+    altogether (every pod idle, or the level below the floor, where a skew does not matter).
+    None when nothing could be measured."""
+    if verdict.code == "idle":
+        return 0.0, True
+    if verdict.stats is None:
+        return None
+    return verdict.stats.value, verdict.code == "below_floor"
+
+
 def decide(
     signal: str,
     pods: Sequence[PodState],

@@ -41,10 +41,11 @@ def alertmanager_config(function_url: str, token_file: Path) -> dict[str, Any]:
 
 class Chain:
     def __init__(self, workdir: Path, config: dict[str, Any], kubeconfig: Path, token: str,
-                 rule_for: timedelta = timedelta(seconds=3)) -> None:
+                 rule_for: timedelta = timedelta(seconds=3), scrape_config: dict[str, Any] | None = None) -> None:
         self.workdir, self.config, self.kubeconfig, self.token, self.rule_for = workdir, config, kubeconfig, token, rule_for
         self.started: list[ServerProcess] = []
-        self.vm = VictoriaMetrics(workdir / "vm")
+        # With a scrape configuration, VictoriaMetrics scrapes the pods itself (tests/podscrape.py).
+        self.vm = VictoriaMetrics(workdir / "vm", scrape_config=scrape_config)
 
     def start(self) -> Chain:
         self.started.append(self.vm.start())

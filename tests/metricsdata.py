@@ -126,18 +126,24 @@ def partition_lag_with_assignment(
     start: float,
     end: float,
     topic: str = "events",
+    container: str = "ingestion-consumer",
 ) -> list[Series]:
-    """kafka-exporter's per-partition ``kafka_consumergroup_lag`` plus a partition -> pod
-    ``kafka_consumer_assignment`` gauge exported by the consumers themselves."""
+    """Per-partition lag as two real sources export it, for the same partitions: kafka_exporter's
+    ``kafka_consumergroup_lag{consumergroup, topic, partition}`` (no member), and the consumers'
+    own ``kafka_consumer_fetch_manager_records_lag`` (Micrometer's name for the Java client's
+    records-lag), one series per partition a pod holds, labelled as a Kubernetes scrape labels
+    it (namespace, pod, container) with the client's ``client_id``. The latter is also the
+    assignment that attributes kafka_exporter's lag to pods."""
     series = []
     for partition, lag in sorted(lag_by_partition.items()):
         s = Series("kafka_consumergroup_lag", {"consumergroup": group, "topic": topic, "partition": str(partition)})
         s.samples = [(t, float(lag)) for t in times(start, end)]
         series.append(s)
     for partition, pod in sorted(assignment.items()):
-        s = Series("kafka_consumer_assignment", {"namespace": namespace, "group_id": group, "topic": topic,
-                                                 "partition": str(partition), "pod": pod})
-        s.samples = [(t, 1.0) for t in times(start, end)]
+        s = Series("kafka_consumer_fetch_manager_records_lag", {
+            "namespace": namespace, "pod": pod, "container": container, "client_id": pod,
+            "topic": topic, "partition": str(partition)})
+        s.samples = [(t, float(lag_by_partition.get(partition, 0.0))) for t in times(start, end)]
         series.append(s)
     return series
 
@@ -157,9 +163,16 @@ def consumer_records_lag(
     return series
 
 
-# The lag template the README gives for kafka-exporter's per-partition lag: joined
-# to the consumers' own partition -> pod assignment metric.
-KAFKA_EXPORTER_LAG_JOIN = (
-    'sum by (pod) (kafka_consumergroup_lag{consumergroup="ingestion"} * on (topic, partition) '
-    'group_left (pod) kafka_consumer_assignment{namespace="$namespace", group_id="ingestion"})'
+# The partitions templates the README gives (docs: "Lag, as real consumers export it"). The Java
+# client's records-lag through Micrometer, per partition, as the pods' scrape labels it:
+MICROMETER_PARTITIONS = ('sum by (pod, topic, partition) (kafka_consumer_fetch_manager_records_lag'
+                         '{namespace="$namespace", container="$container"})')
+# kafka_exporter's per-partition lag, attributed to pods by the consumers' own per-partition series
+# (1 for each partition a pod holds):
+KAFKA_EXPORTER_PARTITIONS = (
+    'kafka_consumergroup_lag{consumergroup="ingestion"} * on (topic, partition) group_left (pod) '
+    '(max by (pod, topic, partition) (kafka_consumer_fetch_manager_records_lag{namespace="$namespace", '
+    'container="$container"}) >= bool 0)'
 )
+# The same, summed per pod: a plain per-pod lag query.
+KAFKA_EXPORTER_LAG_JOIN = f"sum by (pod) ({KAFKA_EXPORTER_PARTITIONS})"

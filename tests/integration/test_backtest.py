@@ -15,7 +15,7 @@ from rebalancer.backtest_plot import plot
 from rebalancer.config import Settings
 from rebalancer.durations import parse_duration
 from tests.conftest import AUTH, aligned_now
-from tests.metricsdata import cpu_usage, partition_lag_with_assignment
+from tests.metricsdata import MICROMETER_PARTITIONS, cpu_usage, partition_lag_with_assignment
 from tests.proxy import LoggingProxy
 from tests.standin.fixtures import seed_deployment
 
@@ -145,12 +145,11 @@ def test_partition_lag_is_replayed_partition_by_partition(load_metrics, tmp_path
     pods = [f"consumer-{i}" for i in range(6)]
     lag = {p: 50_000.0 if p == 6 else 100.0 for p in range(12)}
     backend = load_metrics(partition_lag_with_assignment(NS, "ingestion", lag, {p: pods[p // 2] for p in range(12)},
-                                                         end - 4200, end))
+                                                         end - 4200, end, container="consumer"))
     config = tmp_path / "rebalancer.yaml"
     config.write_text(yaml.safe_dump({"metrics_url": backend.url, "targets": [{
         "name": "consumer", "namespace": NS, "deployment": "consumer", "signals": {"lag": {
-            "threshold": 0.5, "partitions": 'kafka_consumergroup_lag * on (topic, partition) group_left (pod) '
-                                            'kafka_consumer_assignment{namespace="$namespace"}'}}}]}))
+            "threshold": 0.5, "partitions": MICROMETER_PARTITIONS}}}]}))
 
     code = backtest.main(["--config", str(config), "--target", "consumer", "--since", "1h", "--step", "5m"],
                          now=datetime.fromtimestamp(end, timezone.utc))

@@ -1,6 +1,6 @@
 """Knowing when moving pods cannot help, decided by the function itself on real data: kafka-exporter's
-per-partition ``kafka_consumergroup_lag`` joined to the consumers' ``kafka_consumer_assignment``
-gauge, and cAdvisor CPU counters, in a real VictoriaMetrics and in Prometheus (backfilled with
+per-partition ``kafka_consumergroup_lag`` attributed to pods by the consumers' own per-partition
+records-lag series, and cAdvisor CPU counters, in a real VictoriaMetrics and in Prometheus (backfilled with
 promtool), the pods on the real control plane. The pods are seconds old, so the function's clock
 (and the newest sample) is 15 minutes ahead of them, past min_pod_age."""
 
@@ -11,11 +11,10 @@ from datetime import datetime, timezone
 import pytest
 
 from tests.conftest import AUTH, aligned_now
-from tests.metricsdata import cpu_usage, partition_lag_with_assignment
+from tests.metricsdata import KAFKA_EXPORTER_PARTITIONS, cpu_usage, partition_lag_with_assignment
 
 AHEAD = 900
-PARTITIONS = ('kafka_consumergroup_lag{consumergroup="ingestion"} * on (topic, partition) group_left (pod) '
-              'kafka_consumer_assignment{namespace="$namespace", group_id="ingestion"}')
+PARTITIONS = KAFKA_EXPORTER_PARTITIONS
 
 
 def lag_target(namespace: str) -> dict:
@@ -48,7 +47,7 @@ def decide(load_metrics, make_client, kube, clock):
 def lag(kube, by_partition: dict[int, float], owner: dict[int, int]):
     """Series for partitions ``by_partition`` (their lag), partition p held by pod ``owner[p]``."""
     return lambda pods, start, end: partition_lag_with_assignment(
-        kube.namespace, "ingestion", by_partition, {p: pods[i] for p, i in owner.items()}, start, end)
+        kube.namespace, "ingestion", by_partition, {p: pods[i] for p, i in owner.items()}, start, end, container="consumer")
 
 
 def test_one_hot_partition_is_named_and_nothing_is_evicted(decide, kube):

@@ -23,6 +23,7 @@ from rebalancer.history import (
     judge_effect,
     record_effects,
 )
+from rebalancer.policy import PodState, Rules, decide, measured_skew
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 RULES = EffectRules(settle=timedelta(minutes=15), threshold=0.3, margin=0.1)
@@ -48,6 +49,29 @@ def judged(at: datetime, effect: str, value_after: float = 0.8) -> ActionRecord:
 def test_an_effect_is_judged_against_min_improvement(after, effect):
     rules = EffectRules(settle=timedelta(minutes=15), threshold=0.2, margin=0.25)
     assert judge_effect(0.5, after, rules) == effect
+
+
+def test_a_skew_that_is_gone_altogether_is_an_improvement_whatever_the_cv_of_what_is_left():
+    # On a real group the lag drains to a few messages: their CV is noise, the action worked.
+    rules = EffectRules(settle=timedelta(minutes=15), threshold=0.2, margin=0.25)
+    assert judge_effect(0.5, 1.4, rules, gone=True) == "improved"
+    assert judge_effect(0.5, 1.4, rules) == "worse"
+
+
+@pytest.mark.parametrize(("samples", "expected"), [
+    ({"p1": 0.0, "p2": 0.0, "p3": 0.0, "p4": 0.0}, (0.0, True)),  # idle: every pod reads 0
+    ({"p1": 3.0, "p2": 0.0, "p3": 0.0, "p4": 1.0}, (pytest.approx(1.2247, abs=1e-4), True)),  # below the floor
+    ({"p1": 3000.0, "p2": 0.0, "p3": 0.0, "p4": 1000.0}, (pytest.approx(1.2247, abs=1e-4), False)),
+])
+def test_the_closed_loop_reads_the_skew_as_gone_when_idle_or_below_the_floor(samples, expected):
+    pods = [PodState(name=n, ready=True, owned=True, created_at=NOW - timedelta(hours=1)) for n in samples]
+    verdict = decide("lag", pods, samples, Rules(threshold=0.5, floor=500, min_pods=2), NOW)
+    assert measured_skew(verdict) == expected
+
+
+def test_nothing_is_judged_when_nothing_could_be_measured():
+    pods = [PodState(name=n, ready=False, owned=True) for n in ("p1", "p2")]
+    assert measured_skew(decide("lag", pods, {}, Rules(threshold=0.5), NOW)) is None
 
 
 def test_an_action_is_judged_only_once_its_settle_time_has_passed():

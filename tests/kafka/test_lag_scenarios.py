@@ -1,0 +1,158 @@
+"""Lag skew on a real consumer group, through the whole chain: the real control plane runs the
+pods, each a real consumer of a real KRaft broker; VictoriaMetrics scrapes their per-partition
+lag through the API server's pod discovery; vmalert evaluates the rules generated from the
+configuration; Alertmanager (the shipped config) calls the function; the function verifies and
+acts as its ServiceAccount. The lag query is the shipped example's, unchanged.
+
+Each test has a topic, a group and a namespace of its own; the broker and the control plane are
+shared by the session.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from rebalancer.cooldown import annotation_keys
+from tests.chain import REPO, Chain
+from tests.kafkabroker import KafkaBroker, consumer_pod_template
+from tests.podscrape import SCRAPE_ANNOTATION, pod_scrape_config, scraper_token
+from tests.servers import wait_for
+
+TOKEN = "kafka-e2e-token-5b2e"
+ALERT = "ConsumerLagSkew"
+
+
+def example_lag_signal() -> dict:
+    """The shipped example's lag signal, as a user would copy it."""
+    config = yaml.safe_load((REPO / "examples" / "rebalancer.yaml").read_text())
+    return next(t for t in config["targets"] if t["name"] == "ingestion-consumer")["signals"]["lag"]
+
+
+def lag_target(namespace: str, **overrides) -> dict:
+    """The consumers' target: the example's lag signal, timers short enough for a test (the pods
+    are seconds old, so min_pod_age is 0), and a floor for a few hundred messages."""
+    return {"name": "consumer", "namespace": namespace, "deployment": "consumer", "container": "consumer",
+            "min_pods": 3, "min_pod_age": "0s", "cooldown": "30s", "settle": "10s",
+            "signals": {"lag": {**example_lag_signal(), "floor": 50}}, **overrides}
+
+
+class Scene:
+    """One test's group: a topic, a Deployment of consumers, and a slow-pods file."""
+
+    def __init__(self, broker: KafkaBroker, kube, tmp_path: Path, partitions: int, replicas: int, protocol: str = "consumer"):
+        self.broker, self.kube, self.partitions = broker, kube, partitions
+        self.topic = broker.create_topic(f"events-{uuid.uuid4().hex[:6]}", partitions)
+        self.group = f"ingestion-{uuid.uuid4().hex[:6]}"
+        self.slow_file = tmp_path / "slow-pods"
+        self.slow_file.write_text("")
+        self.pods = kube.deployment("consumer", replicas=replicas, pod_annotations=SCRAPE_ANNOTATION,
+                                    pod_spec=consumer_pod_template(broker, self.topic, self.group, protocol=protocol,
+                                                                   slow_file=self.slow_file, grace_seconds=10))
+        self.settled = broker.wait_for_group(self.group, replicas, partitions)
+        self.producers: list = []
+
+    def slow(self, pod: str, millis_per_message: int) -> None:
+        self.slow_file.write_text(f"{pod} {millis_per_message}\n")
+
+    def produce(self, rates: dict[int, float], seconds: float) -> None:
+        self.producers.append(self.broker.produce(self.topic, rates, seconds))
+
+    def stop(self) -> None:
+        for producer in self.producers:
+            producer.kill()
+            producer.wait(timeout=10)
+
+    def lag_at_brokers(self) -> dict[int, int]:
+        return self.broker.lag(self.group, self.topic)
+
+
+@pytest.fixture
+def scene(kafka_broker, kube, tmp_path):
+    scenes = []
+
+    def make(partitions: int, replicas: int, **kwargs) -> Scene:
+        made = Scene(kafka_broker, kube, tmp_path, partitions, replicas, **kwargs)
+        scenes.append(made)
+        return made
+
+    yield make
+    for made in scenes:
+        made.stop()
+
+
+@pytest.fixture
+def chain(control_plane, kube, tmp_path):
+    """``chain(config)``: the whole chain for this test's namespace, VictoriaMetrics scraping its pods."""
+    started = []
+
+    def start(config: dict) -> Chain:
+        token = scraper_token(control_plane, tmp_path / "scraper-token")
+        made = Chain(tmp_path / "chain", config, kube.write_kubeconfig(tmp_path / "kubeconfig"), TOKEN,
+                     scrape_config=pod_scrape_config(control_plane, [kube.namespace], token))
+        (tmp_path / "chain").mkdir(exist_ok=True)
+        started.append(made.start())
+        return made
+
+    yield start
+    for made in started:
+        made.stop()
+
+
+def evictions(kube) -> list[str]:
+    return [r.name for r in kube.requests("create", "pods") if r.subresource == "eviction"]
+
+
+def history(kube, target: str = "consumer") -> list[dict]:
+    _, _, key = annotation_keys(target)
+    state = kube.annotations("configmaps", "pod-rebalancer-state")
+    return json.loads(state[key]) if state and key in state else []
+
+
+def function_metric(chain: Chain, name: str, **labels: str) -> float:
+    text = requests.get(f"{chain.function.url}/metrics", timeout=10).text
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no {name}{{{wanted}}} in the function's /metrics")
+
+
+def test_a_slow_consumer_is_evicted_its_partitions_move_and_the_closed_loop_judges_it_improved(scene, chain, kube):
+    group = scene(partitions=8, replicas=4)
+    slow = group.pods[0]
+    group.slow(slow, 150)  # 6-7 messages a second, against 40 a second into its two partitions
+    running = chain({"dry_run": False, "log_format": "json", "targets": [lag_target(kube.namespace)]})
+    group.produce(dict.fromkeys(range(8), 20.0), seconds=150)
+
+    wait_for(lambda: evictions(kube), "the function's eviction", timeout=90)
+
+    assert evictions(kube) == [slow]
+    acted = wait_for(lambda: next((line for line in running.function_log()
+                                   if line.get("event") == "decision" and line.get("outcome") == "acted"), None),
+                     "the acted decision in the function's log", timeout=15)
+    assert acted["code"] == "acted" and acted["selected"][0]["pod"] == slow, acted
+    assert "the consumer is slow or stuck" in acted["reason"], acted["reason"]
+    # SIGTERM: the consumer leaves the group, its partitions move, a replacement joins and consumes.
+    replacement = wait_for(lambda: [m for m in group.broker.wait_for_group(group.group, 4, 8).members
+                                    if m.client_id not in group.pods], "the replacement to join the group", timeout=60)
+    assert len(replacement) == 1
+    wait_for(lambda: max(group.lag_at_brokers().values()) < 100, "the lag to drain at the brokers", timeout=60)
+
+    # The closed loop: the first verification after settle judges the action.
+    time.sleep(10)
+    judged = requests.post(f"{running.function.url}/rebalance", json={"target": "consumer", "signal": "lag"},
+                           headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30).json()
+
+    (decision,) = judged["decisions"]
+    assert [e["effect"] for e in decision.get("effects", [])] == ["improved"], judged
+    assert [h["effect"] for h in history(kube)] == ["improved"]
+    assert [e["reason"] for e in kube.events()].count("RebalanceEffective") == 1
+    assert function_metric(running, "rebalancer_action_effects_total", target="consumer", effect="improved") == 1
+    assert evictions(kube) == [slow]  # once, and only that pod
