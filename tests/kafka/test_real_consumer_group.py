@@ -4,6 +4,7 @@ per-partition lag scraped by VictoriaMetrics through the API server's pod discov
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -11,7 +12,6 @@ import pytest
 from tests.kafkabroker import consumer_pod_template
 from tests.podscrape import SCRAPE_ANNOTATION, pod_scrape_config, scraper_token
 from tests.servers import VictoriaMetrics, wait_for
-
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def scraping_vm(control_plane, kube, tmp_path):
 
 def series(vm: VictoriaMetrics, query: str) -> list[dict]:
     vm.flush()
-    return vm.query(query, __import__("time").time())["data"]["result"]
+    return vm.query(query, time.time())["data"]["result"]
 
 
 def test_each_pod_is_a_member_and_its_lag_reaches_victoriametrics_labelled_by_the_api_server(kafka_broker, kube, scraping_vm):
