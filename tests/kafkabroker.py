@@ -33,6 +33,7 @@ from tests.servers import ServerProcess, free_port, wait_for
 REPO = Path(__file__).resolve().parents[1]
 LIBS = REPO / ".build" / "kafka-libs"
 CONSUMER = REPO / "tests" / "kafka" / "consumer.py"
+EXPORTER = REPO / "tests" / "kafka" / "exporter.py"
 PRODUCER = REPO / "tests" / "kafka" / "produce.py"
 # Half the start-up time on 2 cores; the log cleaner's buffer must then shrink to fit the heap.
 JVM_FLAGS = ["-Xms32m", "-Xmx160m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true"]
@@ -206,20 +207,28 @@ class KafkaBroker(ServerProcess):
         return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+DOWNWARD_API = [
+    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+]
+
+
 def consumer_pod_template(broker: KafkaBroker, topic: str, group_id: str, *, protocol: str = "consumer",
-                          slow_file: Path | None = None, grace_seconds: int = 10) -> dict[str, Any]:
+                          slow_file: Path | None = None, grace_seconds: int = 10, process_ms: float = 0,
+                          max_poll_interval_ms: int = 300_000) -> dict[str, Any]:
     """A pod spec whose container is a real consumer, as a Deployment of consumers would have it:
     the pod's name, namespace and IP from the downward API, metrics on a named port, and a
     readiness probe on them."""
     env = [
-        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        *DOWNWARD_API,
         {"name": "BOOTSTRAP_SERVERS", "value": broker.bootstrap},
         {"name": "TOPIC", "value": topic},
         {"name": "GROUP_ID", "value": group_id},
         {"name": "GROUP_PROTOCOL", "value": protocol},
         {"name": "METRICS_PORT", "value": "8001"},
+        {"name": "PROCESS_MS", "value": str(process_ms)},
+        {"name": "MAX_POLL_INTERVAL_MS", "value": str(max_poll_interval_ms)},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
     if slow_file is not None:
@@ -233,3 +242,14 @@ def consumer_pod_template(broker: KafkaBroker, topic: str, group_id: str, *, pro
             "readinessProbe": {"httpGet": {"path": "/metrics", "port": "metrics"}, "periodSeconds": 1},
         }],
     }
+
+
+def exporter_pod_template(broker: KafkaBroker, topic: str, group_id: str) -> dict[str, Any]:
+    """A pod spec playing kafka_exporter (tests/kafka/exporter.py) for one topic and group."""
+    env = [*DOWNWARD_API, {"name": "BOOTSTRAP_SERVERS", "value": broker.bootstrap}, {"name": "TOPIC", "value": topic},
+           {"name": "GROUP", "value": group_id}, {"name": "METRICS_PORT", "value": "9308"}]
+    return {"terminationGracePeriodSeconds": 5, "containers": [{
+        "name": "kafka-exporter", "image": "pod-rebalancer.test/kafka-exporter:1",
+        "command": [sys.executable, str(EXPORTER)], "env": env,
+        "ports": [{"name": "metrics", "containerPort": 9308}],
+        "readinessProbe": {"httpGet": {"path": "/metrics", "port": "metrics"}, "periodSeconds": 1}}]}

@@ -9,9 +9,12 @@ consumer group (confluent-kafka, the librdkafka client), exporting its per-parti
   per-partition lag as Micrometer's KafkaClientMetrics names it, filled from librdkafka's
   statistics: the high watermark minus the offset this consumer has processed, for the
   partitions it owns (a partition it does not own has no series: the series are its assignment).
-- A slow pod (a bad node): SLOW_PODS_FILE lists ``<pod> <milliseconds per message>`` lines; a
-  listed pod takes that long for each message, re-read every second. A pod's replacement has
-  another name, so it is not slow.
+- Work per message: PROCESS_MS for every pod (what the consumer's own work costs, so that a
+  partition's inflow can outrun its consumer), plus a slow pod (a bad node): SLOW_PODS_FILE lists
+  ``<pod> <milliseconds per message>`` lines; a listed pod takes that long for each message,
+  re-read every second. A pod's replacement has another name, so it is not slow. A pod listed
+  for longer than MAX_POLL_INTERVAL_MS is stuck: it stops polling, so the group drops it, and
+  its own gauges freeze at their last values (its metrics endpoint still answers).
 - SIGTERM: leave the group (close), then exit 0, as a well-behaved consumer does.
 
 Run: python consumer.py (everything comes from the environment).
@@ -113,6 +116,7 @@ def consumer_config() -> dict:
         "enable.auto.offset.store": False,
         "statistics.interval.ms": 1000,
         "stats_cb": on_stats,
+        "max.poll.interval.ms": int(os.environ.get("MAX_POLL_INTERVAL_MS", "300000")),
     }
     if os.environ.get("GROUP_PROTOCOL", "consumer") == "consumer":
         config["group.protocol"] = "consumer"  # timings are the brokers' (group.consumer.*)
@@ -130,6 +134,7 @@ def main() -> int:
     consumer = Consumer(consumer_config())
     consumer.subscribe(os.environ["TOPIC"].split(","))
     slow_file, delay, checked = os.environ.get("SLOW_PODS_FILE"), 0.0, 0.0
+    work = float(os.environ.get("PROCESS_MS", "0")) / 1000
     print(f"consumer {POD}: subscribed to {os.environ['TOPIC']} in group {os.environ['GROUP_ID']}", flush=True)
     try:
         while not stopping.is_set():
@@ -141,8 +146,8 @@ def main() -> int:
             if message.error():
                 print(f"consumer {POD}: {message.error()}", flush=True)
                 continue
-            if delay:
-                stopping.wait(delay)
+            if delay + work:
+                stopping.wait(delay + work)
             consumer.store_offsets(message)
             consumed["count"] += 1
     except KafkaException as e:

@@ -21,7 +21,7 @@ import yaml
 
 from rebalancer.cooldown import annotation_keys
 from tests.chain import REPO, Chain
-from tests.kafkabroker import KafkaBroker, consumer_pod_template
+from tests.kafkabroker import KafkaBroker, consumer_pod_template, exporter_pod_template
 from tests.podscrape import SCRAPE_ANNOTATION, pod_scrape_config, scraper_token
 from tests.servers import wait_for
 
@@ -35,26 +35,41 @@ def example_lag_signal() -> dict:
     return next(t for t in config["targets"] if t["name"] == "ingestion-consumer")["signals"]["lag"]
 
 
-def lag_target(namespace: str, **overrides) -> dict:
+def lag_target(namespace: str, *, topic_inflow: str | None = None, **overrides) -> dict:
     """The consumers' target: the example's lag signal, timers short enough for a test (the pods
-    are seconds old, so min_pod_age is 0), and a floor for a few hundred messages."""
+    are seconds old, so min_pod_age is 0), and a floor for a few hundred messages; with
+    ``topic_inflow``, the example's (commented) inflow query for that topic."""
+    lag = {**example_lag_signal(), "floor": 50}
+    if topic_inflow is not None:
+        lag["inflow"] = inflow(topic_inflow)
     return {"name": "consumer", "namespace": namespace, "deployment": "consumer", "container": "consumer",
-            "min_pods": 3, "min_pod_age": "0s", "cooldown": "30s", "settle": "10s",
-            "signals": {"lag": {**example_lag_signal(), "floor": 50}}, **overrides}
+            "min_pods": 3, "min_pod_age": "0s", "cooldown": "30s", "settle": "10s", "window": "10s",
+            "signals": {"lag": lag}, **overrides}
+
+
+def inflow(topic: str) -> str:
+    """The partitions' inflow from kafka_exporter's log-end offsets (README: "Lag, as real
+    consumers export it")."""
+    return f'max by (topic, partition) (rate(kafka_topic_partition_current_offset{{topic="{topic}"}}[$window]))'
 
 
 class Scene:
-    """One test's group: a topic, a Deployment of consumers, and a slow-pods file."""
+    """One test's group: a topic, a Deployment of consumers, a slow-pods file, and (``exporter``)
+    kafka_exporter's series for the topic, from a pod of their own."""
 
-    def __init__(self, broker: KafkaBroker, kube, tmp_path: Path, partitions: int, replicas: int, protocol: str = "consumer"):
+    def __init__(self, broker: KafkaBroker, kube, tmp_path: Path, partitions: int, replicas: int,
+                 exporter: bool = False, **consumer: object):
         self.broker, self.kube, self.partitions = broker, kube, partitions
         self.topic = broker.create_topic(f"events-{uuid.uuid4().hex[:6]}", partitions)
         self.group = f"ingestion-{uuid.uuid4().hex[:6]}"
         self.slow_file = tmp_path / "slow-pods"
         self.slow_file.write_text("")
+        if exporter:
+            kube.deployment("kafka-exporter", replicas=1, pod_annotations=SCRAPE_ANNOTATION,
+                            pod_spec=exporter_pod_template(broker, self.topic, self.group))
         self.pods = kube.deployment("consumer", replicas=replicas, pod_annotations=SCRAPE_ANNOTATION,
-                                    pod_spec=consumer_pod_template(broker, self.topic, self.group, protocol=protocol,
-                                                                   slow_file=self.slow_file, grace_seconds=10))
+                                    pod_spec=consumer_pod_template(broker, self.topic, self.group, slow_file=self.slow_file,
+                                                                   **consumer))
         self.settled = broker.wait_for_group(self.group, replicas, partitions)
         self.producers: list = []
 
@@ -103,6 +118,18 @@ def chain(control_plane, kube, tmp_path):
     yield start
     for made in started:
         made.stop()
+
+
+def decisions(chain: Chain, code: str | None = None) -> list[dict]:
+    return [line for line in chain.function_log()
+            if line.get("event") == "decision" and (code is None or line.get("code") == code)]
+
+
+def pod_lag(chain: Chain, namespace: str) -> dict[str, float]:
+    """Each pod's lag as VictoriaMetrics has it now (the consumers' own series)."""
+    chain.vm.flush()
+    query = f'sum by (pod) (kafka_consumer_fetch_manager_records_lag{{namespace="{namespace}"}})'
+    return {r["metric"]["pod"]: float(r["value"][1]) for r in chain.vm.query(query, time.time())["data"]["result"]}
 
 
 def evictions(kube) -> list[str]:
@@ -156,3 +183,50 @@ def test_a_slow_consumer_is_evicted_its_partitions_move_and_the_closed_loop_judg
     assert [e["reason"] for e in kube.events()].count("RebalanceEffective") == 1
     assert function_metric(running, "rebalancer_action_effects_total", target="consumer", effect="improved") == 1
     assert evictions(kube) == [slow]  # once, and only that pod
+
+
+def test_a_hot_partition_is_not_chased_and_moving_its_owner_by_hand_moves_the_lag_with_it(scene, chain, kube):
+    # Every message costs 5 ms: a consumer does 200 a second. One key sends 300 a second to one
+    # partition; its owner cannot keep up, whoever it is.
+    group = scene(partitions=6, replicas=3, exporter=True, process_ms=5)
+    owner = group.settled.members[0]
+    hot = owner.partitions[0]
+    running = chain({"dry_run": False, "log_format": "json", "targets": [lag_target(kube.namespace, topic_inflow=group.topic)]})
+    group.produce({p: 300.0 if p == hot else 20.0 for p in range(6)}, seconds=150)
+
+    refused = wait_for(lambda: decisions(running, "hot_partition"), "a hot_partition decision", timeout=90)[0]
+
+    assert refused["partitions"]["hot_partition"]["partition"] == str(hot)
+    assert refused["partitions"]["hot_partition"]["pod"] == owner.client_id
+    assert "times the median partition's" in refused["partitions"]["hot_partition"]["evidence"], refused
+    time.sleep(3)  # more alerts, more verifications: still nothing moved
+    assert evictions(kube) == [] and decisions(running, "acted") == []
+
+    # The proof: move the owner by hand. The partition, and its lag, go to another consumer.
+    kube.core.delete_namespaced_pod(owner.client_id, kube.namespace)
+    moved = wait_for(lambda: (found := group.broker.wait_for_group(group.group, 3, 6)) and found.owner(hot) != owner.client_id
+                     and found, "the hot partition to move", timeout=60)
+    new_owner = moved.owner(hot)
+    wait_for(lambda: (lag := pod_lag(running, kube.namespace)) and max(lag, key=lag.get) == new_owner,
+             f"the most lag to be on {new_owner}, the hot partition's new owner", timeout=60)
+    at_brokers = group.lag_at_brokers()
+    assert max(at_brokers, key=at_brokers.get) == hot
+
+
+@pytest.mark.parametrize("with_inflow", [True, False])
+def test_a_stuck_consumer_holding_one_partition_is_moved(scene, chain, kube, with_inflow):
+    group = scene(partitions=6, replicas=6, exporter=with_inflow)
+    stuck = group.settled.members[2].client_id
+    group.slow(stuck, 200)
+    target = lag_target(kube.namespace, topic_inflow=group.topic if with_inflow else None)
+    running = chain({"dry_run": False, "log_format": "json", "targets": [target]})
+    group.produce(dict.fromkeys(range(6), 20.0), seconds=150)
+
+    wait_for(lambda: evictions(kube), "the function's eviction", timeout=90)
+
+    acted = wait_for(lambda: decisions(running, "acted"), "the acted decision in the function's log", timeout=15)[0]
+    # Six pods, min_pods 3: the stuck one (hot) and, by rotate_outliers, the idlest one (cold).
+    assert (acted["selected"][0]["pod"], acted["selected"][0]["role"]) == (stuck, "hot"), json.dumps(acted, indent=1)
+    assert stuck in wait_for(lambda: len(evictions(kube)) == 2 and evictions(kube), "both evictions", timeout=15)
+    said = "is ordinary" if with_inflow else "no inflow query says whether the partition or its consumer is at fault"
+    assert said in acted["reason"], acted["reason"]
