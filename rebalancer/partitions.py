@@ -149,17 +149,24 @@ def _fmt(x: float) -> str:
     return f"{x:,.0f}" if abs(x) >= 10_000 else f"{x:.4g}"
 
 
-def redistribute(assigned: Assignment, removed: Sequence[str]) -> dict[str, float]:
+def redistribute(assigned: Assignment, removed: Sequence[str], draining: Sequence[str] = ()) -> dict[str, float]:
     """Each pod's lag after the removed pods' partitions move, whole, to the pods that stay (idle
     ones included): the biggest partition first, each to the pod with the least lag then, as a
-    balancing assignor would. Pods still holding nothing are left out."""
+    balancing assignor would. Pods still holding nothing are left out.
+
+    The partitions of ``draining`` pods (a consumer found slow or stuck) arrive with no more lag
+    than a typical partition: their backlog was their consumer's, and a healthy one drains it, as
+    a real group showed (a stuck consumer's partition moved whole would otherwise look as hot at
+    its next owner, and the move as useless)."""
     lag = {pod: value for pod, value in assigned.lag_by_pod().items() if pod not in removed}
     staying = sorted(set(lag) | {pod for pod in assigned.idle if pod not in removed})
     if not staying:
         raise ValueError("redistribution needs at least one pod that stays")
     loads = {pod: lag.get(pod, 0.0) for pod in staying}
     holds = {pod: pod in lag for pod in staying}
-    moving = sorted((p for pod in removed for p in assigned.held.get(pod, ())), key=lambda p: (-p.lag, p.topic, p.partition))
+    typical = median(p.lag for held in assigned.held.values() for p in held) if assigned.held else 0.0
+    moving = sorted((PartitionLag(p.topic, p.partition, min(p.lag, typical)) if pod in draining else p
+                     for pod in removed for p in assigned.held.get(pod, ())), key=lambda p: (-p.lag, p.topic, p.partition))
     for partition in moving:
         receiver = min(staying, key=lambda pod: (loads[pod], pod))
         loads[receiver] += partition.lag

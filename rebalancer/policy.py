@@ -285,12 +285,12 @@ class Measurement:
             mode=self.rules.mode, floor=self.rules.floor, assignment=self.assigned, **more,
         )
 
-    def projected(self, removed: Sequence[str]) -> float:
+    def projected(self, removed: Sequence[str], draining: Sequence[str] = ()) -> float:
         """The CV after the removed pods' load moves to the others: spread evenly, or with
-        partitions, partition by partition, each one whole."""
+        partitions, partition by partition, each one whole (a slow consumer's backlog drains)."""
         if self.assigned is None:
             return projected_cv(self.values, removed)
-        after = list(redistribute(self.assigned, removed).values())
+        after = list(redistribute(self.assigned, removed, draining).values())
         return coefficient_of_variation(after).value if after and fmean(after) > 0 else 0.0
 
 
@@ -383,7 +383,7 @@ def _assignment_note(m: Measurement, hottest: str, found: Culprit) -> str:
     over = m.assigned.over_fair_share()
     if hottest not in over:
         whole = f"partitions stay whole in the projection ({m.assigned.partitions} partitions over {len(m.counted)} pods)"
-        return f"; {found.why}; {whole}" if found.why else f"; {whole}"
+        return f"; {found.why}; {whole}, and its backlog drains at their next owners" if found.why else f"; {whole}"
     return (f"; the assignment is uneven: {hottest} holds {over[hottest]} of {m.assigned.partitions} partitions, "
             f"more than its fair share {m.assigned.fair_share}, and the projection keeps every partition whole")
 
@@ -496,7 +496,8 @@ def _decide_cv(m: Measurement, now: datetime, workload: WorkloadStatus | None) -
                          f"({len(passed_over)} passed over: too young or excluded)", passed_over=passed_over)
     count = min(rules.max_pods_per_action, len(m.counted) - rules.min_pods)
     selected = _select(m.values, candidates, rules, count)
-    after = m.projected([s.pod for s in selected])
+    # A consumer found slow or stuck leaves its backlog behind: a healthy consumer drains it.
+    after = m.projected([s.pod for s in selected], draining=[m.ranked[-1]] if found.why else [])
     improvement = 1 - after / stats.value
     chosen = ", ".join(f"{s.pod} ({s.role}, {_fmt(s.value)})" for s in selected)
     outcome = {"passed_over": passed_over, "selected": tuple(selected), "projected_cv": after,

@@ -81,6 +81,8 @@ class Member:
 class Group:
     state: str
     members: tuple[Member, ...]
+    protocol: str = ""  # "consumer" (KIP-848) or "classic"
+    assignor: str = ""
 
     def owner(self, partition: int) -> str | None:
         return next((m.client_id for m in self.members if partition in m.partitions), None)
@@ -161,7 +163,8 @@ class KafkaBroker(ServerProcess):
             (Member(m.client_id, m.host.lstrip("/"),
                     tuple(sorted(tp.partition for tp in (m.assignment.topic_partitions if m.assignment else []))))
              for m in description.members), key=lambda m: m.client_id))
-        return Group(str(description.state).rsplit(".", 1)[-1], members)
+        protocol = str(getattr(description, "type", "")).rsplit(".", 1)[-1].lower()
+        return Group(str(description.state).rsplit(".", 1)[-1], members, protocol, description.partition_assignor or "")
 
     def wait_for_group(self, group_id: str, members: int, partitions: int, timeout: float = 60.0) -> Group:
         """Until the group is Stable with ``members`` members and every partition owned once: the

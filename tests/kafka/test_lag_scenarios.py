@@ -11,6 +11,8 @@ shared by the session.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -23,6 +25,7 @@ from rebalancer.cooldown import annotation_keys
 from tests.chain import REPO, Chain
 from tests.kafkabroker import KafkaBroker, consumer_pod_template, exporter_pod_template
 from tests.podscrape import SCRAPE_ANNOTATION, pod_scrape_config, scraper_token
+from tests.samples import sample_in_namespace
 from tests.servers import wait_for
 
 TOKEN = "kafka-e2e-token-5b2e"
@@ -151,8 +154,9 @@ def function_metric(chain: Chain, name: str, **labels: str) -> float:
     raise AssertionError(f"no {name}{{{wanted}}} in the function's /metrics")
 
 
-def test_a_slow_consumer_is_evicted_its_partitions_move_and_the_closed_loop_judges_it_improved(scene, chain, kube):
-    group = scene(partitions=8, replicas=4)
+@pytest.mark.parametrize("protocol", ["consumer", "classic"])
+def test_a_slow_consumer_is_evicted_its_partitions_move_and_the_closed_loop_judges_it_improved(scene, chain, kube, protocol):
+    group = scene(partitions=8, replicas=4, protocol=protocol)
     slow = group.pods[0]
     group.slow(slow, 150)  # 6-7 messages a second, against 40 a second into its two partitions
     running = chain({"dry_run": False, "log_format": "json", "targets": [lag_target(kube.namespace)]})
@@ -230,3 +234,103 @@ def test_a_stuck_consumer_holding_one_partition_is_moved(scene, chain, kube, wit
     assert stuck in wait_for(lambda: len(evictions(kube)) == 2 and evictions(kube), "both evictions", timeout=15)
     said = "is ordinary" if with_inflow else "no inflow query says whether the partition or its consumer is at fault"
     assert said in acted["reason"], acted["reason"]
+
+
+def test_with_more_consumers_than_partitions_the_idle_ones_are_idle_by_assignment(scene, chain, kube):
+    group = scene(partitions=4, replicas=6)
+    holders = [m.client_id for m in group.settled.members if m.partitions]
+    idle = sorted(set(group.pods) - set(holders))
+    assert len(idle) == 2  # what the brokers say: two members hold nothing
+    slow = holders[0]
+    group.slow(slow, 150)
+    running = chain({"dry_run": False, "log_format": "json", "targets": [lag_target(kube.namespace)]})
+    group.produce(dict.fromkeys(range(4), 20.0), seconds=150)
+
+    acted = wait_for(lambda: decisions(running, "acted"), "the acted decision", timeout=90)[0]
+
+    assert acted["partitions"]["idle_by_assignment"] == idle
+    assert acted["missing_pods"] == [] and acted["verified"]["pods"] == 4
+    assert {note["pod"]: note["why"] for note in acted["ignored_pods"]} == dict.fromkeys(idle, "holds no partition: idle by assignment")
+    assert acted["selected"][0]["pod"] == slow and not {s["pod"] for s in acted["selected"]} & set(idle)
+
+
+def test_a_partition_under_two_pods_is_a_rebalance_under_way_503_and_nothing_is_done(scene, chain, kube):
+    # A stuck consumer stops polling: after max.poll.interval.ms the client leaves the group and
+    # its partitions move, but its own gauges (filled inside poll) freeze and its endpoint still
+    # serves them. The scrape then shows each of its partitions under two pods.
+    group = scene(partitions=4, replicas=4, max_poll_interval_ms=6000)
+    stuck = group.settled.members[1]
+    running = chain({"dry_run": False, "log_format": "json", "targets": [lag_target(kube.namespace)]})
+    group.produce(dict.fromkeys(range(4), 20.0), seconds=150)
+    wait_for(lambda: len(pod_lag(running, kube.namespace)) == 4, "every consumer's lag in VictoriaMetrics", timeout=60)
+    group.slow(stuck.client_id, 600_000)
+    wait_for(lambda: (found := group.broker.group(group.group)) and found.state == "STABLE"
+             and stuck.client_id not in [m.client_id for m in found.members if m.partitions],
+             "the stuck consumer's partitions to move", timeout=60)
+    def doubled() -> list[str]:
+        """Partitions that the scrape shows under two pods, as VictoriaMetrics has them now."""
+        running.vm.flush()
+        query = f'count by (partition) (kafka_consumer_fetch_manager_records_lag{{namespace="{kube.namespace}"}}) > 1'
+        return [r["metric"]["partition"] for r in running.vm.query(query, time.time())["data"]["result"]]
+
+    wait_for(doubled, "a partition under two pods in the scrape", timeout=60)
+    firing = sample_in_namespace("alertmanager-0.25-firing-lag-two-deployments.json", kube.namespace)
+    firing["alerts"] = [dict(a, labels={**a["labels"], "rebalancer_target": "consumer", "deployment": "consumer"})
+                        for a in firing["alerts"][:1]]
+
+    answer = requests.post(f"{running.function.url}/alertmanager", json=firing, timeout=30,
+                           headers={"Authorization": f"Bearer {TOKEN}"})
+
+    assert answer.status_code == 503, answer.text
+    body = answer.json()
+    assert body["outcome"] == "skipped" and "a consumer-group rebalance is under way" in body["reason"], body
+    assert f"pods {stuck.client_id} and" in body["reason"] or f"and {stuck.client_id}:" in body["reason"], body
+    assert evictions(kube) == [] and kube.get("configmaps", "pod-rebalancer-state") is None
+
+
+def container_pid(pod: str) -> int:
+    """The pid of the process the node simulator runs for ``pod`` (POD_NAME in its environment)."""
+    marker = f"POD_NAME={pod}".encode()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if marker in (proc / "environ").read_bytes().split(b"\0") and b"consumer.py" in (proc / "cmdline").read_bytes():
+                    return int(proc.name)
+            except OSError:
+                continue
+    raise AssertionError(f"no process runs for pod {pod}")
+
+
+def test_a_crashed_consumer_is_waited_out_by_the_group_and_the_function_does_not_act_meanwhile(scene, chain, kube):
+    group = scene(partitions=8, replicas=4)
+    crashed = group.settled.members[0]
+    running = chain({"dry_run": False, "log_format": "json", "targets": [lag_target(kube.namespace)]})
+    group.produce(dict.fromkeys(range(8), 40.0), seconds=150)
+    wait_for(lambda: len(pod_lag(running, kube.namespace)) == 4, "every consumer's lag in VictoriaMetrics", timeout=60)
+    pid = container_pid(crashed.client_id)
+
+    os.kill(pid, signal.SIGKILL)  # a crash: no goodbye to the group
+    killed_at = time.monotonic()
+
+    peak, codes = dict.fromkeys(range(8), 0), set()
+    while time.monotonic() - killed_at < 20:
+        for partition, lag in group.lag_at_brokers().items():
+            peak[partition] = max(peak[partition], lag)
+        answer = requests.post(f"{running.function.url}/rebalance", json={"target": "consumer", "signal": "lag"},
+                               headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+        codes.add((answer.status_code, answer.json()["decisions"][0]["code"]))
+        time.sleep(0.5)
+
+    # The dead member's partitions wait until the brokers fence it (6 s here): nobody consumes them
+    # (at 40 messages a second, 160 in 4 s), while every other partition keeps up. Nobody reports
+    # their lag either, so the function sees no skew to act on, and does not act.
+    assert min(peak[p] for p in crashed.partitions) >= 160, peak
+    assert max(lag for p, lag in peak.items() if p not in crashed.partitions) < 160, peak
+    assert evictions(kube) == [] and decisions(running, "acted") == []
+    assert {code for _, code in codes} <= {"idle", "below_floor", "below_threshold"}, codes
+    # The kubelet restarted the container; the new process is a member again and the lag drains.
+    status = kube.core.read_namespaced_pod(crashed.client_id, kube.namespace).status
+    assert status.container_statuses[0].restart_count == 1 and container_pid(crashed.client_id) != pid
+    back = group.broker.wait_for_group(group.group, 4, 8)
+    assert crashed.client_id in [m.client_id for m in back.members]
+    wait_for(lambda: max(group.lag_at_brokers().values()) < 100, "the lag to drain at the brokers", timeout=60)

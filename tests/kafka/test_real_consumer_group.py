@@ -28,15 +28,20 @@ def series(vm: VictoriaMetrics, query: str) -> list[dict]:
     return vm.query(query, time.time())["data"]["result"]
 
 
-def test_each_pod_is_a_member_and_its_lag_reaches_victoriametrics_labelled_by_the_api_server(kafka_broker, kube, scraping_vm):
+@pytest.mark.parametrize("protocol", ["consumer", "classic"])
+def test_each_pod_is_a_member_and_its_lag_reaches_victoriametrics_labelled_by_the_api_server(kafka_broker, kube, scraping_vm,
+                                                                                           protocol):
     topic = kafka_broker.create_topic(f"events-{uuid.uuid4().hex[:6]}", partitions=6)
     group = f"group-{uuid.uuid4().hex[:6]}"
     pods = kube.deployment("consumer", replicas=3, pod_annotations=SCRAPE_ANNOTATION,
-                           pod_spec=consumer_pod_template(kafka_broker, topic, group))
+                           pod_spec=consumer_pod_template(kafka_broker, topic, group, protocol=protocol))
 
     members = kafka_broker.wait_for_group(group, members=3, partitions=6)
 
     assert sorted(m.client_id for m in members.members) == pods
+    assert members.protocol == ("consumer" if protocol == "consumer" else "classic"), members
+    if protocol == "classic":
+        assert members.assignor == "cooperative-sticky", members
     found = wait_for(lambda: (got := series(scraping_vm, f'kafka_consumer_fetch_manager_records_lag{{namespace="{kube.namespace}"}}'))
                      and len(got) == 6 and got, "six partitions' lag in VictoriaMetrics", timeout=60)
     by_partition = {r["metric"]["partition"]: r["metric"] for r in found}

@@ -142,6 +142,19 @@ def test_a_stuck_consumer_holding_one_partition_is_moved_when_no_inflow_is_known
     assert "p4 holds one partition, events/4, and no inflow query says" in verdict.reason
 
 
+def test_a_stuck_consumers_backlog_drains_in_the_projection_instead_of_moving_with_its_partition():
+    # Found on a real group: four partitions over six consumers (two idle), one consumer stuck.
+    # Moved whole with its backlog, its partition would look as hot at an idle pod, the move 0 %
+    # better; a healthy consumer drains it.
+    layout = {"p0": [259.0], "p1": [0.0], "p2": [0.0], "p3": [0.0], "p4": [], "p5": []}
+
+    verdict = decide("lag", pods(list(layout)), held(layout), Rules(threshold=0.5, floor=50, min_pods=3), NOW, STEADY)
+
+    assert verdict.act and verdict.code == "skew_verified", verdict.reason
+    assert verdict.projected_cv == 0.0
+    assert "its backlog drains at their next owners" in verdict.reason
+
+
 def test_one_partition_per_pod_with_ordinary_inflow_is_a_slow_consumer():
     layout = {pod: [25.0] for pod in SIX} | {"p4": [3000.0]}
 
