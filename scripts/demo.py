@@ -1,10 +1,12 @@
-"""`make demo`: the whole chain on one machine, told as a story, in well under two minutes.
+"""`make demo`: the whole chain on one machine, told as a story, in under a minute once built.
 
-VictoriaMetrics gets generated consumer metrics with one hot and one cold pod; vmalert evaluates
-the shipped rules; Alertmanager, with the shipped config and a bearer token file, calls the
-function (a functions-framework process); the function re-verifies, evicts and takes the
-cooldown; a repeat is refused; the load evens out and the alert resolves. Everything it starts,
-it stops.
+First CPU: VictoriaMetrics gets generated consumer metrics with one hot and one cold pod; vmalert
+evaluates the rules generated from the configuration; Alertmanager, with the shipped config and a
+bearer token file, calls the function (a functions-framework process); the function re-verifies,
+evicts and takes the cooldown; a repeat is refused. Then lag, on a real consumer group: a Kafka
+broker, a Deployment whose pods are real consumers, one of them slow; VictoriaMetrics scrapes
+their per-partition lag through the API server; the alert fires, the function finds the slow
+consumer, evicts it, the group rebalances and the lag drains. Everything it starts, it stops.
 
 Kubernetes is a real control plane started for the demo (kube-apiserver, etcd, the controllers
 and a node simulator, built from k8s.io/kubernetes by `make`): the evicted pods terminate after
@@ -20,6 +22,7 @@ import os
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import requests
@@ -28,7 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.chain import Chain  # noqa: E402
+from tests.kafkabroker import KafkaBroker, consumer_pod_template  # noqa: E402
 from tests.metricsdata import cpu_usage, to_victoriametrics_import  # noqa: E402
+from tests.podscrape import SCRAPE_ANNOTATION, pod_scrape_config, scraper_token  # noqa: E402
 from tests.realcluster import Cluster, ControlPlane  # noqa: E402
 from tests.samples import sample  # noqa: E402
 from tests.servers import wait_for  # noqa: E402
@@ -60,6 +65,63 @@ def real_cluster_pods(namespace: str, deployment: str) -> list[str]:
     return pods
 
 
+LAG_DEPLOYMENT = "events-consumer"
+
+
+def example_lag_signal() -> dict:
+    import yaml
+
+    config = yaml.safe_load((REPO / "examples" / "rebalancer.yaml").read_text())
+    return next(t for t in config["targets"] if t["name"] == "ingestion-consumer")["signals"]["lag"]
+
+
+def lag_story(kube: Cluster, chain: Chain, broker: KafkaBroker, workdir: Path) -> None:
+    """Steps 8 to 10: a slow consumer in a real group, found, moved, and its lag drained."""
+    step("8. Lag, on a real consumer group: a Kafka broker, and a Deployment whose pods are consumers")
+    topic, group, slow_file = broker.create_topic("events", 8), "events", workdir / "slow-pods"
+    slow_file.write_text("")
+    kube.deployment(LAG_DEPLOYMENT, replicas=4, pod_annotations=SCRAPE_ANNOTATION,
+                    pod_spec=consumer_pod_template(broker, topic, group, slow_file=slow_file, container=LAG_DEPLOYMENT,
+                                                   grace_seconds=5))
+    members = broker.wait_for_group(group, 4, 8).members
+    say(f"   Kafka broker {broker.bootstrap} (KRaft, ready in {broker.start_to_ready:.1f} s), topic events, 8 partitions")
+    for member in members:
+        say(f"   {member.client_id}  a consumer in group events, partitions {', '.join(map(str, member.partitions))}")
+    say("   VictoriaMetrics finds the pods through the API server and scrapes each one's per-partition records-lag")
+
+    step("9. One consumer slows down (a bad node: 150 ms a message), and a burst of 3,200 messages arrives")
+    slow = members[0].client_id
+    slow_file.write_text(f"{slow} 150\n")
+    time.sleep(1.5)  # each consumer reads the file every second
+    broker.produce(topic, dict.fromkeys(range(8), 400.0), seconds=1).wait(timeout=30)
+    steady = broker.produce(topic, dict.fromkeys(range(8), 5.0), seconds=60)
+    try:
+        firing = wait_for(lambda: [a for a in chain.alerts("ConsumerLagSkew") if a["state"] == "firing"],
+                          "ConsumerLagSkew to fire", timeout=60)
+        say(f"   ConsumerLagSkew firing, value {float(firing[0]['value']):.2f} > 0.5: the others drained their share, "
+            f"{slow} did not")
+        decision = wait_for(lambda: next((d for d in chain.function_log() if d.get("event") == "decision"
+                                          and d.get("target") == LAG_DEPLOYMENT and d.get("outcome") == "acted"), None),
+                            "the function to act on the lag", timeout=30)
+        verified = decision["verified"]
+        say(f"   the function measured now: lag CV {verified['value']:.2f} over {verified['pods']} pods, "
+            f"partition by partition ({decision['partitions']['count']} partitions)")
+        why = next((part for part in decision["reason"].split("; ") if "fall behind" in part or "inflow" in part), "")
+        say(f"   {why}")
+        say(f"   evicted {decision['selected'][0]['pod']} ({decision['selected'][0]['value']:,.0f} messages behind)")
+
+        step("10. SIGTERM: the consumer leaves the group, its partitions move, a replacement joins and drains")
+        rejoined = wait_for(lambda: (found := broker.wait_for_group(group, 4, 8)) and slow not in
+                            [m.client_id for m in found.members] and found, "the group to rebalance", timeout=60)
+        for member in rejoined.members:
+            say(f"   {member.client_id}  partitions {', '.join(map(str, member.partitions))}")
+        wait_for(lambda: max(broker.lag(group, topic).values()) < 50, "the lag to drain", timeout=60)
+        say(f"   lag at the brokers now: {sum(broker.lag(group, topic).values())} messages in all")
+    finally:
+        steady.kill()
+        steady.wait(timeout=10)
+
+
 def main() -> int:
     real = os.environ.get("DEMO_CLUSTER") == "real"
     namespace = os.environ.get("DEMO_NAMESPACE", "posthog") if real else "posthog"
@@ -67,6 +129,8 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="rebalancer-demo-"))
     plane: ControlPlane | None = None
     kube: Cluster | None = None
+    broker: KafkaBroker | None = None
+    starting_broker = None
     if real:
         if not os.environ.get("KUBECONFIG"):
             raise SystemExit("DEMO_CLUSTER=real needs KUBECONFIG pointing at the cluster")
@@ -75,6 +139,8 @@ def main() -> int:
         kubeconfig = Path(os.environ["KUBECONFIG"])
     else:
         step("1. Kubernetes: a real control plane, and a consumer Deployment on it")
+        broker = KafkaBroker(workdir / "kafka")
+        starting_broker = ThreadPoolExecutor(1).submit(broker.start)  # for the lag story, meanwhile
         plane = ControlPlane(workdir / "kubernetes").start()
         say(f"   kube-apiserver {plane.info['version']} at {plane.server}, ready in {plane.start_to_ready:.1f} s "
             f"(etcd, controllers, a simulated node)")
@@ -92,7 +158,13 @@ def main() -> int:
         "name": deployment, "namespace": namespace, "deployment": deployment, "container": deployment,
         # The demo's pods are seconds old: min_pod_age (10m by default) would pass over all of them.
         "min_pods": 3, "cooldown": "15m", "min_pod_age": "0s", "signals": {"cpu": {"threshold": 0.3}}}]}
-    chain = Chain(workdir, config, kubeconfig, TOKEN)
+    scraping = None
+    if plane is not None:  # the lag story's consumers, found and scraped as in a cluster
+        config["targets"].append({"name": LAG_DEPLOYMENT, "namespace": namespace, "deployment": LAG_DEPLOYMENT,
+                                  "min_pods": 3, "cooldown": "15m", "min_pod_age": "0s",
+                                  "signals": {"lag": {**example_lag_signal(), "floor": 100}}})
+        scraping = pod_scrape_config(plane, [namespace], scraper_token(plane, workdir / "scraper-token"))
+    chain = Chain(workdir, config, kubeconfig, TOKEN, scrape_config=scraping)
     started = time.monotonic()
     try:
         step("2. The chain: VictoriaMetrics, vmalert (shipped rules), Alertmanager (shipped config), the function")
@@ -152,7 +224,11 @@ def main() -> int:
         repeat = next(d for d in again.json()["decisions"] if d["target"] == deployment)
         say(f"   HTTP {again.status_code}, {repeat['outcome']} ({repeat.get('code')}): {repeat['reason'][:140]}")
 
-        step("8. The load evens out")
+        if kube is not None and starting_broker is not None:
+            starting_broker.result()
+            lag_story(kube, chain, broker, workdir)
+
+        step("11. The CPU load evens out" if kube is not None else "8. The load evens out")
         chain.vm.reset()
         balanced_end = (int(time.time()) // 15) * 15
         balanced = cpu_usage(namespace, deployment, dict.fromkeys(pods, 0.55), now - 1200, balanced_end)
@@ -175,8 +251,12 @@ def main() -> int:
         return 0
     finally:
         chain.stop()
-        if plane is not None:
+        if plane is not None:  # first: its consumers leave their group while the broker is still there
             plane.stop()
+        if broker is not None:
+            if starting_broker is not None:
+                wait([starting_broker])  # a start under way finishes first, so that stop() finds its process
+            broker.stop()
         say(f"{DIM}stopped every process it started; logs are in {workdir}{RESET}")
 
 

@@ -2,9 +2,12 @@
 so that every curl example in the README works as written.
 
 It starts the tests' real control plane with posthog/ingestion-consumer and
-posthog/session-recordings (six pods each), loads twenty minutes of skewed CPU counters and
-per-partition Kafka lag into a real VictoriaMetrics, and serves the function with the example
-configuration (examples/rebalancer.yaml, dry-run) and the token `local-try-token`. VictoriaMetrics
+posthog/session-recordings (six pods each), loads twenty minutes of skewed CPU counters into a
+real VictoriaMetrics, and serves the function with the example configuration
+(examples/rebalancer.yaml, dry-run) and the token `local-try-token`. The lag is real: a Kafka
+broker, topic `events` (12 partitions), and ingestion-consumer's pods are consumers of group
+`ingestion`, one of them slow, scraped by VictoriaMetrics through the API server, so the
+README's lag example shows the group's real partitions. VictoriaMetrics
 listens on its usual http://127.0.0.1:8428, for the README's backtest example. It runs until
 Ctrl-C (or TRY_FOR seconds); TRY_PORT and TRY_VM_PORT change the ports.
 """
@@ -23,13 +26,41 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.metricsdata import cpu_usage, partition_lag_with_assignment, to_victoriametrics_import  # noqa: E402
+from tests.kafkabroker import KafkaBroker, consumer_pod_template  # noqa: E402
+from tests.metricsdata import cpu_usage, to_victoriametrics_import  # noqa: E402
+from tests.podscrape import SCRAPE_ANNOTATION, pod_scrape_config, scraper_token  # noqa: E402
 from tests.realcluster import Cluster, ControlPlane  # noqa: E402
-from tests.servers import FunctionProcess, VictoriaMetrics  # noqa: E402
+from tests.servers import FunctionProcess, VictoriaMetrics, wait_for  # noqa: E402
 
 TOKEN = "local-try-token"
 NAMESPACE = "posthog"
 RATES = [0.1, 0.5, 0.5, 0.5, 1.9, 1.6]
+
+
+class Producer:
+    """The steady load of `make try`'s group, stopped with everything else."""
+
+    def __init__(self, process) -> None:
+        self.process = process
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+
+def real_consumer_group(kube: Cluster, broker: KafkaBroker, workdir: Path, seconds: float) -> tuple[Producer, list[str]]:
+    """ingestion-consumer as six real consumers of `events` (12 partitions) in group `ingestion`;
+    one of them slow (a bad node), with a backlog the others drained; a steady load after it."""
+    topic, slow_file = broker.create_topic("events", 12), workdir / "slow-pods"
+    slow_file.write_text("")
+    spec = consumer_pod_template(broker, topic, "ingestion", slow_file=slow_file, container="ingestion-consumer", grace_seconds=5)
+    pods = kube.deployment("ingestion-consumer", replicas=len(RATES), pod_annotations=SCRAPE_ANNOTATION, pod_spec=spec)
+    members = broker.wait_for_group("ingestion", len(RATES), 12).members
+    slow_file.write_text(f"{members[4].client_id} 300\n")
+    time.sleep(1.5)  # each consumer reads the file every second
+    # 2,000 messages a partition at once: the slow pod keeps its 4,000, a mean above the example's floor.
+    broker.produce(topic, dict.fromkeys(range(12), 2000.0), seconds=1).wait(timeout=60)
+    return Producer(broker.produce(topic, dict.fromkeys(range(12), 5.0), seconds=seconds)), pods
 
 
 def main() -> int:
@@ -39,23 +70,35 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="rebalancer-try-"))
     started: list = []
     try:
+        # The broker first: it is stopped last, after the consumers the control plane runs have left their group.
+        broker = KafkaBroker(workdir / "kafka").start()
+        started.append(broker)
         plane = ControlPlane(workdir / "kubernetes").start()
         started.append(plane)
         kube = Cluster(plane, NAMESPACE)
         kube.core.create_namespace({"metadata": {"name": NAMESPACE}})
         kube.grant()
-        vm = VictoriaMetrics(workdir / "vm", port=vm_port).start()
+        scraping = pod_scrape_config(plane, [NAMESPACE], scraper_token(plane, workdir / "scraper-token"), interval="2s")
+        vm = VictoriaMetrics(workdir / "vm", port=vm_port, scrape_config=scraping).start()
         started.append(vm)
+        producer, consumers = real_consumer_group(kube, broker, workdir, run_for or 3600)
+        started.append(producer)
+        pods = {"ingestion-consumer": consumers,
+                "session-recordings": kube.deployment("session-recordings", replicas=len(RATES), grace_seconds=5)}
         now = (int(time.time()) // 15) * 15
         series = []
-        for deployment in ("ingestion-consumer", "session-recordings"):
-            pods = kube.deployment(deployment, replicas=len(RATES), grace_seconds=5)
-            series += cpu_usage(NAMESPACE, deployment, dict(zip(pods, RATES, strict=True)), now - 1200, now + 3600)
-            if deployment == "ingestion-consumer":  # three partitions each; pods[4] far behind
-                lag = {p: 5000.0 if p % 6 == 4 else 300.0 for p in range(18)}
-                series += partition_lag_with_assignment(NAMESPACE, "ingestion", lag, {p: pods[p % 6] for p in range(18)},
-                                                        now - 1200, now + 3600)
+        for deployment, names in pods.items():
+            series += cpu_usage(NAMESPACE, deployment, dict(zip(names, RATES, strict=True)), now - 1200, now + 3600)
         vm.import_prometheus(to_victoriametrics_import(series))
+        # The README's lag example right away: every consumer's lag scraped and searchable.
+        lag = 'count(count by (pod) (kafka_consumer_fetch_manager_records_lag{namespace="posthog"}))'
+
+        def scraped() -> bool:
+            vm.flush()
+            found = vm.query(lag, time.time())["data"]["result"]
+            return bool(found) and found[0]["value"][1] == str(len(RATES))
+
+        wait_for(scraped, "VictoriaMetrics to scrape every consumer's lag", timeout=60)
 
         config = yaml.safe_load((REPO / "examples" / "rebalancer.yaml").read_text())
         for target in config["targets"]:
@@ -67,7 +110,8 @@ def main() -> int:
             "KUBECONFIG": str(kube.write_kubeconfig(workdir / "kubeconfig")), "REBALANCER_LOG_FORMAT": "text"}, port=port)
         started.append(function.start())
         print(f"\npod-rebalancer is listening on {function.url} (dry-run), with the example configuration;\n"
-              f"VictoriaMetrics on {vm.url}, holding twenty minutes of skewed CPU and Kafka lag.\n"
+              f"VictoriaMetrics on {vm.url}, holding twenty minutes of skewed CPU, and scraping the lag of a real\n"
+              f"consumer group: Kafka broker on {broker.bootstrap}, topic events, group ingestion.\n"
               f"In another shell, from the repository's root:\n\n  URL={function.url}; TOKEN={TOKEN}\n\n"
               "then the README's curl examples (HTTP API). The function's log: "
               f"{function.log_path}\nCtrl-C stops everything.", flush=True)

@@ -140,7 +140,8 @@ class KafkaBroker(ServerProcess):
     def _admin(self) -> Any:
         from confluent_kafka.admin import AdminClient
 
-        return AdminClient({"bootstrap.servers": self.bootstrap})
+        # librdkafka's informational lines (a freed handle's purged queue) are noise here.
+        return AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 4})
 
     # -- topics and groups ------------------------------------------------------------------
 
@@ -219,7 +220,7 @@ DOWNWARD_API = [
 
 def consumer_pod_template(broker: KafkaBroker, topic: str, group_id: str, *, protocol: str = "consumer",
                           slow_file: Path | None = None, grace_seconds: int = 10, process_ms: float = 0,
-                          max_poll_interval_ms: int = 300_000) -> dict[str, Any]:
+                          max_poll_interval_ms: int = 300_000, container: str = "consumer", work: str = "sleep") -> dict[str, Any]:
     """A pod spec whose container is a real consumer, as a Deployment of consumers would have it:
     the pod's name, namespace and IP from the downward API, metrics on a named port, and a
     readiness probe on them."""
@@ -231,6 +232,7 @@ def consumer_pod_template(broker: KafkaBroker, topic: str, group_id: str, *, pro
         {"name": "GROUP_PROTOCOL", "value": protocol},
         {"name": "METRICS_PORT", "value": "8001"},
         {"name": "PROCESS_MS", "value": str(process_ms)},
+        {"name": "WORK", "value": work},
         {"name": "MAX_POLL_INTERVAL_MS", "value": str(max_poll_interval_ms)},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
@@ -239,7 +241,7 @@ def consumer_pod_template(broker: KafkaBroker, topic: str, group_id: str, *, pro
     return {
         "terminationGracePeriodSeconds": grace_seconds,
         "containers": [{
-            "name": "consumer", "image": "pod-rebalancer.test/kafka-consumer:1",
+            "name": container, "image": "pod-rebalancer.test/kafka-consumer:1",
             "command": [sys.executable, str(CONSUMER)], "env": env,
             "ports": [{"name": "metrics", "containerPort": 8001}],
             "readinessProbe": {"httpGet": {"path": "/metrics", "port": "metrics"}, "periodSeconds": 1},

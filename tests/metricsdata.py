@@ -8,8 +8,10 @@ reaches every engine.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 STEP_SECONDS = 15
 
@@ -176,3 +178,12 @@ KAFKA_EXPORTER_PARTITIONS = (
 )
 # The same, summed per pod: a plain per-pod lag query.
 KAFKA_EXPORTER_LAG_JOIN = f"sum by (pod) ({KAFKA_EXPORTER_PARTITIONS})"
+
+
+LAG_SOURCES = Path(__file__).resolve().parents[1] / "docs" / "lag-sources.md"
+
+
+def documented_partitions_queries() -> list[str]:
+    """Every ``partitions:`` template in docs/lag-sources.md, in order: Micrometer, the JMX
+    exporter, kafka_exporter. The tests read them from the document so that it cannot drift."""
+    return re.findall(r"^\s*partitions: '(.+)'$", LAG_SOURCES.read_text(), flags=re.MULTILINE)

@@ -22,14 +22,14 @@ SCRAPE_ANNOTATION = {"prometheus.io/scrape": "true"}
 
 
 def scraper_token(plane: ControlPlane, path: Path) -> Path:
-    """A token of the scraper's own ServiceAccount, allowed to get, list and watch pods in every
-    namespace (what vmagent's and Prometheus' charts grant), written to ``path``."""
+    """A token of the scraper's own ServiceAccount, allowed to get, list and watch pods and nodes
+    (what vmagent's and Prometheus' charts grant), written to ``path``."""
     core, rbac = CoreV1Api(plane.admin), RbacAuthorizationV1Api(plane.admin)
     if not getattr(plane, "_scraper_ready", False):
         core.create_namespace({"metadata": {"name": SCRAPER_NAMESPACE}})
         core.create_namespaced_service_account(SCRAPER_NAMESPACE, {"metadata": {"name": SCRAPER}})
         rbac.create_cluster_role({"metadata": {"name": SCRAPER}, "rules": [
-            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]})
+            {"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": ["get", "list", "watch"]}]})
         rbac.create_cluster_role_binding({
             "metadata": {"name": SCRAPER},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": SCRAPER},
@@ -41,8 +41,14 @@ def scraper_token(plane: ControlPlane, path: Path) -> Path:
 
 
 def pod_scrape_config(plane: ControlPlane, namespaces: list[str], token_file: Path, interval: str = "1s") -> dict[str, Any]:
-    """The scrape configuration: every annotated pod's ``metrics`` port in ``namespaces``."""
-    return {"scrape_configs": [{
+    """The scrape configuration: every annotated pod's ``metrics`` port in ``namespaces``, and each
+    node's kubelet cAdvisor endpoint (found through the API server too: the node's address and its
+    kubelet port), whose series carry their own namespace, pod and container labels."""
+    discovery = {"api_server": plane.server, "bearer_token_file": str(token_file), "tls_config": {"ca_file": plane.info["ca_file"]}}
+    cadvisor = {"job_name": "kubernetes-cadvisor", "scrape_interval": interval, "scrape_timeout": interval,
+                "metrics_path": "/metrics/cadvisor", "honor_labels": True,
+                "kubernetes_sd_configs": [{"role": "node", **discovery}]}
+    return {"scrape_configs": [cadvisor, {
         "job_name": "kubernetes-pods",
         "scrape_interval": interval,
         "scrape_timeout": interval,

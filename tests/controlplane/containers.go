@@ -42,6 +42,7 @@ type podRun struct {
 // process is one container's process and what the kubelet knows of it.
 type process struct {
 	name     string
+	image    string
 	restarts atomic.Int32
 	ready    atomic.Bool
 	running  atomic.Bool
@@ -84,7 +85,7 @@ func (r *runtime) ensure(key string, pod *corev1.Pod) error {
 		if len(spec.Command) == 0 {
 			continue
 		}
-		p := &process{name: spec.Name, exited: make(chan struct{}), stopped: make(chan struct{})}
+		p := &process{name: spec.Name, image: spec.Image, exited: make(chan struct{}), stopped: make(chan struct{})}
 		close(p.exited)
 		run.containers = append(run.containers, p)
 		argv, env, err := commandLine(pod, spec)

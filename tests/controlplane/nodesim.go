@@ -89,7 +89,9 @@ func newNodeSimulator(client kubernetes.Interface, node, dir string) *nodeSimula
 	return s
 }
 
-func (s *nodeSimulator) registerNode(ctx context.Context) error {
+// registerNode creates the Node (or takes it over), Ready, with the simulated kubelet's port
+// (where its cAdvisor endpoint listens) in its daemon endpoints, as a kubelet reports its own.
+func (s *nodeSimulator) registerNode(ctx context.Context, kubeletPort int) error {
 	nodes := s.client.CoreV1().Nodes()
 	node, err := nodes.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{
 		Name:   s.node,
@@ -111,8 +113,9 @@ func (s *nodeSimulator) registerNode(ctx context.Context) error {
 		Capacity: capacity, Allocatable: capacity, Phase: corev1.NodeRunning,
 		Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
 			Message: "node simulator", LastHeartbeatTime: now, LastTransitionTime: now}},
-		Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.1"}, {Type: corev1.NodeHostName, Address: s.node}},
-		NodeInfo:  corev1.NodeSystemInfo{KubeletVersion: version.Get().GitVersion, OperatingSystem: "linux", Architecture: "amd64"},
+		Addresses:       []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.1"}, {Type: corev1.NodeHostName, Address: s.node}},
+		NodeInfo:        corev1.NodeSystemInfo{KubeletVersion: version.Get().GitVersion, OperatingSystem: "linux", Architecture: "amd64"},
+		DaemonEndpoints: corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: int32(kubeletPort)}},
 	}
 	_, err = nodes.UpdateStatus(ctx, node, metav1.UpdateOptions{})
 	return err

@@ -10,6 +10,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import requests
 from kubernetes.client import V1Eviction, V1ObjectMeta, VersionApi
 
 from tests.realcluster import READY_ANNOTATION
@@ -152,3 +153,21 @@ def test_a_process_that_ignores_sigterm_is_killed_when_the_grace_period_ends(kub
     assert time.monotonic() - deleted_at >= 2  # the grace period, at the API server's one-second precision
     assert (tmp_path / f"{victim}.signals").read_text() == "SIGTERM\n"
     assert not Path(f"/proc/{pid}").exists()
+
+
+def test_the_simulated_kubelet_reports_each_running_containers_cpu_and_memory_as_cadvisor_does(kube, tmp_path, control_plane):
+    kube.deployment("runner", replicas=1, pod_spec=running_pod_spec(tmp_path, grace_seconds=5), wait=False)
+    kube.deployment("idle", replicas=1)  # runs nothing: no series
+    (pod,) = [p.metadata.name for p in running_pods(kube, 1)]
+    node = kube.core.read_node(control_plane.info["node"])
+    assert control_plane.info["cadvisor"].endswith(f":{node.status.daemon_endpoints.kubelet_endpoint.port}/metrics/cadvisor")
+
+    def samples() -> dict[str, float]:
+        text = requests.get(control_plane.info["cadvisor"], timeout=5).text
+        return {line.split("{")[0]: float(line.split()[1]) for line in text.splitlines()
+                if f'namespace="{kube.namespace}"' in line and f'pod="{pod}"' in line and 'container="main"' in line}
+
+    found = kube.wait_for(lambda: len(samples()) == 2 and samples(), "the container's series")
+    assert found["container_memory_working_set_bytes"] > 2**20 and found["container_cpu_usage_seconds_total"] >= 0
+    text = requests.get(control_plane.info["cadvisor"], timeout=5).text
+    assert 'container="idle"' not in text

@@ -54,6 +54,7 @@ type readyInfo struct {
 	AuditLog        string  `json:"audit_log"`
 	Version         string  `json:"version"`
 	Node            string  `json:"node"`
+	Cadvisor        string  `json:"cadvisor"` // the simulated kubelet's /metrics/cadvisor
 	PID             int     `json:"pid"`
 	StartedSeconds  float64 `json:"started_seconds"`
 }
@@ -173,7 +174,9 @@ func up(args []string) {
 	podLogs := filepath.Join(*dir, "pods")
 	must(os.MkdirAll(podLogs, 0o700), "create the pod log directory")
 	simulator := newNodeSimulator(client, *nodeName, podLogs)
-	must(simulator.registerNode(ctx), "register the simulated node")
+	kubelet, err := startCadvisor(simulator.containers)
+	must(err, "listen for the simulated kubelet's cAdvisor endpoint")
+	must(simulator.registerNode(ctx, kubelet.port()), "register the simulated node")
 	go simulator.run(ctx)
 	waitFor(ctx, *timeout, []*child{apiserver, controllerManager}, "the node simulator's informer", simulator.synced)
 
@@ -181,6 +184,7 @@ func up(args []string) {
 		Server: server, AdminKubeconfig: adminKubeconfig, CAFile: files.ca,
 		AuditLog: filepath.Join(*dir, "audit.log"),
 		Version:  version.Get().GitVersion, Node: *nodeName, PID: os.Getpid(),
+		Cadvisor:       fmt.Sprintf("http://127.0.0.1:%d/metrics/cadvisor", kubelet.port()),
 		StartedSeconds: time.Since(started).Seconds(),
 	}
 	writeReady(*dir, info)

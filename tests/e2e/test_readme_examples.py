@@ -34,8 +34,8 @@ def commands(block: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def tried(tmp_path_factory) -> Iterator[tuple[int, int]]:
-    """`make try`'s script, on free ports; its function's and VictoriaMetrics' ports."""
+def tried(tmp_path_factory) -> Iterator[tuple[int, int, Path]]:
+    """`make try`'s script, on free ports; its function's and VictoriaMetrics' ports, and its output."""
     port, vm_port = free_port(), free_port()
     log = tmp_path_factory.mktemp("try") / "try.log"
     with log.open("w") as out:
@@ -47,10 +47,21 @@ def tried(tmp_path_factory) -> Iterator[tuple[int, int]]:
         if process.poll() is not None:
             pytest.fail(f"scripts/try.py exited with {process.returncode}:\n{log.read_text()[-3000:]}", pytrace=False)
         assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
-        yield port, vm_port
+        yield port, vm_port, log
     finally:
         os.killpg(process.pid, signal.SIGINT)
         process.wait(timeout=60)
+
+
+def brokers_assignment(log: str, group: str) -> dict[str, list[str]]:
+    """Who holds which partition of ``group``, as the broker `make try` started says."""
+    from confluent_kafka.admin import AdminClient
+
+    bootstrap = re.search(r"Kafka broker on (127\.0\.0\.1:\d+)", log).group(1)
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
+    description = admin.describe_consumer_groups([group], request_timeout=15)[group].result(timeout=15)
+    return {m.client_id: [f"{tp.topic}/{tp.partition}" for tp in sorted(m.assignment.topic_partitions, key=lambda tp: tp.partition)]
+            for m in sorted(description.members, key=lambda m: m.client_id)}
 
 
 def run(command: str, port: int, vm_port: int) -> str:
@@ -61,16 +72,20 @@ def run(command: str, port: int, vm_port: int) -> str:
 
 
 def test_every_curl_of_the_http_api_section_works_as_written(tried):
-    port, vm_port = tried
+    port, vm_port, log = tried
     setup, *examples = commands(shell_block("## HTTP API"))
     assert setup.startswith("URL=http://127.0.0.1:8080; TOKEN=local-try-token")
-    assert len(examples) == 4 and all(e.startswith("curl ") for e in examples)
-    webhook, manual, health, metrics = (run(f"{setup}; {example}", port, vm_port) for example in examples)
+    assert len(examples) == 5 and all(e.startswith("curl ") for e in examples)
+    webhook, manual, lag, health, metrics = (run(f"{setup}; {example}", port, vm_port) for example in examples)
 
     decisions = json.loads(webhook)["decisions"]
     assert {(d["target"], d["outcome"]) for d in decisions} == {("ingestion-consumer", "dry_run"),
                                                                 ("session-recordings", "dry_run")}
     assert json.loads(manual)["decisions"][0]["code"] == "skew_verified"
+    # The lag example shows the real group's partitions, held as the brokers say.
+    (lag_decision,) = json.loads(lag)["decisions"]
+    assert lag_decision["code"] == "skew_verified", lag_decision["reason"]
+    assert lag_decision["partitions"]["held"] == brokers_assignment(log.read_text(), "ingestion")
     assert json.loads(health)["status"] == "ok"
     assert metrics and all(line.startswith("rebalancer_") for line in metrics.splitlines())
     assert re.search(r'^rebalancer_decisions_total\{outcome="dry_run",signal="cpu",target="ingestion-consumer"\} [1-9]',
@@ -78,7 +93,7 @@ def test_every_curl_of_the_http_api_section_works_as_written(tried):
 
 
 def test_the_backtest_command_works_as_written(tried):
-    port, vm_port = tried
+    port, vm_port, _ = tried
     (command,) = commands(shell_block("## Backtesting a threshold"))
     assert command.startswith("make backtest ")
 

@@ -10,7 +10,8 @@ consumer group (confluent-kafka, the librdkafka client), exporting its per-parti
   statistics: the high watermark minus the offset this consumer has processed, for the
   partitions it owns (a partition it does not own has no series: the series are its assignment).
 - Work per message: PROCESS_MS for every pod (what the consumer's own work costs, so that a
-  partition's inflow can outrun its consumer), plus a slow pod (a bad node): SLOW_PODS_FILE lists
+  partition's inflow can outrun its consumer; WORK=cpu spends it computing, so that a consumer
+  with more messages burns more CPU, else it waits), plus a slow pod (a bad node): SLOW_PODS_FILE lists
   ``<pod> <milliseconds per message>`` lines; a listed pod takes that long for each message,
   re-read every second. A pod's replacement has another name, so it is not slow. A pod listed
   for longer than MAX_POLL_INTERVAL_MS is stuck: it stops polling, so the group drops it, and
@@ -103,6 +104,13 @@ def slowness(path: str | None) -> float:
     return 0.0
 
 
+def spin(seconds: float) -> None:
+    """Compute for ``seconds`` of CPU time: real work, as a deserializer or an enrichment would do."""
+    began = time.process_time()
+    while time.process_time() - began < seconds:
+        sum(range(200))
+
+
 def consumer_config() -> dict:
     config = {
         "bootstrap.servers": os.environ["BOOTSTRAP_SERVERS"],
@@ -135,6 +143,7 @@ def main() -> int:
     consumer.subscribe(os.environ["TOPIC"].split(","))
     slow_file, delay, checked = os.environ.get("SLOW_PODS_FILE"), 0.0, 0.0
     work = float(os.environ.get("PROCESS_MS", "0")) / 1000
+    burn = os.environ.get("WORK") == "cpu"
     print(f"consumer {POD}: subscribed to {os.environ['TOPIC']} in group {os.environ['GROUP_ID']}", flush=True)
     try:
         while not stopping.is_set():
@@ -146,8 +155,10 @@ def main() -> int:
             if message.error():
                 print(f"consumer {POD}: {message.error()}", flush=True)
                 continue
-            if delay + work:
-                stopping.wait(delay + work)
+            if burn:
+                spin(work)
+            if delay + (0 if burn else work):
+                stopping.wait(delay + (0 if burn else work))
             consumer.store_offsets(message)
             consumed["count"] += 1
     except KafkaException as e:

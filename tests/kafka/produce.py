@@ -32,7 +32,7 @@ def main() -> int:
     parser.add_argument("--rates", required=True, type=parse_rates, help="partition=messages per second, comma-separated")
     parser.add_argument("--seconds", required=True, type=float)
     args = parser.parse_args()
-    producer = Producer({"bootstrap.servers": args.bootstrap, "linger.ms": 20, "acks": 1})
+    producer = Producer({"bootstrap.servers": args.bootstrap, "linger.ms": 20, "acks": 1, "log_level": 4})
     began = time.monotonic()
     sent = dict.fromkeys(args.rates, 0)
     while (elapsed := time.monotonic() - began) < args.seconds:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from kubernetes.client import ApiException
 
 from rebalancer.cooldown import annotation_keys
 from tests.chain import REPO, Chain
@@ -83,9 +84,19 @@ class Scene:
         self.producers.append(self.broker.produce(self.topic, rates, seconds))
 
     def stop(self) -> None:
+        """The load stops, and the consumers leave their group while the broker is there (their
+        processes end with their pods): nothing of this test's group outlives it."""
         for producer in self.producers:
             producer.kill()
             producer.wait(timeout=10)
+        for deployment in ("consumer", "kafka-exporter"):
+            try:
+                self.kube.apps.delete_namespaced_deployment(deployment, self.kube.namespace, propagation_policy="Foreground")
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+        self.kube.wait_for(lambda: not self.kube.core.list_namespaced_pod(self.kube.namespace).items,
+                           "this test's consumers to stop", timeout=60)
 
     def lag_at_brokers(self) -> dict[int, int]:
         return self.broker.lag(self.group, self.topic)
@@ -334,3 +345,26 @@ def test_a_crashed_consumer_is_waited_out_by_the_group_and_the_function_does_not
     back = group.broker.wait_for_group(group.group, 4, 8)
     assert crashed.client_id in [m.client_id for m in back.members]
     wait_for(lambda: max(group.lag_at_brokers().values()) < 100, "the lag to drain at the brokers", timeout=60)
+
+
+def test_cpu_skew_from_real_load_is_read_from_the_simulated_kubelet_and_the_busy_consumer_moved(scene, chain, kube):
+    # Every message costs 2 ms of computing. One consumer's two partitions get 100 messages a
+    # second each, the others 15: it burns several times the CPU of each of the others, for real.
+    group = scene(partitions=8, replicas=4, work="cpu", process_ms=2)
+    busy = group.settled.members[0]
+    target = {"name": "consumer", "namespace": kube.namespace, "deployment": "consumer", "container": "consumer",
+              "min_pods": 3, "min_pod_age": "0s", "cooldown": "30s", "window": "10s", "signals": {"cpu": {"threshold": 0.3}}}
+    running = chain({"dry_run": False, "log_format": "json", "targets": [target]})
+    group.produce({p: 100.0 if p in busy.partitions else 15.0 for p in range(8)}, seconds=150)
+
+    wait_for(lambda: evictions(kube), "the function's eviction", timeout=90)
+
+    assert evictions(kube) == [busy.client_id]
+    acted = wait_for(lambda: decisions(running, "acted"), "the acted decision", timeout=15)[0]
+    assert acted["signal"] == "cpu" and acted["selected"][0]["pod"] == busy.client_id, acted["reason"]
+    assert acted["verified"]["pods"] == 4 and acted["selected"][0]["value"] > 1.5 * acted["verified"]["mean"]
+    # The working sets come from the same processes: a Python consumer is tens of MiB.
+    running.vm.flush()
+    memory = running.vm.query(f'container_memory_working_set_bytes{{namespace="{kube.namespace}", container="consumer"}}',
+                              time.time())["data"]["result"]
+    assert len(memory) >= 3 and all(20 * 2**20 < float(m["value"][1]) < 500 * 2**20 for m in memory), memory

@@ -9,7 +9,8 @@ import uuid
 
 import pytest
 
-from tests.kafkabroker import consumer_pod_template
+from tests.kafkabroker import consumer_pod_template, exporter_pod_template
+from tests.metricsdata import documented_partitions_queries
 from tests.podscrape import SCRAPE_ANNOTATION, pod_scrape_config, scraper_token
 from tests.servers import VictoriaMetrics, wait_for
 
@@ -50,3 +51,32 @@ def test_each_pod_is_a_member_and_its_lag_reaches_victoriametrics_labelled_by_th
             labels = by_partition[str(partition)]
             assert (labels["pod"], labels["client_id"], labels["container"], labels["topic"]) == (
                 member.client_id, member.client_id, "consumer", topic)
+
+
+def test_the_documented_queries_attribute_the_real_groups_partitions_as_the_brokers_do(kafka_broker, kube, scraping_vm):
+    topic = kafka_broker.create_topic(f"events-{uuid.uuid4().hex[:6]}", partitions=6)
+    group = f"ingestion-{uuid.uuid4().hex[:6]}"
+    kube.deployment("kafka-exporter", replicas=1, pod_annotations=SCRAPE_ANNOTATION,
+                    pod_spec=exporter_pod_template(kafka_broker, topic, group))
+    kube.deployment("consumer", replicas=3, pod_annotations=SCRAPE_ANNOTATION,
+                    pod_spec=consumer_pod_template(kafka_broker, topic, group))
+    brokers = {str(p): m.client_id for m in kafka_broker.wait_for_group(group, 3, 6).members for p in m.partitions}
+    producer = kafka_broker.produce(topic, {p: 10.0 * (p + 1) for p in range(6)}, seconds=30)
+    micrometer, _, exporter = documented_partitions_queries()
+    render = {"$namespace": kube.namespace, "$container": "consumer", 'consumergroup="ingestion"': f'consumergroup="{group}"'}
+    for placeholder, value in render.items():
+        micrometer, exporter = micrometer.replace(placeholder, value), exporter.replace(placeholder, value)
+
+    try:
+        for query in (micrometer, exporter):
+            answer = wait_for(lambda q=query: (got := series(scraping_vm, q)) and len(got) == 6 and got,
+                              f"six partitions from {query}", timeout=60)
+            assert {r["metric"]["partition"]: r["metric"]["pod"] for r in answer} == brokers, query
+        inflow = f'max by (topic, partition) (rate(kafka_topic_partition_current_offset{{topic="{topic}"}}[10s]))'
+        rates = wait_for(lambda: (got := series(scraping_vm, inflow)) and len(got) == 6
+                         and all(float(r["value"][1]) > 0 for r in got) and got, "every partition's inflow", timeout=60)
+        by_partition = {int(r["metric"]["partition"]): float(r["value"][1]) for r in rates}
+        assert max(by_partition, key=by_partition.get) == 5 and min(by_partition, key=by_partition.get) == 0
+    finally:
+        producer.kill()
+        producer.wait(timeout=10)
