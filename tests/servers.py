@@ -196,14 +196,17 @@ class VictoriaMetrics(ServerProcess):
 
 
 class Prometheus(ServerProcess):
-    """Prometheus serving a TSDB that was backfilled with promtool (it has no import endpoint)."""
+    """Prometheus serving a TSDB that was backfilled with promtool (it has no import endpoint), or
+    (``remote_write``) receiving what a scraper writes to it. Debian builds Prometheus without
+    ``kubernetes_sd_configs``, so pods are scraped for it by vmagent (``VMAgent``)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, remote_write: bool = False) -> None:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         config = workdir / "prometheus.yml"
         workdir.mkdir(parents=True, exist_ok=True)
         config.write_text("global:\n  scrape_interval: 1h\n")
+        receiving = ["--web.enable-remote-write-receiver"] if remote_write else []
         super().__init__(
             "prometheus",
             [
@@ -213,6 +216,7 @@ class Prometheus(ServerProcess):
                 f"--web.listen-address=127.0.0.1:{port}",
                 "--storage.tsdb.retention.time=30d",
                 "--log.level=error",
+                *receiving,
             ],
             f"{self.url}/-/ready",
             workdir,
@@ -227,6 +231,21 @@ class Prometheus(ServerProcess):
             capture_output=True, text=True, timeout=120,
         )
         assert result.returncode == 0, f"promtool backfill failed:\n{result.stdout}\n{result.stderr}"
+
+
+class VMAgent(ServerProcess):
+    """vmagent scraping with a Prometheus-style ``scrape_config`` (tests/podscrape.py) and writing
+    what it scrapes to ``remote_write`` (Prometheus' remote-write receiver, say)."""
+
+    def __init__(self, workdir: Path, scrape_config: dict, remote_write: str) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "scrape.yml").write_text(yaml.safe_dump(scrape_config))
+        super().__init__("vmagent", [require_binary("vmagent"), f"-httpListenAddr=127.0.0.1:{port}",
+                                     f"-promscrape.config={workdir / 'scrape.yml'}", f"-remoteWrite.url={remote_write}",
+                                     f"-remoteWrite.tmpDataPath={workdir / 'queue'}", "-remoteWrite.flushInterval=500ms",
+                                     "-loggerLevel=ERROR"], f"{self.url}/health", workdir)
 
 
 class FunctionProcess(ServerProcess):

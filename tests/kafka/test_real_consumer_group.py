@@ -9,10 +9,11 @@ import uuid
 
 import pytest
 
+from tests.conftest import AUTH
 from tests.kafkabroker import consumer_pod_template, exporter_pod_template
 from tests.metricsdata import documented_partitions_queries
 from tests.podscrape import SCRAPE_ANNOTATION, pod_scrape_config, scraper_token
-from tests.servers import VictoriaMetrics, wait_for
+from tests.servers import Prometheus, VictoriaMetrics, VMAgent, wait_for
 
 
 @pytest.fixture
@@ -80,3 +81,48 @@ def test_the_documented_queries_attribute_the_real_groups_partitions_as_the_brok
     finally:
         producer.kill()
         producer.wait(timeout=10)
+
+
+def test_prometheus_gets_the_same_group_scraped_the_same_way_and_the_function_decides_alike_on_both(
+        kafka_broker, kube, control_plane, scraping_vm, client_builder_for, tmp_path):
+    # Debian's Prometheus is built without kubernetes_sd_configs: vmagent scrapes the pods with the
+    # same configuration (discovery through the API server) and remote-writes to it.
+    token = scraper_token(control_plane, tmp_path / "vmagent-token")
+    prometheus = Prometheus(tmp_path / "prometheus", remote_write=True).start()
+    agent = VMAgent(tmp_path / "vmagent", pod_scrape_config(control_plane, [kube.namespace], token),
+                    f"{prometheus.url}/api/v1/write").start()
+    try:
+        topic = kafka_broker.create_topic(f"events-{uuid.uuid4().hex[:6]}", partitions=8)
+        group = f"ingestion-{uuid.uuid4().hex[:6]}"
+        slow_file = tmp_path / "slow-pods"
+        slow_file.write_text("")
+        kube.deployment("consumer", replicas=4, pod_annotations=SCRAPE_ANNOTATION,
+                        pod_spec=consumer_pod_template(kafka_broker, topic, group, slow_file=slow_file))
+        members = kafka_broker.wait_for_group(group, 4, 8).members
+        slow_file.write_text(f"{members[0].client_id} 200\n")
+        time.sleep(1.5)
+        kafka_broker.produce(topic, dict.fromkeys(range(8), 300.0), seconds=1).wait(timeout=30)
+        micrometer = documented_partitions_queries()[0]
+        target = {"name": "consumer", "namespace": kube.namespace, "deployment": "consumer", "min_pods": 3, "min_pod_age": "0s",
+                  "signals": {"lag": {"threshold": 0.5, "floor": 50, "partitions": micrometer}}}
+        brokers = {m.client_id: [f"{topic}/{p}" for p in m.partitions] for m in members}
+
+        answers = {}
+        for engine, url in (("victoriametrics", scraping_vm.url), ("prometheus", prometheus.url)):
+            client = client_builder_for(kube)(url, [target])
+
+            def decided(client=client) -> dict | None:
+                scraping_vm.flush()
+                found = client.post("/rebalance", json={"target": "consumer"}, headers=AUTH).get_json()["decisions"][0]
+                return found if found.get("partitions") and found["partitions"]["held"] == brokers else None
+
+            answers[engine] = wait_for(decided, f"{engine} to hold every consumer's partitions", timeout=60)
+
+        for engine, decision in answers.items():
+            assert decision["code"] == "skew_verified" and decision["hot"]["pod"] == members[0].client_id, (engine, decision["reason"])
+        # Scraped a moment apart, the slow consumer's lag differs by what it processed meanwhile.
+        vm_hot, prom_hot = (answers[e]["hot"]["value"] for e in ("victoriametrics", "prometheus"))
+        assert abs(vm_hot - prom_hot) < 100, (vm_hot, prom_hot)
+    finally:
+        agent.stop()
+        prometheus.stop()
