@@ -129,9 +129,20 @@ class CompositeHistory:
     floors: Mapping[str, float]
 
 
-# What a period's history is: per pod, per (pod, topic, partition) for partition-aware lag, or
-# the components of a composite.
-History = Mapping[str, Mapping[float, float]] | Mapping[PartitionKey, Mapping[float, float]] | CompositeHistory
+@dataclass(frozen=True)
+class PartitionHistory:
+    """Partition-aware lag over a period: each (pod, topic, partition)'s lag, and each partition's
+    inflow where the signal has an inflow query, so that the replay tells a hot partition from a
+    slow consumer as the live function does."""
+
+    lag: Mapping[PartitionKey, Mapping[float, float]]
+    inflow: Mapping[tuple[str, str], Mapping[float, float]] | None = None
+
+
+# What a period's history is: per pod, per (pod, topic, partition) for partition-aware lag (with
+# its inflow), or the components of a composite.
+History = (Mapping[str, Mapping[float, float]] | Mapping[PartitionKey, Mapping[float, float]] | PartitionHistory
+           | CompositeHistory)
 
 
 def _samples_at(recorded: History, stamp: float, by_partition: bool) -> dict[str, float] | ByPartition:
@@ -139,14 +150,22 @@ def _samples_at(recorded: History, stamp: float, by_partition: bool) -> dict[str
         values = {signal: {pod: points[stamp] for pod, points in by_pod.items() if stamp in points}
                   for signal, by_pod in recorded.components.items()}
         return composite(values, recorded.weights, recorded.floors).scores
-    if not by_partition:
-        return {pod: points[stamp] for pod, points in recorded.items() if stamp in points and isinstance(pod, str)}
+    if isinstance(recorded, PartitionHistory):
+        return _partitions_at(recorded, stamp)
+    if by_partition:  # the per-partition lag alone
+        lag = {key: points for key, points in recorded.items() if isinstance(key, tuple)}
+        return _partitions_at(PartitionHistory(lag), stamp)
+    return {pod: points[stamp] for pod, points in recorded.items() if stamp in points and isinstance(pod, str)}
+
+
+def _partitions_at(recorded: PartitionHistory, stamp: float) -> ByPartition:
     held: dict[str, list[PartitionLag]] = {}
-    for key, points in recorded.items():
-        if stamp in points and isinstance(key, tuple):
-            pod, topic, partition = key
+    for (pod, topic, partition), points in recorded.lag.items():
+        if stamp in points:
             held.setdefault(pod, []).append(PartitionLag(topic, partition, points[stamp]))
-    return ByPartition(held)
+    if recorded.inflow is None:
+        return ByPartition(held)
+    return ByPartition(held, {key: points[stamp] for key, points in recorded.inflow.items() if stamp in points})
 
 
 def _pods_of(samples: dict[str, float] | ByPartition) -> list[str]:
@@ -222,7 +241,10 @@ def run(settings: Settings, target: Target, signal: SignalName, period: Period, 
             {s: source.query_range_by_pod(target.query_for(s), times[0], times[-1], step) for s in target.composite.weights},
             weights, {s: target.floor(s) for s in target.composite.weights})
     elif partitions_query is not None:
-        recorded = source.query_range_partitions(partitions_query, times[0], times[-1], step)
+        inflow_query = target.inflow_query(signal)
+        recorded = PartitionHistory(source.query_range_partitions(partitions_query, times[0], times[-1], step),
+                                    None if inflow_query is None else
+                                    source.query_range_by_partition(inflow_query, times[0], times[-1], step))
     else:
         recorded = source.query_range_by_pod(target.query_for(signal), times[0], times[-1], step)
     report.steps = replay(recorded, times, signal, Judging.of(target, signal), assumed, partitions_query is not None)

@@ -71,6 +71,17 @@ class MetricsSource:
                     found.setdefault((pod, topic, partition), {}).update(s.points())
         return found
 
+    def query_range_by_partition(self, query: str, start: datetime, end: datetime,
+                                 step: timedelta) -> dict[tuple[str, str], dict[float, float]]:
+        """A per-partition query (an inflow) over a period: {(topic, partition): {unix time: value}}."""
+        found: dict[tuple[str, str], dict[float, float]] = {}
+        for series in self._query_range(query, start, end, step):
+            for s in series:
+                topic, partition = s.metric.get("topic"), s.metric.get("partition")
+                if topic is not None and partition is not None:
+                    found.setdefault((topic, partition), {}).update(s.points())
+        return found
+
     def _query_range(self, query: str, start: datetime, end: datetime, step: timedelta) -> Iterator[list[_Series]]:
         """The series of each range query the period takes (chunked by the per-request point limit)."""
         step_s = step.total_seconds()

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from pydantic import ValidationError
 
-from rebalancer.backtest import Assumed, Judging, replay, step_times
+from rebalancer.backtest import Assumed, Judging, PartitionHistory, replay, step_times
 from rebalancer.config import Target
 from rebalancer.history import Backoff, EffectRules, Limits
 from rebalancer.policy import Rules
@@ -84,6 +84,21 @@ def test_partition_lag_replays_at_partition_granularity():
     steps = replay(recorded, times, "lag", judging(Rules(threshold=0.5, floor=500), timedelta(minutes=15)), by_partition=True)
 
     assert {s.verdict.code for s in steps} == {"hot_partition"} and {s.held_by for s in steps} == {"hot_partition"}
+
+
+@pytest.mark.parametrize(("inflow", "code"), [(None, "skew_verified"), (700.0, "hot_partition"), (120.0, "skew_verified")])
+def test_partition_inflow_is_replayed_so_a_hot_partition_is_told_from_a_slow_consumer(inflow, code):
+    # One partition per pod, one far behind: without inflow it is moved; with its inflow far
+    # above the others' it is a hot partition; with an ordinary inflow, a slow consumer.
+    times = step_times(START, START + timedelta(minutes=2), timedelta(minutes=1))
+    lag = {(f"p{i}", "events", str(i)): (3000.0 if i == 4 else 25.0) for i in range(6)}
+    lag_history = {key: {t.timestamp(): value for t in times} for key, value in lag.items()}
+    rates = None if inflow is None else {("events", str(i)): {t.timestamp(): (inflow if i == 4 else 100.0) for t in times}
+                                         for i in range(6)}
+
+    steps = replay(PartitionHistory(lag_history, rates), times, "lag", judging(Rules(threshold=0.5, floor=50), timedelta(minutes=15)))
+
+    assert steps[0].verdict.code == code, steps[0].verdict.reason
 
 
 def test_steps_fall_on_whole_multiples_of_the_step():
