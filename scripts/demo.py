@@ -22,7 +22,6 @@ import os
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import requests
@@ -36,7 +35,7 @@ from tests.metricsdata import cpu_usage, to_victoriametrics_import  # noqa: E402
 from tests.podscrape import SCRAPE_ANNOTATION, pod_scrape_config, scraper_token  # noqa: E402
 from tests.realcluster import Cluster, ControlPlane  # noqa: E402
 from tests.samples import sample  # noqa: E402
-from tests.servers import wait_for  # noqa: E402
+from tests.servers import Stopping, wait_for  # noqa: E402
 
 TOKEN = "demo-token-not-a-secret"
 # Two hot pods: after the first action the second keeps the skew, so a repeat is refused by the cooldown.
@@ -123,14 +122,21 @@ def lag_story(kube: Cluster, chain: Chain, broker: KafkaBroker, workdir: Path) -
 
 
 def main() -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="rebalancer-demo-"))
+    try:
+        with Stopping() as started:
+            return story(started, workdir)
+    finally:
+        say(f"{DIM}stopped every process it started; logs are in {workdir}{RESET}")
+
+
+def story(started: Stopping, workdir: Path) -> int:
     real = os.environ.get("DEMO_CLUSTER") == "real"
     namespace = os.environ.get("DEMO_NAMESPACE", "posthog") if real else "posthog"
     deployment = os.environ.get("DEMO_DEPLOYMENT", "ingestion-consumer") if real else "ingestion-consumer"
-    workdir = Path(tempfile.mkdtemp(prefix="rebalancer-demo-"))
     plane: ControlPlane | None = None
     kube: Cluster | None = None
     broker: KafkaBroker | None = None
-    starting_broker = None
     if real:
         if not os.environ.get("KUBECONFIG"):
             raise SystemExit("DEMO_CLUSTER=real needs KUBECONFIG pointing at the cluster")
@@ -139,9 +145,9 @@ def main() -> int:
         kubeconfig = Path(os.environ["KUBECONFIG"])
     else:
         step("1. Kubernetes: a real control plane, and a consumer Deployment on it")
-        broker = KafkaBroker(workdir / "kafka")
-        starting_broker = ThreadPoolExecutor(1).submit(broker.start)  # for the lag story, meanwhile
-        plane = ControlPlane(workdir / "kubernetes").start()
+        # The broker (for the lag story) first: stopped last, after the consumers have left their group.
+        broker = started.add(KafkaBroker(workdir / "kafka")).start()
+        plane = started.add(ControlPlane(workdir / "kubernetes")).start()
         say(f"   kube-apiserver {plane.info['version']} at {plane.server}, ready in {plane.start_to_ready:.1f} s "
             f"(etcd, controllers, a simulated node)")
         kube = Cluster(plane, namespace)
@@ -164,107 +170,98 @@ def main() -> int:
                                   "min_pods": 3, "cooldown": "15m", "min_pod_age": "0s",
                                   "signals": {"lag": {**example_lag_signal(), "floor": 100}}})
         scraping = pod_scrape_config(plane, [namespace], scraper_token(plane, workdir / "scraper-token"))
-    chain = Chain(workdir, config, kubeconfig, TOKEN, scrape_config=scraping)
-    started = time.monotonic()
-    try:
-        step("2. The chain: VictoriaMetrics, vmalert (shipped rules), Alertmanager (shipped config), the function")
-        chain.start()
-        say(f"   function {chain.function.url} ({'dry-run' if real else 'LIVE on the control plane'}), "
-            f"Alertmanager {chain.alertmanager_url}, vmalert {chain.vmalert_url}")
+    chain = started.add(Chain(workdir, config, kubeconfig, TOKEN, scrape_config=scraping))
+    began = time.monotonic()
+    step("2. The chain: VictoriaMetrics, vmalert (shipped rules), Alertmanager (shipped config), the function")
+    chain.start()
+    say(f"   function {chain.function.url} ({'dry-run' if real else 'LIVE on the control plane'}), "
+        f"Alertmanager {chain.alertmanager_url}, vmalert {chain.vmalert_url}")
 
-        step("3. Twenty minutes of cAdvisor CPU counters, one pod hot and one cold")
+    step("3. Twenty minutes of cAdvisor CPU counters, one pod hot and one cold")
+    now = (int(time.time()) // 15) * 15
+    counters = cpu_usage(namespace, deployment, rates, now - 1200, now, noise=0.05)
+    chain.vm.import_prometheus(to_victoriametrics_import(counters))
+    for pod, rate in rates.items():
+        say(f"   {pod}  {rate:4.2f} cores  {'#' * round(rate * 20)}")
+
+    step("4. vmalert evaluates the rule (CV = stddev/mean of the same per-pod query the function uses)")
+    pending = wait_for(lambda: chain.alerts("ConsumerCpuSkew"), "the alert to become pending")
+    say(f"   ConsumerCpuSkew pending, value {float(pending[0]['value']):.2f} > 0.3 (the demo's rule waits `for: 3s`)")
+    wait_for(lambda: [a for a in chain.alerts("ConsumerCpuSkew") if a["state"] == "firing"], "the alert to fire")
+    fired = time.time()
+    say("   ConsumerCpuSkew firing -> Alertmanager -> POST /alertmanager with the bearer token from its file")
+
+    step("5. The function re-verifies against VictoriaMetrics and decides")
+    decision = wait_for(lambda: next((d for d in chain.function_log() if d.get("event") == "decision"), None),
+                        "the function's decision", timeout=30)
+    verified = decision["verified"]
+    say(f"   measured now: CV {verified['value']:.3f} over {verified['pods']} pods "
+        f"(mean {verified['mean']:.3f}, stddev {verified['stddev']:.3f}), threshold {verified['threshold']}")
+    for chosen in decision["selected"]:
+        say(f"   selected {chosen['pod']}  {chosen['role']:>4}  {chosen['value']:.2f} cores")
+    say(f"   projected CV after rebalancing: {decision['projected_cv']:.3f}")
+    say(f"   outcome {BOLD}{decision['outcome']}{RESET}: {DIM}{decision['reason'][:220]}{RESET}")
+
+    if kube is not None:
+        step("6. The evictions, and the audit trail (the API server's own audit log)")
+        evictions = wait_for(lambda: [r for r in kube.requests("create", "pods") if r.code == 201], "evictions", timeout=10)
+        say(f"   first eviction {(evictions[0].at - fired) * 1000:.0f} ms after the alert fired")
+        for request in kube.requests("create", "pods"):
+            say(f"   POST pods/{request.name}/eviction -> {request.code}: terminating, its 5 s grace period runs")
+        wait_for(lambda: len(kube.events("Rebalanced")) >= 3, "events", timeout=10)
+        for event in kube.events("Rebalanced"):
+            say(f"   Event {event['reason']:<10} on {event['involvedObject']['kind']}/{event['involvedObject']['name']}")
+        state = kube.annotations("configmaps", "pod-rebalancer-state")
+        say(f"   ConfigMap pod-rebalancer-state: {deployment}.pod-rebalancer.io/last-action = "
+            f"{state[f'{deployment}.pod-rebalancer.io/last-action']}")
+        replacements = sorted(set(kube.wait_for_ready_pods(deployment, len(pods))) - set(pods))
+        say(f"   the ReplicaSet replaced them: {', '.join(replacements)} Ready")
         now = (int(time.time()) // 15) * 15
-        counters = cpu_usage(namespace, deployment, rates, now - 1200, now, noise=0.05)
-        chain.vm.import_prometheus(to_victoriametrics_import(counters))
-        for pod, rate in rates.items():
-            say(f"   {pod}  {rate:4.2f} cores  {'#' * round(rate * 20)}")
+        chain.vm.import_prometheus(to_victoriametrics_import(
+            cpu_usage(namespace, deployment, dict.fromkeys(replacements, 0.42), now - 1200, now, noise=0.05)))
+        say("   they are scraped like the others (0.42 cores each)")
 
-        step("4. vmalert evaluates the rule (CV = stddev/mean of the same per-pod query the function uses)")
-        pending = wait_for(lambda: chain.alerts("ConsumerCpuSkew"), "the alert to become pending")
-        say(f"   ConsumerCpuSkew pending, value {float(pending[0]['value']):.2f} > 0.3 (the demo's rule waits `for: 3s`)")
-        wait_for(lambda: [a for a in chain.alerts("ConsumerCpuSkew") if a["state"] == "firing"], "the alert to fire")
-        fired = time.time()
-        say("   ConsumerCpuSkew firing -> Alertmanager -> POST /alertmanager with the bearer token from its file")
+    step("7. The skew persists (a second hot pod); the same notification comes again")
+    again = requests.post(f"{chain.function.url}/alertmanager", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30,
+                          json={**sample("alertmanager-0.25-firing-cpu-two-deployments.json"),
+                                "alerts": [{"status": "firing",
+                                            "labels": {"rebalancer_target": deployment, "rebalancer_signal": "cpu"}}]})
+    repeat = next(d for d in again.json()["decisions"] if d["target"] == deployment)
+    say(f"   HTTP {again.status_code}, {repeat['outcome']} ({repeat.get('code')}): {repeat['reason'][:140]}")
 
-        step("5. The function re-verifies against VictoriaMetrics and decides")
-        decision = wait_for(lambda: next((d for d in chain.function_log() if d.get("event") == "decision"), None),
-                            "the function's decision", timeout=30)
-        verified = decision["verified"]
-        say(f"   measured now: CV {verified['value']:.3f} over {verified['pods']} pods "
-            f"(mean {verified['mean']:.3f}, stddev {verified['stddev']:.3f}), threshold {verified['threshold']}")
-        for chosen in decision["selected"]:
-            say(f"   selected {chosen['pod']}  {chosen['role']:>4}  {chosen['value']:.2f} cores")
-        say(f"   projected CV after rebalancing: {decision['projected_cv']:.3f}")
-        say(f"   outcome {BOLD}{decision['outcome']}{RESET}: {DIM}{decision['reason'][:220]}{RESET}")
+    if kube is not None and broker is not None:
+        lag_story(kube, chain, broker, workdir)
 
-        if kube is not None:
-            step("6. The evictions, and the audit trail (the API server's own audit log)")
-            evictions = wait_for(lambda: [r for r in kube.requests("create", "pods") if r.code == 201], "evictions", timeout=10)
-            say(f"   first eviction {(evictions[0].at - fired) * 1000:.0f} ms after the alert fired")
-            for request in kube.requests("create", "pods"):
-                say(f"   POST pods/{request.name}/eviction -> {request.code}: terminating, its 5 s grace period runs")
-            wait_for(lambda: len(kube.events("Rebalanced")) >= 3, "events", timeout=10)
-            for event in kube.events("Rebalanced"):
-                say(f"   Event {event['reason']:<10} on {event['involvedObject']['kind']}/{event['involvedObject']['name']}")
-            state = kube.annotations("configmaps", "pod-rebalancer-state")
-            say(f"   ConfigMap pod-rebalancer-state: {deployment}.pod-rebalancer.io/last-action = "
-                f"{state[f'{deployment}.pod-rebalancer.io/last-action']}")
-            replacements = sorted(set(kube.wait_for_ready_pods(deployment, len(pods))) - set(pods))
-            say(f"   the ReplicaSet replaced them: {', '.join(replacements)} Ready")
-            now = (int(time.time()) // 15) * 15
-            chain.vm.import_prometheus(to_victoriametrics_import(
-                cpu_usage(namespace, deployment, dict.fromkeys(replacements, 0.42), now - 1200, now, noise=0.05)))
-            say("   they are scraped like the others (0.42 cores each)")
-
-        step("7. The skew persists (a second hot pod); the same notification comes again")
-        again = requests.post(f"{chain.function.url}/alertmanager", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30,
-                              json={**sample("alertmanager-0.25-firing-cpu-two-deployments.json"),
-                                    "alerts": [{"status": "firing",
-                                                "labels": {"rebalancer_target": deployment, "rebalancer_signal": "cpu"}}]})
-        repeat = next(d for d in again.json()["decisions"] if d["target"] == deployment)
-        say(f"   HTTP {again.status_code}, {repeat['outcome']} ({repeat.get('code')}): {repeat['reason'][:140]}")
-
-        if kube is not None and starting_broker is not None:
-            starting_broker.result()
-            lag_story(kube, chain, broker, workdir)
-
-        step("11. The CPU load evens out" if kube is not None else "8. The load evens out")
-        chain.vm.reset()
-        balanced_end = (int(time.time()) // 15) * 15
-        balanced = cpu_usage(namespace, deployment, dict.fromkeys(pods, 0.55), now - 1200, balanced_end)
-        chain.vm.import_prometheus(to_victoriametrics_import(balanced))
-        wait_for(lambda: not chain.alerts("ConsumerCpuSkew"), "the alert to resolve", timeout=30)
-        say("   ConsumerCpuSkew resolved; nothing more happens")
-        if kube is not None:
-            evicted = [r.name for r in kube.requests("create", "pods")]
-            wait_for(lambda: kube.terminating(evicted) == sorted(evicted) and all(kube.get("pods", p) is None for p in evicted),
-                     "the evicted pods to finish terminating", timeout=30)
-            ready = kube.wait_for_ready_pods(deployment, len(pods))
-            say(f"   the evicted pods are gone after their grace period; {len(ready)} Ready pods again")
-        step("Done")
-        if kube is not None:
-            say(f"   {len(kube.requests('create', 'pods'))} evictions, "
-                f"{len(kube.writes())} Kubernetes writes by the function in all, "
-                f"in {time.monotonic() - started:.0f} s")
-        else:
-            say(f"   dry-run against the real cluster: no writes; {time.monotonic() - started:.0f} s")
-        return 0
-    finally:
-        chain.stop()
-        if plane is not None:  # first: its consumers leave their group while the broker is still there
-            plane.stop()
-        if broker is not None:
-            if starting_broker is not None:
-                wait([starting_broker])  # a start under way finishes first, so that stop() finds its process
-            broker.stop()
-        say(f"{DIM}stopped every process it started; logs are in {workdir}{RESET}")
+    step("11. The CPU load evens out" if kube is not None else "8. The load evens out")
+    chain.vm.reset()
+    balanced_end = (int(time.time()) // 15) * 15
+    balanced = cpu_usage(namespace, deployment, dict.fromkeys(pods, 0.55), now - 1200, balanced_end)
+    chain.vm.import_prometheus(to_victoriametrics_import(balanced))
+    wait_for(lambda: not chain.alerts("ConsumerCpuSkew"), "the alert to resolve", timeout=30)
+    say("   ConsumerCpuSkew resolved; nothing more happens")
+    if kube is not None:
+        evicted = [r.name for r in kube.requests("create", "pods")]
+        wait_for(lambda: kube.terminating(evicted) == sorted(evicted) and all(kube.get("pods", p) is None for p in evicted),
+                 "the evicted pods to finish terminating", timeout=30)
+        ready = kube.wait_for_ready_pods(deployment, len(pods))
+        say(f"   the evicted pods are gone after their grace period; {len(ready)} Ready pods again")
+    step("Done")
+    if kube is not None:
+        say(f"   {len(kube.requests('create', 'pods'))} evictions, "
+            f"{len(kube.writes())} Kubernetes writes by the function in all, "
+            f"in {time.monotonic() - began:.0f} s")
+    else:
+        say(f"   dry-run against the real cluster: no writes; {time.monotonic() - began:.0f} s")
+    return 0
 
 
 if __name__ == "__main__":
     try:
         sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP: everything was stopped on the way out
+        sys.exit(130)
     except BaseException as e:  # pytest.fail from the server helpers is a BaseException
-        if isinstance(e, (SystemExit, KeyboardInterrupt)):
+        if isinstance(e, SystemExit):
             raise
         print(f"demo failed: {e}", file=sys.stderr)
         sys.exit(1)

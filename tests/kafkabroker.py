@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers import ServerProcess, free_port, wait_for
+from tests.servers import ServerProcess, free_port, stop_with_parent, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 LIBS = REPO / ".build" / "kafka-libs"
@@ -208,7 +208,7 @@ class KafkaBroker(ServerProcess):
         """Start a producer process at ``rates`` (partition -> messages/s) for ``seconds``."""
         argv = [sys.executable, str(PRODUCER), "--bootstrap", self.bootstrap, "--topic", topic,
                 "--rates", ",".join(f"{p}={r}" for p, r in rates.items()), "--seconds", str(seconds)]
-        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=stop_with_parent)
 
 
 DOWNWARD_API = [

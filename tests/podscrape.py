@@ -40,15 +40,17 @@ def scraper_token(plane: ControlPlane, path: Path) -> Path:
     return path
 
 
-def pod_scrape_config(plane: ControlPlane, namespaces: list[str], token_file: Path, interval: str = "1s") -> dict[str, Any]:
-    """The scrape configuration: every annotated pod's ``metrics`` port in ``namespaces``, and each
-    node's kubelet cAdvisor endpoint (found through the API server too: the node's address and its
-    kubelet port), whose series carry their own namespace, pod and container labels."""
+def pod_scrape_config(plane: ControlPlane, namespaces: list[str], token_file: Path, interval: str = "1s",
+                      cadvisor: bool = True) -> dict[str, Any]:
+    """The scrape configuration: every annotated pod's ``metrics`` port in ``namespaces``, and
+    (``cadvisor``) each node's kubelet cAdvisor endpoint (found through the API server too: the
+    node's address and its kubelet port), whose series carry their own namespace, pod and
+    container labels."""
     discovery = {"api_server": plane.server, "bearer_token_file": str(token_file), "tls_config": {"ca_file": plane.info["ca_file"]}}
     cadvisor = {"job_name": "kubernetes-cadvisor", "scrape_interval": interval, "scrape_timeout": interval,
                 "metrics_path": "/metrics/cadvisor", "honor_labels": True,
                 "kubernetes_sd_configs": [{"role": "node", **discovery}]}
-    return {"scrape_configs": [cadvisor, {
+    return {"scrape_configs": [*([cadvisor] if cadvisor else []), {
         "job_name": "kubernetes-pods",
         "scrape_interval": interval,
         "scrape_timeout": interval,

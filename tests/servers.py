@@ -4,11 +4,13 @@ fails the test with its log; nothing here is mocked."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +41,63 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def stop_with_parent() -> None:
+    """For ``preexec_fn``: the child gets SIGTERM when the process that started it exits, however
+    it ended (even SIGKILL, before any clean-up ran), so that no server outlives a test run or a
+    script. The kernel ties this to the starting thread: start servers from the main thread."""
+    if ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+
+
+class Stopping:
+    """For the scripts that start servers (`make try`, `make demo`): everything added is stopped,
+    newest first, when the block ends, whether it ends normally, on an error, or on SIGINT,
+    SIGTERM or SIGHUP, sent to the script or to its whole process group (a supervisor, `timeout`,
+    a closed terminal). The first signal ends the block as Ctrl-C does; from then on signals are
+    ignored, so a second one cannot cut the clean-up short. After SIGHUP the terminal is gone,
+    so nothing more is written to it."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.started: list = []
+        self.received: int | None = None
+
+    def add(self, server):  # anything with stop(); returned, so that add(Server(...)).start() reads on
+        self.started.append(server)
+        return server
+
+    def _interrupt(self, signum: int, _frame: object) -> None:
+        self.received = signum
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    def __enter__(self) -> Stopping:
+        for received in self.SIGNALS:
+            signal.signal(received, self._interrupt)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for received in self.SIGNALS:
+            signal.signal(received, signal.SIG_IGN)
+        if self.received == signal.SIGHUP:
+            quiet = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(quiet, 1)
+            os.dup2(quiet, 2)
+        for server in reversed(self.started):
+            try:
+                server.stop()
+            except Exception as e:  # one that will not stop must not keep the others running
+                print(f"could not stop {type(server).__name__}: {e}", file=sys.stderr)
+
+
 def require_binary(name: str) -> str:
     path = shutil.which(name)
     if path is None:
@@ -61,7 +120,7 @@ class ServerProcess:
         log = self.log_path.open("wb")
         # A session of its own, so stop() can end the whole process group (gunicorn workers too).
         self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
-                                        env=self.env, start_new_session=True)
+                                        env=self.env, start_new_session=True, preexec_fn=stop_with_parent)
         return self.process
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
@@ -156,8 +215,8 @@ class VictoriaMetrics(ServerProcess):
         )
 
     def import_prometheus(self, text: str) -> None:
-        """Load samples in Prometheus text format (with millisecond timestamps) and wait until
-        every one of them is searchable: force_flush alone was seen to leave the newest sample
+        """Load samples in Prometheus text format (with millisecond timestamps, no ``job`` label)
+        and wait until every one of them is searchable: force_flush alone was seen to leave the newest sample
         invisible for a moment under load, which shifts a rate() window by one sample."""
         stamps = [int(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line and not line.startswith("#")]
         response = requests.post(f"{self.url}/api/v1/import/prometheus", data=text.encode(), timeout=30)
@@ -171,7 +230,8 @@ class VictoriaMetrics(ServerProcess):
         while time.monotonic() < deadline:
             flushed = requests.get(f"{self.url}/internal/force_flush", timeout=30)
             assert flushed.status_code == 200, f"force_flush failed: HTTP {flushed.status_code}"
-            result = self.query(f'sum(count_over_time({{__name__!=""}}[{span}s]))', self._newest_ms / 1000)["data"]["result"]
+            # job="": imported series only; what VictoriaMetrics scrapes itself carries a job label.
+            result = self.query(f'sum(count_over_time({{__name__!="", job=""}}[{span}s]))', self._newest_ms / 1000)["data"]["result"]
             seen = int(float(result[0]["value"][1])) if result else 0
             if seen == self._imported:
                 return

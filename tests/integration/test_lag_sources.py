@@ -13,7 +13,9 @@ import pytest
 from tests.conftest import AUTH, aligned_now, target
 from tests.metricsdata import Series, documented_partitions_queries, times
 
-SCRAPE = {"job": "kubernetes-pods"}  # what the pods' scrape adds beside namespace, pod, container
+# What the pods' scrape adds beside namespace, pod and container (not job: imported series carry
+# none, which is how tests/servers.VictoriaMetrics tells them from what it scraped itself).
+SCRAPE = {"endpoint": "metrics"}
 
 
 
