@@ -230,3 +230,21 @@ def test_the_function_in_cluster_mode_acts_with_exactly_the_charts_rbac(control_
     assert not may(team_a.namespace, "delete") and may(team_b.namespace, "delete")  # team-b's target deletes
     assert not may(release.namespace, "list") and not may("kube-system", "list")
     assert not may(team_a.namespace, "update", "deployments")
+
+
+def test_the_readmes_helm_template_command_renders_without_a_cluster_as_written():
+    readme = (REPO / "README.md").read_text().split("## Installing with Helm", 1)[1]
+    (command,) = [block for block in readme.split("```sh\n")[1:] if block.startswith("helm template")]
+    command = command.split("```", 1)[0].replace("\\\n", " ").strip()
+    assert "--kube-version" in command
+
+    rendered = subprocess.run(["bash", "-c", command.replace("helm ", f"{HELM} ", 1)], cwd=REPO, capture_output=True, text=True,
+                              timeout=120, check=False)
+
+    assert rendered.returncode == 0, rendered.stderr
+    documents = [d for d in yaml.safe_load_all(rendered.stdout) if d]
+    assert [d["metadata"]["namespace"] for d in kinds(documents, "Deployment")] == ["pod-rebalancer"]
+    # Why the README says which Kubernetes: without it, helm assumes v1.20.0.
+    bare = subprocess.run(["bash", "-c", command.replace("helm ", f"{HELM} ", 1).replace("--kube-version 1.30", "")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert bare.returncode != 0 and "incompatible with Kubernetes v1.20.0" in bare.stderr
