@@ -44,15 +44,16 @@ type nodeSimulator struct {
 	synced     cache.InformerSynced
 	queue      workqueue.TypedRateLimitingInterface[string]
 	nextIP     atomic.Uint32
+	podNet     uint32 // the second octet of this node's pod addresses, 127.<podNet>.0.0/16
 	containers *runtime
 }
 
-func newNodeSimulator(client kubernetes.Interface, node, dir string) *nodeSimulator {
+func newNodeSimulator(client kubernetes.Interface, node, dir string, podNet uint32) *nodeSimulator {
 	factory := informers.NewSharedInformerFactory(client, 0)
 	podInformer := factory.Core().V1().Pods()
 	namespaceInformer := factory.Core().V1().Namespaces()
 	s := &nodeSimulator{
-		client: client, node: node, factory: factory,
+		client: client, node: node, factory: factory, podNet: podNet,
 		pods:       podInformer.Lister(),
 		namespaces: namespaceInformer.Lister(),
 		synced: func() bool {
@@ -245,8 +246,10 @@ func (s *nodeSimulator) reportRunning(ctx context.Context, key string, pod *core
 	status.HostIP, status.HostIPs = "127.0.0.1", []corev1.HostIP{{IP: "127.0.0.1"}}
 	if status.PodIP == "" {
 		// 127.1.0.1 upwards: loopback, so a container's server on its pod IP is reachable here.
-		n := s.nextIP.Add(1) + 1<<16
-		status.PodIP = fmt.Sprintf("127.%d.%d.%d", (n>>16)&255, (n>>8)&255, n&255)
+		// Loopback, so a container's server on its pod IP is reachable here; a /16 of this
+		// node's own, so two control planes on one machine never hand out the same address.
+		n := s.nextIP.Add(1)
+		status.PodIP = fmt.Sprintf("127.%d.%d.%d", s.podNet, (n>>8)&255, n&255)
 		status.PodIPs = []corev1.PodIP{{IP: status.PodIP}}
 	}
 	if status.StartTime == nil {

@@ -13,7 +13,7 @@ from pathlib import Path
 import requests
 from kubernetes.client import V1Eviction, V1ObjectMeta, VersionApi
 
-from tests.realcluster import READY_ANNOTATION
+from tests.realcluster import READY_ANNOTATION, ControlPlane, new_namespace
 
 
 def test_the_api_server_is_the_pinned_kubernetes(control_plane):
@@ -171,3 +171,19 @@ def test_the_simulated_kubelet_reports_each_running_containers_cpu_and_memory_as
     assert found["container_memory_working_set_bytes"] > 2**20 and found["container_cpu_usage_seconds_total"] >= 0
     text = requests.get(control_plane.info["cadvisor"], timeout=5).text
     assert 'container="idle"' not in text
+
+
+def test_two_control_planes_on_one_machine_never_give_two_pods_one_address(kube, tmp_path):
+    # Found when a test session's control plane and `make try`'s ran side by side: both handed
+    # out 127.1.0.x, and a consumer could not bind its metrics port on its own pod IP.
+    (tmp_path / "here").mkdir()
+    kube.deployment("runner", replicas=1, pod_spec=running_pod_spec(tmp_path / "here", grace_seconds=5), wait=False)
+    (ours,) = running_pods(kube, 1)
+    other = ControlPlane(tmp_path / "other").start()
+    try:
+        cluster = new_namespace(other)
+        theirs = cluster.deployment("runner", replicas=1)
+        their_ip = cluster.core.read_namespaced_pod(theirs[0], cluster.namespace).status.pod_ip
+    finally:
+        other.stop()
+    assert ours.status.pod_ip.split(".")[:2] != their_ip.split(".")[:2], (ours.status.pod_ip, their_ip)

@@ -173,7 +173,10 @@ func up(args []string) {
 
 	podLogs := filepath.Join(*dir, "pods")
 	must(os.MkdirAll(podLogs, 0o700), "create the pod log directory")
-	simulator := newNodeSimulator(client, *nodeName, podLogs)
+	podNet, release, err := claimPodNetwork()
+	must(err, "claim a pod network")
+	defer release()
+	simulator := newNodeSimulator(client, *nodeName, podLogs, podNet)
 	kubelet, err := startCadvisor(simulator.containers)
 	must(err, "listen for the simulated kubelet's cAdvisor endpoint")
 	must(simulator.registerNode(ctx, kubelet.port()), "register the simulated node")
@@ -199,6 +202,28 @@ func up(args []string) {
 		fmt.Fprintln(os.Stderr, "controlplane: kube-controller-manager exited; see kube-controller-manager.log")
 	}
 	os.Remove(filepath.Join(*dir, "ready.json"))
+}
+
+// claimPodNetwork claims a /16 of 127.0.0.0/8 for this node's pod addresses, 127.N.0.0/16 with
+// N from 2 to 254, by holding an exclusive lock on a file named after it for as long as this
+// process lives (the kernel drops the lock when it exits, however it exits). Two control planes
+// on one machine, say a test session's and `make try`'s, then never give two pods one address.
+func claimPodNetwork() (uint32, func(), error) {
+	dir := filepath.Join(os.TempDir(), "pod-rebalancer-pod-networks")
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		return 0, nil, err
+	}
+	for n := uint32(2); n <= 254; n++ {
+		file, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("127.%d.lock", n)), os.O_CREATE|os.O_RDWR, 0o666)
+		if err != nil {
+			return 0, nil, err
+		}
+		if syscall.Flock(int(file.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+			return n, func() { file.Close() }, nil
+		}
+		file.Close()
+	}
+	return 0, nil, fmt.Errorf("every pod network 127.2.0.0/16 to 127.254.0.0/16 is claimed by another control plane")
 }
 
 func startEtcd(dir string) (*embed.Etcd, string) {
