@@ -169,17 +169,25 @@ class KafkaBroker(ServerProcess):
 
     def wait_for_group(self, group_id: str, members: int, partitions: int, timeout: float = 60.0) -> Group:
         """Until the group is Stable with ``members`` members and every partition owned once: the
-        new protocol's assignor converges in steps (the first member briefly owns everything)."""
+        new protocol's assignor converges in steps (the first member briefly owns everything).
+        A timeout says what the group looked like last."""
+        last: list[object] = ["no answer from the brokers"]
+
         def settled() -> Group | None:
             try:
                 found = self.group(group_id)
-            except Exception:
+            except Exception as e:
+                last[0] = e
                 return None
+            last[0] = found
             owned = sorted(p for m in found.members for p in m.partitions)
             return found if (found.state == "STABLE" and len(found.members) == members
                              and owned == list(range(partitions))) else None
-        return wait_for(settled, f"group {group_id}: {members} members, every one of {partitions} partitions owned", timeout,
-                        interval=0.5)
+        try:
+            return wait_for(settled, f"group {group_id}: {members} members, every one of {partitions} partitions owned",
+                            timeout, interval=0.5)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; last seen: {last[0]}") from None
 
     def lag(self, group_id: str, topic: str) -> dict[int, int]:
         """Each partition's lag at the brokers: high watermark minus the committed offset (from the
