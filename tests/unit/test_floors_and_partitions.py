@@ -132,6 +132,17 @@ def test_a_stuck_consumer_holding_two_partitions_is_moved():
     assert "all 2 of p2's partitions fall behind" in verdict.reason and "the consumer is slow or stuck" in verdict.reason
 
 
+@pytest.mark.parametrize(("other", "code"), [(1600.0, "hot_partition"), (1601.0, "skew_verified")])
+def test_the_other_partitions_keep_up_up_to_the_share_of_the_way_to_the_biggest(other, code):
+    # A typical partition has 100, p0's biggest 3,100: with hot_partition_share 50 %, its other
+    # partition keeps up while no further above 100 than half the way to 3,100 (1,600).
+    layout = {pod: [100.0, 100.0] for pod in SIX} | {"p0": [3100.0, other]}
+
+    verdict = decide("lag", pods(SIX), held(layout), LAG, NOW, STEADY)
+
+    assert verdict.code == code, verdict.reason
+
+
 def test_a_stuck_consumer_holding_one_partition_is_moved_when_no_inflow_is_known():
     # One partition per consumer, the most common shape: lag alone can never say.
     layout = {pod: [25.0] for pod in SIX} | {"p4": [3000.0]}
