@@ -1,6 +1,6 @@
 """Scraping pods as in a real cluster: service discovery through the API server
-(``kubernetes_sd_configs``, role pod), as a ServiceAccount that may only list and watch pods,
-and the relabelling that puts ``namespace``, ``pod`` and ``container`` on every series from the
+(``kubernetes_sd_configs``, roles pod and node), as a ServiceAccount that may only get, list and
+watch pods and nodes, and the relabelling that puts ``namespace``, ``pod`` and ``container`` on every series from the
 pod's metadata. No static target list: a replacement pod is found the way a real one is.
 
 Pods opt in as they commonly do, with the annotation ``prometheus.io/scrape: "true"``; the port
@@ -54,13 +54,7 @@ def pod_scrape_config(plane: ControlPlane, namespaces: list[str], token_file: Pa
         "job_name": "kubernetes-pods",
         "scrape_interval": interval,
         "scrape_timeout": interval,
-        "kubernetes_sd_configs": [{
-            "role": "pod",
-            "api_server": plane.server,
-            "bearer_token_file": str(token_file),
-            "tls_config": {"ca_file": plane.info["ca_file"]},
-            "namespaces": {"names": namespaces},
-        }],
+        "kubernetes_sd_configs": [{"role": "pod", **discovery, "namespaces": {"names": namespaces}}],
         "relabel_configs": [
             {"source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"], "regex": "true", "action": "keep"},
             {"source_labels": ["__meta_kubernetes_pod_container_port_name"], "regex": "metrics", "action": "keep"},

@@ -228,8 +228,7 @@ class VictoriaMetrics(ServerProcess):
         deadline = time.monotonic() + 15
         seen = None
         while time.monotonic() < deadline:
-            flushed = requests.get(f"{self.url}/internal/force_flush", timeout=30)
-            assert flushed.status_code == 200, f"force_flush failed: HTTP {flushed.status_code}"
+            self.flush()
             # job="": imported series only; what VictoriaMetrics scrapes itself carries a job label.
             result = self.query(f'sum(count_over_time({{__name__!="", job=""}}[{span}s]))', self._newest_ms / 1000)["data"]["result"]
             seen = int(float(result[0]["value"][1])) if result else 0
