@@ -55,7 +55,7 @@ backtest-example: deps
 
 # Regenerate the alerting rules from the example configuration (a test fails when they are stale).
 rules: deps
-	$(BIN)/python -m rebalancer.rules examples/rebalancer.yaml > alertmanager/rules/pod-rebalancer.rules.yml
+	$(BIN)/python -m rebalancer rules examples/rebalancer.yaml > alertmanager/rules/pod-rebalancer.rules.yml
 
 demo: deps controlplane kafka
 	$(BIN)/python scripts/demo.py

@@ -1,7 +1,7 @@
 """``python -m rebalancer <command>``: the operator's tools beside the function.
 
-    backtest   what the function would have done over a past period (rebalancer/backtest.py)
-    rules      the alerting rules generated from the configuration (rebalancer/rules.py)
+    backtest   what the function would have done over a past period (rebalancer/tools/backtest.py)
+    rules      the alerting rules generated from the configuration (rebalancer/tools/rules.py)
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 
 
 def main(argv: list[str]) -> int:
-    commands = {"backtest": "rebalancer.backtest", "rules": "rebalancer.rules"}
+    commands = {"backtest": "rebalancer.tools.backtest", "rules": "rebalancer.tools.rules"}
     if not argv or argv[0] not in commands:
         print(__doc__.strip(), file=sys.stderr)
         return 2

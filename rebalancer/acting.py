@@ -13,18 +13,19 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from rebalancer import history, policy
+from rebalancer.adapters.kube import ConfigMapState, DeploymentPods, EventNote, PodAction
 from rebalancer.approval import ApprovalGate
-from rebalancer.config import SignalName, Target
+from rebalancer.config import Target
 from rebalancer.cooldown import StateStore, decode_state, finished
-from rebalancer.decision import ActResult
-from rebalancer.durations import format_duration
+from rebalancer.core import history
+from rebalancer.core.decision import ActResult
+from rebalancer.core.durations import format_duration
+from rebalancer.core.policy import measured_skew
+from rebalancer.core.timestamps import stamp
 from rebalancer.errors import KubeError, RebalancerError, StateError
-from rebalancer.kube import ConfigMapState, DeploymentPods, EventNote, PodAction
+from rebalancer.invocation import Attempt, TargetRun
 from rebalancer.ports import PodActions
-from rebalancer.proposals import Proposal
 from rebalancer.telemetry import Telemetry
-from rebalancer.timestamps import stamp
 
 SUCCESS = ("evicted", "deleted")
 
@@ -50,31 +51,6 @@ def _backoff_json(state: history.TargetState, backoff: history.Backoff, until: s
 
 
 @dataclass
-class TargetRun:
-    """One target within one invocation: read once, acted on at most once."""
-
-    target: Target
-    found: DeploymentPods
-    snapshot: ConfigMapState | None = None
-    acted_by: str | None = None  # the signal whose action took the lock in this invocation
-    lock_lost: bool = False  # another invocation's write won: every signal of the target stands down
-    # A dry run's measured effects, which it does not write but its cooldown check must see.
-    unwritten: history.TargetState | None = None
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """One signal's verdict that wants to act, within one invocation."""
-
-    signal: SignalName
-    verdict: policy.Verdict
-    now: datetime
-    dry_run: bool
-    invocation: str
-    approving: Proposal | None = None  # the proposal a person approved (POST /approve/<id>)
-
-
-@dataclass
 class Actor:
     kube: PodActions
     state: StateStore
@@ -95,7 +71,7 @@ class Actor:
         """The closed loop: with the CV measured now, judge the target's actions on this signal
         whose settle time has passed, and record each effect (live runs only) in the history, an
         Event and a counter. An unreadable state is left to the act step to report."""
-        measured, target = policy.measured_skew(attempt.verdict), run.target
+        measured, target = measured_skew(attempt.verdict), run.target
         if measured is None:
             return Observed()
         try:

@@ -14,12 +14,12 @@ from prometheus_client import CollectorRegistry
 
 from rebalancer import service
 from rebalancer.acting import Actor
+from rebalancer.adapters.kube import KubeGateway, api_client
+from rebalancer.adapters.metrics_auth import metrics_session
+from rebalancer.adapters.metrics_source import MetricsSource
+from rebalancer.adapters.pushing import MetricsPusher
 from rebalancer.config import Settings
 from rebalancer.cooldown import StateStore
-from rebalancer.kube import KubeGateway, api_client
-from rebalancer.metrics_auth import metrics_session
-from rebalancer.metrics_source import MetricsSource
-from rebalancer.pushing import MetricsPusher
 from rebalancer.telemetry import Telemetry, configure_logging
 from rebalancer.timing import timed
 

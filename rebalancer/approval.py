@@ -8,18 +8,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
+from rebalancer.adapters.kube import ConfigMapState, EventNote
+from rebalancer.config import Target
 from rebalancer.cooldown import StateStore, decode_proposals
-from rebalancer.decision import ActResult
+from rebalancer.core.decision import ActResult
+from rebalancer.core.proposals import Proposal, pending, proposal_id
+from rebalancer.core.timestamps import stamp
 from rebalancer.errors import RebalancerError, StateError
-from rebalancer.kube import ConfigMapState, EventNote
-from rebalancer.proposals import Proposal, pending, proposal_id
-from rebalancer.timestamps import stamp
-
-if TYPE_CHECKING:  # the actor imports this module; these are only its types
-    from rebalancer.acting import Attempt, TargetRun
-    from rebalancer.config import Target
+from rebalancer.invocation import Attempt, TargetRun
 
 
 def proposal_json(proposal: Proposal) -> dict[str, object]:

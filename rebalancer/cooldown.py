@@ -19,12 +19,12 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from typing import Any, cast
 
+from rebalancer.adapters.kube import ConfigMapState
+from rebalancer.core.history import EFFECTS, ActionRecord, Effect, TargetState
+from rebalancer.core.proposals import Proposal
+from rebalancer.core.timestamps import parse_stamp, stamp
 from rebalancer.errors import KubeConflictError, StateError
-from rebalancer.history import EFFECTS, ActionRecord, Effect, TargetState
-from rebalancer.kube import ConfigMapState
 from rebalancer.ports import StateConfigMaps
-from rebalancer.proposals import Proposal
-from rebalancer.timestamps import parse_stamp, stamp
 
 ANNOTATION_DOMAIN = "pod-rebalancer.io"
 FINISH_ATTEMPTS = 5

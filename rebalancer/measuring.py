@@ -8,10 +8,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from rebalancer.composite import Composite, composite
+from rebalancer.adapters.metrics_source import PartitionValues, PodValues
 from rebalancer.config import SignalName, Target
-from rebalancer.metrics_source import PartitionValues, PodValues
-from rebalancer.partitions import ByPartition
+from rebalancer.core.composite import Composite, composite
+from rebalancer.core.partitions import ByPartition
 from rebalancer.ports import MetricsReader
 
 

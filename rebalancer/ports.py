@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Protocol
 
-from rebalancer.kube import ConfigMapState, DeploymentPods, EventNote, PodAction
-from rebalancer.metrics_source import PartitionValues, PodValues
+from rebalancer.adapters.kube import ConfigMapState, DeploymentPods, EventNote, PodAction
+from rebalancer.adapters.metrics_source import PartitionValues, PodValues
 
 
 class PodReader(Protocol):

@@ -21,10 +21,10 @@ import pydantic
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from rebalancer import alerts, service
+from rebalancer.adapters.pushing import push_after
 from rebalancer.app import AppState
 from rebalancer.config import Settings, describe_validation_error
 from rebalancer.errors import BadRequestError, PayloadTooLargeError, UnauthorizedError
-from rebalancer.pushing import push_after
 from rebalancer.timing import timed_request
 
 

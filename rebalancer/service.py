@@ -14,18 +14,20 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, cast
 
-from rebalancer import policy
-from rebalancer.acting import Actor, Attempt, Observed, TargetRun
+from rebalancer.acting import Actor, Observed
 from rebalancer.alerts import Plan, Refusal, WorkItem
 from rebalancer.config import Settings, SignalName, Target
 from rebalancer.cooldown import decode_proposals
-from rebalancer.decision import Decision, VerdictDetails, Verified
+from rebalancer.core.decision import Decision, VerdictDetails, Verified
+from rebalancer.core.measurement import Verdict
+from rebalancer.core.policy import decide
+from rebalancer.core.proposals import Proposal, target_of
+from rebalancer.core.timestamps import stamp
 from rebalancer.errors import KubeError, MetricsQueryError, PermanentError, StateError, TemporaryError
+from rebalancer.invocation import Attempt, TargetRun
 from rebalancer.measuring import Measurer
 from rebalancer.ports import MetricsReader, PodReader
-from rebalancer.proposals import Proposal, target_of
 from rebalancer.telemetry import Telemetry
-from rebalancer.timestamps import stamp
 
 # Top-level outcome, from the strongest: the first one any decision has wins.
 OUTCOME_PRECEDENCE = ("acted", "blocked", "dry_run", "skipped", "rejected")
@@ -58,7 +60,7 @@ def _refusal(refusal: Refusal) -> Decision:
                     reason=refusal.reason)
 
 
-def _from_verdict(target: Target, signal: SignalName, alerts: Iterable[str], verdict: policy.Verdict,
+def _from_verdict(target: Target, signal: SignalName, alerts: Iterable[str], verdict: Verdict,
                   details: VerdictDetails) -> Decision:
     """What was measured and decided; a verdict that wants to act is completed by the act step."""
     return _decision(target, signal, alerts, reason=verdict.reason, code=verdict.code,
@@ -85,7 +87,7 @@ def _verify_signal(run: TargetRun, signal: SignalName, item: WorkItem, deps: Dep
         deps.telemetry.upstream_errors.labels("metrics", "permanent").inc()
         return _decision(target, signal, item.alerts, code="query_error", query=call.measurer.query(signal),
                          reason=f"cannot verify: {e}")
-    verdict = policy.decide(signal, found.pods, measured.samples, target.rules(signal), now, workload=found.workload)
+    verdict = decide(signal, found.pods, measured.samples, target.rules(signal), now, workload=found.workload)
     if verdict.stats is not None:
         deps.telemetry.verified_cv.labels(target.name, signal).set(verdict.stats.value)
         deps.telemetry.verified_pods.labels(target.name, signal).set(verdict.stats.pods)

@@ -18,7 +18,7 @@ from typing import IO, Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from rebalancer import __version__
-from rebalancer.decision import CODES
+from rebalancer.core.decision import CODES
 from rebalancer.logformat import CloudLoggingFormatter
 
 LOGGER_NAME = "rebalancer"

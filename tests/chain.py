@@ -19,8 +19,8 @@ from typing import Any
 import requests
 import yaml
 
-from rebalancer import rules
 from rebalancer.config import Settings
+from rebalancer.tools import rules
 from tests.servers import FunctionProcess, ServerProcess, VictoriaMetrics, free_port, require_binary
 
 REPO = Path(__file__).resolve().parents[1]

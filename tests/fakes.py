@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from rebalancer.adapters.kube import ActionResult, ConfigMapState, DeploymentPods, EventNote, PodAction
+from rebalancer.adapters.metrics_source import PartitionValues, PodValues
+from rebalancer.core.partitions import PartitionLag
+from rebalancer.core.workload import PodState, WorkloadStatus
 from rebalancer.errors import KubeConflictError, KubeNotFoundError
-from rebalancer.kube import ActionResult, ConfigMapState, DeploymentPods, EventNote, PodAction
-from rebalancer.metrics_source import PartitionValues, PodValues
-from rebalancer.partitions import PartitionLag
-from rebalancer.policy import PodState, WorkloadStatus
 
 
 @dataclass

@@ -9,9 +9,9 @@ from datetime import timedelta
 import pytest
 import yaml
 
-from rebalancer import rules
 from rebalancer.config import Settings
-from rebalancer.durations import parse_duration
+from rebalancer.core.durations import parse_duration
+from rebalancer.tools import rules
 from tests.conftest import REPO
 from tests.servers import require_binary
 
@@ -102,7 +102,7 @@ def test_alertmanager_route_fits_the_function():
 def test_the_rules_generator_refuses_a_bad_configuration_in_one_line(tmp_path, document):
     config = tmp_path / "bad.yaml"
     config.write_text(document)
-    result = run(sys.executable, "-m", "rebalancer.rules", str(config))
+    result = run(sys.executable, "-m", "rebalancer.tools.rules", str(config))
     assert result.returncode == 2 and result.stderr.startswith("cannot generate rules from") and "Traceback" not in result.stderr
     assert "s3cret" not in result.stderr
 

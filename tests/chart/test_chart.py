@@ -18,9 +18,9 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import DynamicApiError
 
-from rebalancer import rules as rule_generator
 from rebalancer.config import Settings
-from rebalancer.durations import parse_duration
+from rebalancer.core.durations import parse_duration
+from rebalancer.tools import rules as rule_generator
 from tests.conftest import REPO, aligned_now
 from tests.metricsdata import cpu_usage, to_victoriametrics_import
 from tests.realcluster import AuditedRequest, drop_namespace, new_namespace

@@ -18,10 +18,10 @@ import kubernetes
 import pytest
 
 import rebalancer.routes
+from rebalancer.adapters.gke import gke_configuration
+from rebalancer.adapters.kube import KubeGateway
 from rebalancer.cooldown import annotation_keys
 from rebalancer.errors import KubeUnavailableError
-from rebalancer.gke import gke_configuration
-from rebalancer.kube import KubeGateway
 from tests.conftest import AUTH, TOKEN, aligned_now, target
 from tests.metricsdata import cpu_usage, to_victoriametrics_import
 from tests.proxy import LoggingProxy

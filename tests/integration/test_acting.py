@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from rebalancer.cooldown import annotation_keys
-from rebalancer.timestamps import parse_stamp, stamp
+from rebalancer.core.timestamps import parse_stamp, stamp
 from tests.conftest import AUTH, aligned_now, target
 from tests.metricsdata import cpu_usage, to_victoriametrics_import
 from tests.realcluster import READY_ANNOTATION

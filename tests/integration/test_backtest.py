@@ -10,10 +10,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import yaml
 
-from rebalancer import backtest
-from rebalancer.backtest_plot import plot
 from rebalancer.config import Settings
-from rebalancer.durations import parse_duration
+from rebalancer.core.durations import parse_duration
+from rebalancer.tools import backtest
+from rebalancer.tools.backtest_plot import plot
 from tests.conftest import AUTH, aligned_now
 from tests.metricsdata import MICROMETER_PARTITIONS, cpu_usage, partition_lag_with_assignment
 from tests.proxy import LoggingProxy

@@ -10,9 +10,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import requests
 
-from rebalancer import backtest, rules
 from rebalancer.config import Settings
-from rebalancer.durations import parse_duration
+from rebalancer.core.durations import parse_duration
+from rebalancer.tools import backtest, rules
 from tests.conftest import AUTH, aligned_now
 from tests.metricsdata import cpu_usage, memory_working_set
 from tests.proxy import LoggingProxy

@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from rebalancer.kube import KubeGateway, api_client
+from rebalancer.adapters.kube import KubeGateway, api_client
 from tests.conftest import AUTH, aligned_now
 from tests.metricsdata import consumer_records_lag, cpu_usage, to_victoriametrics_import
 from tests.proxy import LoggingProxy

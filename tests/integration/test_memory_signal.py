@@ -7,9 +7,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from rebalancer import rules
 from rebalancer.config import Settings
-from rebalancer.durations import parse_duration
+from rebalancer.core.durations import parse_duration
+from rebalancer.tools import rules
 from tests.conftest import AUTH, aligned_now
 from tests.metricsdata import memory_working_set
 

@@ -10,9 +10,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from rebalancer.adapters.metrics_auth import metrics_session
+from rebalancer.adapters.metrics_source import MetricsSource
 from rebalancer.config import Settings
-from rebalancer.metrics_auth import metrics_session
-from rebalancer.metrics_source import MetricsSource
 from tests.conftest import AUTH, aligned_now, target
 from tests.metricsdata import cpu_usage, to_victoriametrics_import
 from tests.proxy import LoggingProxy

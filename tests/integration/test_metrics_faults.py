@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 
 import pytest
 
+from rebalancer.adapters.metrics_source import MetricsSource
 from rebalancer.errors import MetricsQueryError, MetricsUnavailableError
-from rebalancer.metrics_source import MetricsSource
 
 NOW = datetime.now(timezone.utc)
 

@@ -15,7 +15,7 @@ from datetime import timedelta
 import pytest
 import yaml
 
-from rebalancer import promql
+from rebalancer.core import promql
 from tests.metricsdata import (
     KAFKA_EXPORTER_LAG_JOIN,
     STEP_SECONDS,

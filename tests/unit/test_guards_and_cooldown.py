@@ -8,9 +8,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from rebalancer.cooldown import annotation_keys, decode_state, encode_finished, encode_lock
+from rebalancer.core.history import ActionRecord, Limits, TargetState, check_cooldown, mark_abandoned
+from rebalancer.core.policy import decide
+from rebalancer.core.workload import PodState, Rules, WorkloadStatus
 from rebalancer.errors import StateError
-from rebalancer.history import ActionRecord, Limits, TargetState, check_cooldown, mark_abandoned
-from rebalancer.policy import PodState, Rules, WorkloadStatus, decide
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 OLD = NOW - timedelta(hours=2)

@@ -9,7 +9,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from rebalancer.policy import PodState, Rules, WorkloadStatus, decide
+from rebalancer.core.policy import decide
+from rebalancer.core.workload import PodState, Rules, WorkloadStatus
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 

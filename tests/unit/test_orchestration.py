@@ -19,12 +19,12 @@ from rebalancer.acting import Actor
 from rebalancer.alerts import ManualRun, plan_manual
 from rebalancer.config import Settings
 from rebalancer.cooldown import StateStore, annotation_keys, encode_history
-from rebalancer.decision import CODES
+from rebalancer.core.decision import CODES
+from rebalancer.core.history import ActionRecord, TargetState
+from rebalancer.core.partitions import PartitionLag
+from rebalancer.core.timestamps import stamp
 from rebalancer.errors import KubeUnavailableError, MetricsQueryError
-from rebalancer.history import ActionRecord, TargetState
-from rebalancer.partitions import PartitionLag
 from rebalancer.telemetry import Telemetry
-from rebalancer.timestamps import stamp
 from tests.fakes import FakeKube, FakeMetrics
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)

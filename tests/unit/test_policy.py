@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rebalancer.policy import PodState, Rules, coefficient_of_variation, decide, projected_cv
+from rebalancer.core.policy import decide
+from rebalancer.core.statistics import coefficient_of_variation, projected_cv
+from rebalancer.core.workload import PodState, Rules
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 OLD = NOW - timedelta(hours=2)

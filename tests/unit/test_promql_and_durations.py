@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rebalancer import promql
-from rebalancer.durations import format_duration, parse_duration
+from rebalancer.core import promql
+from rebalancer.core.durations import format_duration, parse_duration
 
 
 @pytest.mark.parametrize(

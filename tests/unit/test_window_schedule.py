@@ -14,7 +14,7 @@ WORKDAYS = WindowSpec(days=["mon", "tue", "wed", "thu", "fri"], start="09:00", e
 
 
 def schedule(windows=(), blackouts=()):
-    from rebalancer.windows import Schedule
+    from rebalancer.core.windows import Schedule
     return Schedule(tuple(w.window() for w in windows), tuple(b.window() for b in blackouts))
 
 

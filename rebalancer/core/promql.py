@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import timedelta
 from string import Template
 
-from rebalancer.durations import format_duration
+from rebalancer.core.durations import format_duration
 
 PLACEHOLDERS = frozenset({"namespace", "deployment", "container", "window"})
 

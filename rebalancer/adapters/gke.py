@@ -22,8 +22,8 @@ import google.auth
 import google.auth.exceptions
 import kubernetes
 
+from rebalancer.adapters.google_token import SCOPES, GoogleTokenSource, utcnow
 from rebalancer.errors import ConfigError
-from rebalancer.google_token import SCOPES, GoogleTokenSource, utcnow
 
 CA_DIR = Path(tempfile.gettempdir()) / "pod-rebalancer"
 

@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from rebalancer import policy
+from rebalancer.core.workload import Rules
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ def closed_spans(times: list[datetime], allows: Any) -> list[tuple[datetime, dat
     return spans
 
 
-def plot(report: Any, rules: policy.Rules, path: Path) -> Drawn:
+def plot(report: Any, rules: Rules, path: Path) -> Drawn:
     """Write a PNG of a ``backtest.Report`` (which imports this module, not the other way
     round). The cooldown after each would-act moment and the closed maintenance windows are
     shaded spans, so that what held an episode back shows at a day's scale."""

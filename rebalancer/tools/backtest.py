@@ -4,7 +4,7 @@
         --signal cpu --since 24h --step 1m [--plot backtest.png]
 
 The target's own query is evaluated over the period with range queries (as few as the
-backend's point limit allows), then the *same* ``policy.decide`` runs at every step, with the
+backend's point limit allows), then the *same* ``decide`` runs at every step, with the
 cooldown and hourly budget simulated by the same ``history.check_cooldown``. Kubernetes is
 never contacted, so what only Kubernetes knows is assumed, and the report says so: every pod
 with a value at a step is taken as Ready, owned by the Deployment, old enough and not
@@ -24,16 +24,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from rebalancer import history, policy
-from rebalancer.composite import composite
+from rebalancer.adapters.metrics_auth import metrics_session
+from rebalancer.adapters.metrics_source import MetricsSource, PartitionKey
 from rebalancer.config import SIGNAL_NAMES, Settings, SignalName, Target, load_settings
-from rebalancer.durations import format_duration, parse_duration
+from rebalancer.core import history
+from rebalancer.core.composite import composite
+from rebalancer.core.durations import format_duration, parse_duration
+from rebalancer.core.measurement import Verdict
+from rebalancer.core.partitions import ByPartition, PartitionLag
+from rebalancer.core.policy import decide, measured_skew
+from rebalancer.core.timestamps import stamp
+from rebalancer.core.windows import Schedule
+from rebalancer.core.workload import PodState, Rules, WorkloadStatus
 from rebalancer.errors import RebalancerError
-from rebalancer.metrics_auth import metrics_session
-from rebalancer.metrics_source import MetricsSource, PartitionKey
-from rebalancer.partitions import ByPartition, PartitionLag
-from rebalancer.timestamps import stamp
-from rebalancer.windows import Schedule
 
 # How the codes that held an action back are grouped in the summary.
 HELD_BY = {
@@ -58,7 +61,7 @@ class Step:
     """The decision at one step, and what the simulated cooldown made of it."""
 
     at: datetime
-    verdict: policy.Verdict
+    verdict: Verdict
     acted: bool
     held_by: str | None = None  # the code that held back a verdict that wanted to act, or a guard
     effects: tuple[history.Effect, ...] = ()  # of earlier simulated actions, judged at this step
@@ -68,7 +71,7 @@ class Step:
 class Judging:
     """Everything the replay decides with, as the live function does for the same target."""
 
-    rules: policy.Rules
+    rules: Rules
     limits: history.Limits
     effects: history.EffectRules
     schedule: Schedule = field(default_factory=Schedule)
@@ -174,22 +177,22 @@ def _pods_of(samples: dict[str, float] | ByPartition) -> list[str]:
 
 def replay(recorded: History, times: Sequence[datetime], signal: str, judging: Judging, assumed: Assumed = Assumed(),
            by_partition: bool = False) -> list[Step]:
-    """``policy.decide`` at every time, with the cooldown, the effects of its own actions and the
+    """``decide`` at every time, with the cooldown, the effects of its own actions and the
     back-off simulated as the live function keeps them. Pure."""
     rules, state = judging.rules, history.TargetState()
     workload = None
     if rules.mode == "hpa":
-        workload = policy.WorkloadStatus(replicas=0, hpa_name="assumed", hpa_count=1,
+        workload = WorkloadStatus(replicas=0, hpa_name="assumed", hpa_count=1,
                                          hpa_cpu_target_utilization=assumed.hpa_target_utilization)
     steps = []
     for at in times:
         samples = _samples_at(recorded, at.timestamp(), by_partition)
         old = at - rules.min_pod_age - timedelta(days=1)
-        pods = [policy.PodState(name=pod, ready=True, owned=True, created_at=old, cpu_request=assumed.cpu_request)
+        pods = [PodState(name=pod, ready=True, owned=True, created_at=old, cpu_request=assumed.cpu_request)
                 for pod in _pods_of(samples)]
-        verdict = policy.decide(signal, pods, samples, rules, at, workload=workload)
+        verdict = decide(signal, pods, samples, rules, at, workload=workload)
         judged: tuple[history.ActionRecord, ...] = ()
-        measured = policy.measured_skew(verdict)
+        measured = measured_skew(verdict)
         if measured is not None:
             state, judged = history.record_effects(state, signal, at, measured[0], judging.effects, gone=measured[1])
         effects = tuple(r.effect for r in judged if r.effect is not None)
@@ -255,7 +258,7 @@ def _fmt_time(at: datetime) -> str:
     return at.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _why(verdict: policy.Verdict, rules: policy.Rules) -> str:
+def _why(verdict: Verdict, rules: Rules) -> str:
     """The reason, short enough for a table row (the full one is in verdict.reason)."""
     better = f"{verdict.extra.get('improvement', 0):.0%} better"
     if rules.mode == "hpa":
@@ -264,7 +267,7 @@ def _why(verdict: policy.Verdict, rules: policy.Rules) -> str:
     return f"CV above {rules.threshold:g}; projected CV {verdict.projected_cv:.3g} after the move ({better})"
 
 
-def render(report: Report, rules: policy.Rules) -> str:
+def render(report: Report, rules: Rules) -> str:
     """The report as text: the moments it would have acted, how often, and what held it back."""
     lines = [
         f"Backtest of {report.target}/{report.signal} from {_fmt_time(report.start)} to {_fmt_time(report.end)} UTC, "
@@ -352,7 +355,7 @@ def main(argv: list[str] | None = None, now: datetime | None = None) -> int:
         return 2
     print(render(report, rules))
     if args.plot:
-        from rebalancer.backtest_plot import plot
+        from rebalancer.tools.backtest_plot import plot
 
         plot(report, rules, args.plot)
         print(f"\nPlot written to {args.plot}")

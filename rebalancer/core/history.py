@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from rebalancer.durations import format_duration
-from rebalancer.timestamps import stamp
+from rebalancer.core.durations import format_duration
+from rebalancer.core.timestamps import stamp
 
 Effect = Literal["improved", "no_effect", "worse"]
 EFFECTS: tuple[Effect, ...] = ("improved", "no_effect", "worse")

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from rebalancer import policy
-from rebalancer.composite import Composite
+from rebalancer.core.composite import Composite
+from rebalancer.core.measurement import PodNote, SelectedPod, Verdict
 
 # Every decision code, the stable word that says why (README, "The answer"). A test keeps the
 # README's table and this list the same.
@@ -33,14 +33,14 @@ class Verified:
     floor: float | None = None  # the mean below which a skew does not matter
 
     @classmethod
-    def of(cls, verdict: policy.Verdict | None, threshold: float) -> Verified:
+    def of(cls, verdict: Verdict | None, threshold: float) -> Verified:
         stats = verdict.stats if verdict else None
         if verdict is None or stats is None:
             return cls(None, threshold, 0, None, None, verdict.floor if verdict else None)
         return cls(stats.value, threshold, stats.pods, stats.mean, stats.stddev, verdict.floor)
 
 
-def _notes(notes: tuple[policy.PodNote, ...]) -> list[dict[str, str]]:
+def _notes(notes: tuple[PodNote, ...]) -> list[dict[str, str]]:
     return [{"pod": n.pod, "why": n.why} for n in notes]
 
 
@@ -50,7 +50,7 @@ class VerdictDetails:
 
     query: str
     dry_run: bool
-    verdict: policy.Verdict
+    verdict: Verdict
     series_ignored: int  # series for pods the Deployment does not have (other workloads, pods gone)
     composite: Composite | None = None  # a composite decision's components
 
@@ -74,7 +74,7 @@ class VerdictDetails:
         }
 
 
-def _composite(scored: Composite, verdict: policy.Verdict) -> dict[str, Any]:
+def _composite(scored: Composite, verdict: Verdict) -> dict[str, Any]:
     """The weights, each component's mean, and every component of every selected pod (and of the
     hottest and coldest), so the answer shows why a pod scored what it did."""
     shown = {s.pod for s in verdict.selected} | {p.pod for p in (verdict.hot, verdict.cold) if p is not None}
@@ -87,7 +87,7 @@ def _composite(scored: Composite, verdict: policy.Verdict) -> dict[str, Any]:
     }
 
 
-def _partitions(verdict: policy.Verdict) -> dict[str, Any]:
+def _partitions(verdict: Verdict) -> dict[str, Any]:
     """Partition-aware lag: who holds what, and the partition that explains the skew, if one does."""
     assigned, hot = verdict.assignment, verdict.hot_partition
     assert assigned is not None
@@ -127,7 +127,7 @@ class Decision:
     outcome: str = "skipped"
     reason: str = ""
     verified: Verified | None = None
-    selected: tuple[policy.SelectedPod, ...] = ()
+    selected: tuple[SelectedPod, ...] = ()
     namespace: str | None = None  # absent for a refused alert, which names no target
     deployment: str | None = None
     code: str | None = None

@@ -17,8 +17,8 @@ from typing import TypeVar
 import msgspec
 import requests
 
+from rebalancer.core.partitions import PartitionLag
 from rebalancer.errors import MetricsQueryError, MetricsUnavailableError, RebalanceUnderWayError
-from rebalancer.partitions import PartitionLag
 
 POD_LABEL = "pod"
 PartitionKey = tuple[str, str, str]  # (pod, topic, partition)

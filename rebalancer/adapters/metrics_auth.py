@@ -16,9 +16,9 @@ import google.auth.exceptions
 import requests
 import requests.auth
 
+from rebalancer.adapters.google_token import GoogleTokenSource
 from rebalancer.config import Settings
 from rebalancer.errors import ConfigError, MetricsQueryError
-from rebalancer.google_token import GoogleTokenSource
 
 # Reading monitoring data is all the function does with Google Managed Prometheus.
 MONITORING_SCOPES = ("https://www.googleapis.com/auth/monitoring.read",)

@@ -1,0 +1,60 @@
+"""The client's failures, translated into the function's own errors at this edge."""
+
+from __future__ import annotations
+
+import json
+
+import google.auth.exceptions
+import urllib3
+from kubernetes.client.exceptions import ApiException
+
+from rebalancer.errors import (
+    KubeConflictError,
+    KubeError,
+    KubeForbiddenError,
+    KubeNotFoundError,
+    KubeUnavailableError,
+)
+
+
+def status_message(error: ApiException) -> tuple[str, str]:
+    """The ``message`` and ``reason`` of a Kubernetes Status body, when there is one."""
+    try:
+        body = json.loads(error.body or "")
+        return str(body.get("message") or error.reason or ""), str(body.get("reason") or "")
+    except (ValueError, AttributeError):
+        return str(error.reason or ""), ""
+
+
+def status_causes(error: ApiException) -> str:
+    """The ``details.causes`` messages of a Status body (the PDB's own words on a 429)."""
+    try:
+        causes = (json.loads(error.body or "").get("details") or {}).get("causes") or []
+        return "; ".join(str(c.get("message", "")) for c in causes if c.get("message"))
+    except (ValueError, AttributeError):
+        return ""
+
+
+def translate(error: Exception, doing: str) -> Exception:
+    """Turn a client-library failure into one of our errors; ``doing`` says what was tried."""
+    if isinstance(error, ApiException):
+        message, reason = status_message(error)
+        status = error.status or 0
+        text = f"Kubernetes API refused to {doing}: HTTP {status} {reason}: {message}".rstrip(": ")
+        if status == 404:
+            return KubeNotFoundError(text, status=status, reason=reason)
+        if status == 409:
+            return KubeConflictError(text, status=status, reason=reason)
+        if status in (401, 403):
+            return KubeForbiddenError(text, status=status, reason=reason)
+        if status == 429 or status >= 500 or status == 0:
+            return KubeUnavailableError(text)
+        return KubeError(text, status=status, reason=reason)
+    if isinstance(error, google.auth.exceptions.GoogleAuthError):
+        return KubeUnavailableError(f"cannot obtain a Google access token to {doing}: {type(error).__name__}")
+    return KubeUnavailableError(f"Kubernetes API unreachable while trying to {doing}: {type(error).__name__}")
+
+
+CLIENT_FAILURES = (ApiException, urllib3.exceptions.HTTPError, OSError, google.auth.exceptions.GoogleAuthError)
+
+
