@@ -1,6 +1,6 @@
 """The answer's types: one ``Decision`` per (target, signal) or refused alert, and what acting
 adds to it (``ActResult``). ``Decision.to_json`` is the one serializer: the HTTP answer and the
-decision log line are both made from it (README, "The answer")."""
+decision log line are both made from it (docs/http-api.md, "The answer")."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 from rebalancer.core.composite import Composite
 from rebalancer.core.measurement import PodNote, SelectedPod, Verdict
 
-# Every decision code, the stable word that says why (README, "The answer"). A test keeps the
-# README's table and this list the same.
+# Every decision code, the stable word that says why (docs/http-api.md, "The answer"). A test keeps the
+# table in docs/http-api.md and this list the same.
 CODES = (
     "skew_verified", "acted", "all_actions_blocked", "lock_taken", "cooldown", "hourly_budget", "ineffective",
     "hysteresis", "outside_window", "proposed", "approval_stale", "already_acted", "below_threshold", "idle",

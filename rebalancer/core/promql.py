@@ -24,7 +24,7 @@ DEFAULT_CPU_TEMPLATE = (
 # The Kafka Java consumer's own per-partition lag (fetch-manager ``records-lag``), as Micrometer
 # and Spring Kafka export it from every consumer pod; averaged over the window so that one
 # scrape's jitter does not decide. Exporters that see lag only per partition (kafka-exporter,
-# kminion) need a join with a partition->pod assignment metric: see the README.
+# kminion) need a join with a partition->pod assignment metric: see docs/lag-sources.md.
 DEFAULT_LAG_TEMPLATE = (
     "sum by (pod) (avg_over_time(kafka_consumer_fetch_manager_records_lag"
     '{namespace="$namespace", container="$container"}[$window]))'

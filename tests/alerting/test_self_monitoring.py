@@ -1,5 +1,5 @@
 """Watching pod-rebalancer itself: the alert rules about it (promtool's rule unit tests, vmalert),
-their runbooks in the README, and the Grafana dashboard, whose every query must parse and use
+their runbooks in docs/runbooks.md, and the Grafana dashboard, whose every query must parse and use
 only metrics the function exports."""
 
 from __future__ import annotations
@@ -54,15 +54,15 @@ def test_vmalert_accepts_the_self_monitoring_rules():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_every_alert_has_a_summary_a_description_and_a_runbook_in_the_readme():
-    readme = (REPO / "README.md").read_text()
+def test_every_alert_has_a_summary_a_description_and_a_runbook_in_the_docs():
+    runbooks = (REPO / "docs" / "runbooks.md").read_text()
     anchors = {re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
-               for line in readme.splitlines() if line.startswith("#")}
+               for line in runbooks.splitlines() if line.startswith("#")}
     for rule in rules():
         annotations = rule["annotations"]
         assert annotations["summary"] and len(annotations["description"]) > 80, rule["alert"]
         page, _, anchor = annotations["runbook_url"].partition("#")
-        assert page == "README.md" and anchor in anchors, (rule["alert"], anchor)
+        assert page == "docs/runbooks.md" and anchor in anchors, (rule["alert"], anchor)
 
 
 def dashboard_queries() -> list[str]:

@@ -253,8 +253,8 @@ def test_a_backing_off_target_publishes_the_end_of_its_back_off(kube):
     assert registry.get_sample_value("rebalancer_ineffective_actions_in_a_row", target) == 2.0
 
 
-def test_the_readme_lists_every_decision_code_and_no_other():
-    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+def test_the_http_api_reference_lists_every_decision_code_and_no_other():
+    text = (Path(__file__).resolve().parents[2] / "docs" / "http-api.md").read_text()
     table = text.split("| code | outcome | meaning |", 1)[1].split("\n\n", 1)[0]
     listed = {code for row in table.splitlines()[2:] for code in re.findall(r"`([a-z_]+)`", row.split("|")[1])}
     assert listed == set(CODES)

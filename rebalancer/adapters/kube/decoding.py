@@ -7,7 +7,7 @@ can overlap.
 Requests go through the official client's ``ApiClient`` (its kubeconfig, in-cluster and GKE
 authentication, token refresh, TLS and retries), but not through its generated API classes and
 models: importing ``CoreV1Api`` costs about 1.3 s at cold start, and turning a list of 10,000
-real pods into its models took 12 s and 900 MiB (see the README's benchmarks). Responses are
+real pods into its models took 12 s and 900 MiB (see docs/benchmarks.md). Responses are
 decoded by msgspec into the few fields read here instead, skipping the rest of each object
 without building it: 0.17 s and 22 MiB for the same list.
 """

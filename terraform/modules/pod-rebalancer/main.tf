@@ -2,7 +2,7 @@ locals {
   source_dir = coalesce(var.source_dir, "${path.module}/../../..")
   labels     = merge({ app = var.name }, var.labels)
 
-  # The function's configuration file, as written: every field of the README's reference can be
+  # The function's configuration file, as written: every field of docs/configuration.md can be
   # used, and the same file is what `python -m rebalancer rules` makes the alert rules from, so the
   # rules and the deployed configuration cannot disagree. metrics_url and dry_run come from the
   # environment below (it overrides the file), so that they can change without touching it.

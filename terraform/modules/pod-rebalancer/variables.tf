@@ -23,7 +23,7 @@ variable "cluster" {
 }
 
 variable "config_file" {
-  description = "The function's YAML configuration (the README's configuration reference: targets, signals, every field), shipped as is. Make the alert rules from the same file: python -m rebalancer rules FILE. metrics_url and dry_run below override it."
+  description = "The function's YAML configuration (every field: docs/configuration.md), shipped as is. Make the alert rules from the same file: python -m rebalancer rules FILE. metrics_url and dry_run below override it."
   type        = string
 
   validation {
