@@ -69,9 +69,32 @@ def test_the_config_file_the_function_is_told_about_is_in_the_archive():
     main_tf = (MODULE / "main.tf").read_text()
     config_name = Path(unquote(env["REBALANCER_CONFIG"])).name
     assert f'filename = "{config_name}"' in main_tf
-    for shipped in ('filename = "main.py"', 'filename = "requirements.txt"', 'fileset(local.source_dir, "rebalancer/*.py")'):
+    for shipped in ('filename = "main.py"', 'filename = "requirements.txt"'):
         assert shipped in main_tf
     assert "output_sha256" in resource(hcl(MODULE / "main.tf"), "google_storage_bucket_object", "source")["name"]
+
+
+def archived_package_files() -> list[str]:
+    """The package's files the archive takes: the dynamic source block's fileset pattern, matched
+    as Terraform's fileset does (doublestar: ``**`` is any number of folders, none included)."""
+    pattern = re.search(r'fileset\(local\.source_dir, "([^"]+)"\)', (MODULE / "main.tf").read_text()).group(1)
+    return sorted(str(p.relative_to(REPO)) for p in REPO.glob(pattern) if "__pycache__" not in p.parts)
+
+
+def test_the_archive_takes_every_module_of_the_package_and_the_function_starts_from_it_alone(tmp_path):
+    """The package has subpackages (core/, adapters/, config/, tools/): a pattern that stops at the
+    top folder would deploy a function that cannot import."""
+    tracked = subprocess.run(["git", "ls-files", "rebalancer"], cwd=REPO, capture_output=True, text=True, check=True)
+    assert archived_package_files() == sorted(f for f in tracked.stdout.split() if f.endswith(".py"))
+    for name in ["main.py", *archived_package_files()]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes((REPO / name).read_bytes())
+    # Every module imports from the archive's files alone (main.py itself reads its settings on import).
+    modules = [name.removesuffix(".py").removesuffix("/__init__").replace("/", ".") for name in archived_package_files()]
+    started = subprocess.run([sys.executable, "-c", f"import importlib; [importlib.import_module(m) for m in {modules!r}]"],
+                             cwd=tmp_path,
+                             capture_output=True, text=True, check=False, env={"PATH": "/usr/bin:/bin"})
+    assert started.returncode == 0, started.stderr[-2000:]
 
 
 def test_the_module_ships_the_configuration_file_as_is_and_the_example_deploys_the_file_the_rules_come_from():

@@ -31,7 +31,7 @@ data "archive_file" "source" {
     content  = local.config
   }
   dynamic "source" {
-    for_each = fileset(local.source_dir, "rebalancer/*.py")
+    for_each = fileset(local.source_dir, "rebalancer/**/*.py")
     content {
       filename = source.value
       content  = file("${local.source_dir}/${source.value}")
