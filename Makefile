@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
-.PHONY: deps system-deps controlplane kafka helm test lint unit demo try backtest bench backtest-example rules test-real-cluster clean
+.PHONY: deps system-deps controlplane kafka helm schemaprovider test lint unit demo try backtest bench backtest-example rules test-real-cluster clean
 
 deps: system-deps $(STAMP) $(CHECKOV_STAMP)
 
@@ -28,6 +28,11 @@ kafka: system-deps
 helm:
 	@scripts/build-helm
 
+# A Terraform provider plugin that serves only the vendored provider schemas (../shared/terraform-schemas),
+# built the same way, so that the tests run a real `terraform validate` of terraform/ offline.
+schemaprovider:
+	@scripts/build-schemaprovider
+
 # The venv is rebuilt whenever a requirements or constraints file changes.
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,7 +51,7 @@ lint: deps
 	$(BIN)/mypy
 	$(BIN)/python scripts/check-function-length
 
-test: lint controlplane kafka helm
+test: lint controlplane kafka helm schemaprovider
 	$(BIN)/python -m pytest
 
 # The README's backtest example and docs/backtest.png, from a synthetic day in a real VictoriaMetrics.
