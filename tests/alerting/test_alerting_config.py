@@ -137,3 +137,17 @@ def test_an_hpa_mode_rule_fires_on_a_pod_above_tolerance_times_the_average_in_pr
     test_file.write_text(yaml.safe_dump(tests))
     result = run(require_binary("promtool"), "test", "rules", str(test_file))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_python_m_rebalancer_rules_prints_the_shipped_rules_and_a_wrong_command_says_which_exist():
+    """The entry point the Makefile, the README and the rules' header name (`python -m rebalancer
+    rules`), run as a person runs it, wherever the package keeps the module."""
+    generated = subprocess.run([sys.executable, "-m", "rebalancer", "rules", str(EXAMPLE)], cwd=REPO,
+                               capture_output=True, text=True, timeout=120, check=False)
+    assert generated.returncode == 0, generated.stderr
+    assert generated.stdout == RULES.read_text()
+
+    unknown = subprocess.run([sys.executable, "-m", "rebalancer", "rulez"], cwd=REPO, capture_output=True, text=True,
+                             timeout=120, check=False)
+    assert unknown.returncode == 2
+    assert "backtest" in unknown.stderr and "rules" in unknown.stderr
