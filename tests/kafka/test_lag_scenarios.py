@@ -329,7 +329,15 @@ def test_a_crashed_consumer_is_waited_out_by_the_group_and_the_function_does_not
             peak[partition] = max(peak[partition], lag)
         answer = requests.post(f"{running.function.url}/rebalance", json={"target": "consumer", "signal": "lag"},
                                headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
-        codes.add((answer.status_code, answer.json()["decisions"][0]["code"]))
+        body = answer.json()
+        if answer.status_code == 503:
+            # Once the brokers hand the dead member's partitions on (or the restarted container
+            # rejoins), the old owner's last values stay visible for a moment: one partition under
+            # two pods, a rebalance under way, answered 503 with nothing done (seen in CI).
+            assert "a consumer-group rebalance is under way" in body["reason"], body
+            codes.add((503, "rebalance_under_way"))
+        else:
+            codes.add((answer.status_code, body["decisions"][0]["code"]))
         time.sleep(0.5)
 
     # The dead member's partitions wait until the brokers fence it (6 s here): nobody consumes them
@@ -338,7 +346,7 @@ def test_a_crashed_consumer_is_waited_out_by_the_group_and_the_function_does_not
     assert min(peak[p] for p in crashed.partitions) >= 160, peak
     assert max(lag for p, lag in peak.items() if p not in crashed.partitions) < 160, peak
     assert evictions(kube) == [] and decisions(running, "acted") == []
-    assert {code for _, code in codes} <= {"idle", "below_floor", "below_threshold"}, codes
+    assert {code for _, code in codes} <= {"idle", "below_floor", "below_threshold", "rebalance_under_way"}, codes
     # The kubelet restarted the container; the new process is a member again and the lag drains.
     status = kube.core.read_namespaced_pod(crashed.client_id, kube.namespace).status
     assert status.container_statuses[0].restart_count == 1 and container_pid(crashed.client_id) != pid
