@@ -36,9 +36,9 @@ PLUGIN = REPO / ".build" / "schemaprovider"
 # What the module and the example read from outside terraform/ (file(), fileset()).
 READ_FROM_THE_REPOSITORY = ("terraform", "deploy", "examples")
 
-RESOURCE_META = {"count", "for_each", "depends_on", "provider", "lifecycle", "provisioner", "connection"}
-DATA_META = {"count", "for_each", "depends_on", "provider", "lifecycle"}
-PROVIDER_META = {"alias"}
+RESOURCE_META = frozenset({"count", "for_each", "depends_on", "provider", "lifecycle", "provisioner", "connection"})
+DATA_META = frozenset({"count", "for_each", "depends_on", "provider", "lifecycle"})
+PROVIDER_META = frozenset({"alias"})
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
-def walk_block(where: str, body: dict[str, Any], schema: dict[str, Any], meta: set[str] = frozenset()) -> list[str]:
+def walk_block(where: str, body: dict[str, Any], schema: dict[str, Any], meta: frozenset[str] = frozenset()) -> list[str]:
     """Every problem of one block's body against its schema block (and of its blocks, nested)."""
     problems = []
     attributes, blocks = schema.get("attributes", {}), schema.get("block_types", {})
