@@ -30,7 +30,7 @@ from rebalancer.config.fields import (
 )
 from rebalancer.core import history, promql
 from rebalancer.core.windows import DAYS, Schedule, Window
-from rebalancer.core.workload import Mode, Rules, Selection
+from rebalancer.core.workload import Assignor, Mode, Rules, Selection
 
 
 class _Strict(BaseModel):
@@ -139,6 +139,9 @@ class Target(_Strict):
     max_pods_per_action: int = Field(default=2, ge=1)
     max_missing_fraction: Fraction = 0.2
     min_improvement: Fraction = 0.1
+    # How the consumer group hands partitions out, for the projection of partition-aware lag:
+    # the new protocol's uniform (its default) or range, or the classic cooperative-sticky.
+    assignor: Assignor = "uniform"
     max_unready_fraction: Fraction = 0.2
     max_actions_per_hour: int = Field(default=4, ge=1)
     # The closed loop: how long after an action its effect is measured (default: the cooldown),
@@ -180,6 +183,10 @@ class Target(_Strict):
         for signal in ("cpu", "memory"):
             if signal in self.signals and self.signals[signal].partitions is not None:
                 raise ValueError(f"signals.{signal}.partitions: partition-aware decisions are for the lag signal only")
+        lag = self.signals.get("lag")
+        if "assignor" in self.model_fields_set and (lag is None or lag.partitions is None):
+            raise ValueError("assignor: the projection follows the assignor only where it knows who holds which "
+                             "partition: set signals.lag.partitions too, or remove assignor")
         if self.max_backoff < self.backoff:
             raise ValueError("max_backoff: must be at least backoff (the first wait)")
         return self
@@ -238,6 +245,7 @@ class Target(_Strict):
             unit=UNITS[signal],
             hot_partition_share=spec.hot_partition_share,
             hot_inflow_ratio=spec.hot_inflow_ratio,
+            assignor=self.assignor,
         )
 
     def _render(self, template: str) -> str:

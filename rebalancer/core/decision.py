@@ -61,7 +61,8 @@ class VerdictDetails:
             "dry_run": self.dry_run,
             "hot": {"pod": v.hot.pod, "value": v.hot.value} if v.hot else None,
             "cold": {"pod": v.cold.pod, "value": v.cold.value} if v.cold else None,
-            "projected_cv": v.projected_cv,
+            "projected_cv": v.projected_cv,  # what min_improvement was judged on: the worst end
+            "projected": None if v.projected is None else asdict(v.projected),
             "measures": dict(v.extra),  # improvement; in hpa mode also the HPA target and the threshold it gives
             "ready_pods": v.ready_pods,
             "missing_pods": list(v.missing),

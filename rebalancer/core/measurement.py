@@ -7,11 +7,11 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from statistics import fmean
 from typing import Any
 
-from rebalancer.core.partitions import Assignment, HotPartition, redistribute
-from rebalancer.core.statistics import Stats, coefficient_of_variation, fmt, projected_cv
+from rebalancer.core.assignors import project
+from rebalancer.core.partitions import Assignment, HotPartition
+from rebalancer.core.statistics import Stats, fmt, projected_cv
 from rebalancer.core.workload import Mode, PodState, Role, Rules
 
 
@@ -37,6 +37,17 @@ class PodNote:
 
 
 @dataclass(frozen=True)
+class Projected:
+    """The CV after a move, at the best and the worst end of what can happen. ``model`` names how:
+    a Kafka assignor (uniform, range, cooperative-sticky) when the partitions are known, or
+    ``even`` (the load spread evenly over the pods that stay) when they are not."""
+
+    best: float
+    worst: float
+    model: str
+
+
+@dataclass(frozen=True)
 class Verdict:
     act: bool
     code: str  # stable, machine-readable: e.g. "skew_verified", "below_threshold"
@@ -46,7 +57,8 @@ class Verdict:
     hot: PodValue | None = None
     cold: PodValue | None = None
     selected: tuple[SelectedPod, ...] = ()
-    projected_cv: float | None = None
+    projected_cv: float | None = None  # what min_improvement was judged on: the worst end of ``projected``
+    projected: Projected | None = None
     missing: tuple[str, ...] = ()  # Ready pods the metrics backend had no value for
     invalid: tuple[PodNote, ...] = ()  # values that cannot be used (NaN, Inf, negative)
     ignored: tuple[PodNote, ...] = ()  # pods not counted at all (not Ready, terminating, not owned)
@@ -142,13 +154,15 @@ class Measurement:
             mode=self.rules.mode, floor=self.rules.floor, assignment=self.assigned, **more,
         )
 
-    def projected(self, removed: Sequence[str], draining: Sequence[str] = ()) -> float:
-        """The CV after the removed pods' load moves to the others: spread evenly, or with
-        partitions, partition by partition, each one whole (a slow consumer's backlog drains)."""
+    def projected(self, removed: Sequence[str], draining: Sequence[str] = ()) -> Projected:
+        """The CV after the removed pods' load moves. With partitions, as the target's assignor
+        moves them, whole, by count, replacements included, at its best and worst end (a slow
+        consumer's backlog drains); without, spread evenly over the pods that stay."""
         if self.assigned is None:
-            return projected_cv(self.values, removed)
-        after = list(redistribute(self.assigned, removed, draining).values())
-        return coefficient_of_variation(after).value if after and fmean(after) > 0 else 0.0
+            even = projected_cv(self.values, removed)
+            return Projected(even, even, "even")
+        ends = project(self.assigned, removed, self.rules.assignor, draining)
+        return Projected(ends.best.cv, ends.worst.cv, ends.assignor)
 
 
 def measure(signal: str, pods: Sequence[PodState], samples: Mapping[str, float], rules: Rules, now: datetime,

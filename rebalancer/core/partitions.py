@@ -111,7 +111,7 @@ def culprit(assigned: Assignment, hottest: str, mean: float, share_limit: float,
     typical = median(p.lag for partitions in assigned.held.values() for p in partitions)
     share = min(1.0, max(0.0, (biggest.lag - typical) / excess))
     if share < share_limit:
-        return Culprit()
+        return _spread(held, hottest, typical)
     name = f"{biggest.topic}/{biggest.partition}"
 
     def hot(evidence: str) -> Culprit:
@@ -137,6 +137,17 @@ def culprit(assigned: Assignment, hottest: str, mean: float, share_limit: float,
                        "its consumer is at fault: one move, whose effect the closed loop judges")
 
 
+def _spread(held: Sequence[PartitionLag], hottest: str, typical: float) -> Culprit:
+    """An excess spread over the pod's partitions: a consumer that falls behind on every one of
+    them (each at least twice a typical partition) is slow, and its backlog drains at the next
+    owners; else the pod holds more, or busier, partitions than the others."""
+    least = min(p.lag for p in held)
+    if len(held) > 1 and least > 0 and least >= 2 * typical:
+        return Culprit(why=f"all {len(held)} of {hottest}'s partitions fall behind (the least {_fmt(least)}, a "
+                           f"typical partition's {_fmt(typical)}): the consumer is slow or stuck")
+    return Culprit()
+
+
 def _rate(per_second: float) -> str:
     return f"{per_second:,.3g}/s"
 
@@ -147,28 +158,3 @@ def _times(value: float, base: float) -> str:
 
 def _fmt(x: float) -> str:
     return f"{x:,.0f}" if abs(x) >= 10_000 else f"{x:.4g}"
-
-
-def redistribute(assigned: Assignment, removed: Sequence[str], draining: Sequence[str] = ()) -> dict[str, float]:
-    """Each pod's lag after the removed pods' partitions move, whole, to the pods that stay (idle
-    ones included): the biggest partition first, each to the pod with the least lag then, as a
-    balancing assignor would. Pods still holding nothing are left out.
-
-    The partitions of ``draining`` pods (a consumer found slow or stuck) arrive with no more lag
-    than a typical partition: their backlog was their consumer's, and a healthy one drains it, as
-    a real group showed (a stuck consumer's partition moved whole would otherwise look as hot at
-    its next owner, and the move as useless)."""
-    lag = {pod: value for pod, value in assigned.lag_by_pod().items() if pod not in removed}
-    staying = sorted(set(lag) | {pod for pod in assigned.idle if pod not in removed})
-    if not staying:
-        raise ValueError("redistribution needs at least one pod that stays")
-    loads = {pod: lag.get(pod, 0.0) for pod in staying}
-    holds = {pod: pod in lag for pod in staying}
-    typical = median(p.lag for held in assigned.held.values() for p in held) if assigned.held else 0.0
-    moving = sorted((PartitionLag(p.topic, p.partition, min(p.lag, typical)) if pod in draining else p
-                     for pod in removed for p in assigned.held.get(pod, ())), key=lambda p: (-p.lag, p.topic, p.partition))
-    for partition in moving:
-        receiver = min(staying, key=lambda pod: (loads[pod], pod))
-        loads[receiver] += partition.lag
-        holds[receiver] = True
-    return {pod: load for pod, load in loads.items() if holds[pod]}

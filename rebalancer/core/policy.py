@@ -15,7 +15,16 @@ from datetime import datetime
 from statistics import fmean
 from typing import Any
 
-from rebalancer.core.measurement import Measurement, PodNote, SelectedPod, Verdict, measure, selectable, split_pods
+from rebalancer.core.measurement import (
+    Measurement,
+    PodNote,
+    Projected,
+    SelectedPod,
+    Verdict,
+    measure,
+    selectable,
+    split_pods,
+)
 from rebalancer.core.partitions import ByPartition, Culprit, assignment, culprit
 from rebalancer.core.statistics import coefficient_of_variation, fmt, projected_cv
 from rebalancer.core.workload import PodState, Rules, WorkloadStatus, hpa_guard, rollout_guard, unready_guard
@@ -97,8 +106,9 @@ def _assignment_note(m: Measurement, hottest: str, found: Culprit) -> str:
     if hottest not in over:
         whole = f"partitions stay whole in the projection ({m.assigned.partitions} partitions over {len(m.counted)} pods)"
         return f"; {found.why}; {whole}, and its backlog drains at their next owners" if found.why else f"; {whole}"
+    slow = f"; {found.why}, and its backlog drains at their next owners" if found.why else ""
     return (f"; the assignment is uneven: {hottest} holds {over[hottest]} of {m.assigned.partitions} partitions, "
-            f"more than its fair share {m.assigned.fair_share}, and the projection keeps every partition whole")
+            f"more than its fair share {m.assigned.fair_share}, and the projection keeps every partition whole{slow}")
 
 
 def _safety(m: Measurement, workload: WorkloadStatus | None, exceeds: str, **more: Any) -> Verdict | None:
@@ -183,7 +193,8 @@ def _decide_hpa(m: Measurement, now: datetime, workload: WorkloadStatus | None) 
     chosen = ", ".join(f"{s.pod} ({s.role}, {fmt(s.value)})" for s in selected)
     moved = f"moving {chosen} brings the hot pods' average {fmt(hot_average)} to {fmt(hot_average * (1 - improvement))}"
     outcome = {"threshold": limit, "extra": {**extra, "improvement": improvement}, "passed_over": passed_over,
-               "selected": selected, "projected_cv": projected_cv(values, [s.pod for s in selected])}
+               "selected": selected, "projected_cv": (even := projected_cv(values, [s.pod for s in selected])),
+               "projected": Projected(even, even, "even")}
     if improvement < rules.min_improvement:
         return m.verdict(False, "no_improvement", f"{exceeds}, but {moved} ({improvement:.1%} better, "
                          f"less than min_improvement {rules.min_improvement:.0%})", **outcome)
@@ -192,7 +203,8 @@ def _decide_hpa(m: Measurement, now: datetime, workload: WorkloadStatus | None) 
 
 def _decide_cv(m: Measurement, now: datetime, workload: WorkloadStatus | None) -> Verdict:
     """Act when the CV is above the threshold and moving the selected pods would lower it by at
-    least ``min_improvement`` (the load spread evenly over the pods that remain)."""
+    least ``min_improvement``: the load spread evenly over the pods that remain or, with
+    partitions, moved as the target's assignor moves them, judged on the worst end."""
     rules, stats, measured = m.rules, m.stats, m.described()
     assert stats is not None
     if stats.value <= rules.threshold:
@@ -210,17 +222,31 @@ def _decide_cv(m: Measurement, now: datetime, workload: WorkloadStatus | None) -
     count = min(rules.max_pods_per_action, len(m.counted) - rules.min_pods)
     selected = _select(m.values, candidates, rules, count)
     # A consumer found slow or stuck leaves its backlog behind: a healthy consumer drains it.
-    after = m.projected([s.pod for s in selected], draining=[m.ranked[-1]] if found.why else [])
-    improvement = 1 - after / stats.value
+    projected = m.projected([s.pod for s in selected], draining=[m.ranked[-1]] if found.why else [])
+    # Judged on the worst end: the move must help whatever the assignor does.
+    improvement = 1 - projected.worst / stats.value
     chosen = ", ".join(f"{s.pod} ({s.role}, {fmt(s.value)})" for s in selected)
-    outcome = {"passed_over": passed_over, "selected": tuple(selected), "projected_cv": after,
-               "extra": {"improvement": improvement}}
+    outcome = {"passed_over": passed_over, "selected": tuple(selected), "projected_cv": projected.worst,
+               "projected": projected, "extra": {"improvement": improvement}}
     if improvement < rules.min_improvement:
         return m.verdict(False, "no_improvement", f"{exceeds}, but moving {chosen} would only bring it to "
-                         f"{fmt(after)} ({improvement:.0%} better, min_improvement {rules.min_improvement:.0%})", **outcome)
+                         f"{_projection(projected)} ({improvement:.0%} better at worst, min_improvement "
+                         f"{rules.min_improvement:.0%})", **outcome)
+    ranged = projected.best != projected.worst
+    worst_helps = f"even the worst end is {improvement:.0%} better" if ranged else f"{improvement:.0%} better"
     return m.verdict(True, "skew_verified", f"{measured} exceeds the threshold {fmt(rules.threshold)}; selected {chosen}; "
-                     f"projected CV after rebalancing {fmt(after)} ({improvement:.0%} better)"
+                     f"projected CV after rebalancing {_projection(projected)} ({worst_helps})"
                      f"{_assignment_note(m, m.ranked[-1], found)}", **outcome)
+
+
+def _projection(projected: Projected) -> str:
+    """The projected CV as the answer says it: one value, or the range and what made it."""
+    if projected.model == "even":
+        return fmt(projected.worst)
+    if projected.best == projected.worst:
+        return f"{fmt(projected.worst)} (the {projected.model} assignor's only outcome)"
+    return (f"{fmt(projected.best)} to {fmt(projected.worst)} (the {projected.model} assignor's best and worst "
+            "assignment)")
 
 
 def measured_skew(verdict: Verdict) -> tuple[float, bool] | None:

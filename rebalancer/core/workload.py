@@ -10,6 +10,8 @@ from typing import Literal
 
 Selection = Literal["rotate_outliers", "hottest"]
 Mode = Literal["cv", "hpa"]
+# How a consumer group hands partitions out (core.assignors): the new protocol's two, the classic one.
+Assignor = Literal["uniform", "range", "cooperative-sticky"]
 Role = Literal["hot", "cold"]
 
 
@@ -46,6 +48,7 @@ class Rules:
     unit: str = ""  # of the signal's values, for the reasons
     hot_partition_share: float = 0.5  # partitions: share of the hot pod's excess one partition may explain
     hot_inflow_ratio: float = 3.0  # partitions with inflow: a partition this many times the median inflow is hot
+    assignor: Assignor = "uniform"  # partitions: how the consumer group hands partitions out (core.assignors)
 
 
 @dataclass(frozen=True)

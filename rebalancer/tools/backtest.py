@@ -264,7 +264,12 @@ def _why(verdict: Verdict, rules: Rules) -> str:
     if rules.mode == "hpa":
         hot = sum(1 for s in verdict.selected if s.role == "hot")
         return f"{hot} pod(s) above {verdict.threshold:.3g} cores (HPA target x tolerance); {better}"
-    return f"CV above {rules.threshold:g}; projected CV {verdict.projected_cv:.3g} after the move ({better})"
+    projected = verdict.projected
+    if projected is None or projected.best == projected.worst:
+        return f"CV above {rules.threshold:g}; projected CV {verdict.projected_cv:.3g} after the move ({better})"
+    # Partition-aware lag: the range the target's assignor can land in, judged on its worst end.
+    return (f"CV above {rules.threshold:g}; projected CV {projected.best:.3g} to {projected.worst:.3g} after the move "
+            f"({projected.model} assignor; {better} at worst)")
 
 
 def render(report: Report, rules: Rules) -> str:

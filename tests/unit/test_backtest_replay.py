@@ -142,3 +142,25 @@ def test_the_replay_applies_the_hysteresis_after_an_action():
 
     assert sum(s.acted for s in steps) == 1
     assert {s.held_by for s in steps[16:]} == {"hysteresis"}
+
+
+@pytest.mark.parametrize(("assignor", "code"), [("range", "no_improvement"), ("uniform", "skew_verified")])
+def test_the_replay_projects_as_the_targets_assignor_does(assignor, code):
+    # Three topics of five partitions over four consumers, as range leaves them: m0 holds six.
+    # Evicting m0 cannot help under range (every topic's extra lands on one member again); under
+    # uniform the replacement and the others end at 3, 4, 4, 4.
+    times = step_times(START, START + timedelta(minutes=2), timedelta(minutes=1))
+    held = {"m0": [(t, n) for t in "abc" for n in (0, 1)]} | {f"m{i}": [(t, i + 1) for t in "abc"] for i in (1, 2, 3)}
+    recorded = {(pod, topic, str(n)): {t.timestamp(): 1000.0 for t in times} for pod, keys in held.items() for topic, n in keys}
+    rules = Rules(threshold=0.3, floor=500, min_pods=3, assignor=assignor)
+
+    steps = replay(recorded, times, "lag", judging(rules, timedelta(minutes=15)), by_partition=True)
+
+    verdict = steps[0].verdict
+    assert verdict.code == code, verdict.reason
+    assert verdict.projected is not None and verdict.projected.model == assignor
+    if assignor == "range":
+        assert verdict.projected.worst == pytest.approx(verdict.stats.value)  # someone holds six again
+        assert steps[0].held_by == "no_improvement"
+    else:
+        assert verdict.projected.worst == pytest.approx(0.1155, abs=1e-4)

@@ -84,6 +84,8 @@ def test_dry_run_accepts_only_true_false_1_0(config_file, monkeypatch, word):
          "targets.0.signals.lag.hot_inflow_ratio"),
         ({"backoff_after_ineffective": 0}, "targets.0.backoff_after_ineffective"),
         ({"settle": "0s"}, "targets.0.settle"),
+        ({"assignor": "sticky"}, "targets.0.assignor"),
+        ({"assignor": "roundrobin"}, "targets.0.assignor"),
     ],
 )
 def test_invalid_values_are_refused_naming_the_field(config_file, change, field):
@@ -94,6 +96,7 @@ def test_invalid_values_are_refused_naming_the_field(config_file, change, field)
 
 
 @pytest.mark.parametrize(("change", "message"), [
+    ({"assignor": "range"}, "assignor: the projection follows the assignor only where it knows who holds which partition"),
     ({"signals": {"cpu": {"threshold": 0.3, "partitions": "x"}}}, "signals.cpu.partitions: partition-aware decisions are "
                                                                   "for the lag signal only"),
     ({"backoff": "2h", "max_backoff": "1h"}, "max_backoff: must be at least backoff"),
