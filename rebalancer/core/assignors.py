@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from statistics import fmean, median
+from statistics import fmean, median, quantiles
 from typing import get_args
 
 from rebalancer.core.partitions import Assignment, PartitionLag
@@ -66,18 +66,32 @@ def project(assigned: Assignment, removed: Sequence[str], assignor: Assignor,
     """The assignments the group can settle on once ``removed`` have left and as many
     replacements have joined, at both ends.
 
-    The partitions of ``draining`` pods (a consumer found slow or stuck) arrive with no more lag
-    than a typical partition: their backlog was their consumer's, and a healthy one drains it."""
-    typical = median(p.lag for held in assigned.held.values() for p in held) if assigned.held else 0.0
+    The partitions of ``draining`` pods (a consumer found slow or stuck) leave their backlog
+    behind: a healthy consumer drains it. What they carry at their next owner is then what an
+    ordinary partition carries, which nobody can say more closely than the partitions at the
+    consumers that stay do: anywhere from their 10th to their 90th percentile (a real group's
+    drained partitions came out anywhere in that band), so both ends are taken over that too."""
     staying: Holdings = {pod: list(assigned.held.get(pod, ())) for pod in (*assigned.held, *assigned.idle)
                          if pod not in removed}
-    orphans = [PartitionLag(p.topic, p.partition, min(p.lag, typical)) if pod in draining else p
-               for pod in removed for p in assigned.held.get(pod, ())]
     replacements = [f"{pod}'s replacement" for pod in removed]
-    found = sorted((Outcome(_settle(staying, orphans, replacements, assignor, direction)) for direction in ("best", "worst")),
-                   key=lambda outcome: outcome.cv)
-    # Both are assignments the assignor could make; greedy choices need not keep them in order.
+    outcomes = []
+    for level in _drained_levels(assigned, staying) if draining else (math.inf,):
+        orphans = [PartitionLag(p.topic, p.partition, min(p.lag, level)) if pod in draining else p
+                   for pod in removed for p in assigned.held.get(pod, ())]
+        outcomes += [Outcome(_settle(staying, orphans, replacements, assignor, direction)) for direction in ("best", "worst")]
+    # Every one is an assignment the assignor could make; greedy choices need not keep them in order.
+    found = sorted(outcomes, key=lambda outcome: outcome.cv)
     return Projection(assignor, found[0], found[-1])
+
+
+def _drained_levels(assigned: Assignment, staying: Holdings) -> tuple[float, ...]:
+    """What a drained partition may carry: an ordinary partition's lag at the consumers that stay
+    (at its 10th percentile, its median, its 90th), or, with none, a typical partition's."""
+    ordinary = sorted(p.lag for held in staying.values() for p in held)
+    if len(ordinary) < 2:
+        return (median(p.lag for held in assigned.held.values() for p in held),)
+    deciles = quantiles(ordinary, n=10, method="inclusive")
+    return deciles[0], median(ordinary), deciles[-1]
 
 
 def _settle(staying: Holdings, orphans: list[PartitionLag], replacements: list[str], assignor: Assignor,

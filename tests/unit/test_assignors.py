@@ -98,6 +98,19 @@ def test_a_slow_consumers_backlog_drains_and_the_replacement_takes_its_share(ass
         assert end.cv == 0.0
 
 
+def test_a_drained_partition_may_carry_anything_an_ordinary_partition_does_at_its_next_owner():
+    # p0 is slow; the partitions at the consumers that stay carry 2 to 20. p0's two go to p1 and p2
+    # on the leave, and stay there on the join (their lowest-numbered); drained, each carries an
+    # ordinary partition's lag, anywhere from 2 to 20: the two ends differ by that alone.
+    layout = {"p0": [("t", 0, 900.0), ("t", 1, 900.0)], "p1": [("t", 2, 2.0), ("t", 3, 2.0)],
+              "p2": [("t", 4, 10.0), ("t", 5, 10.0)], "p3": [("t", 6, 20.0), ("t", 7, 20.0)]}
+
+    projected = project(assignment(layout), ["p0"], "uniform", draining=["p0"])
+
+    assert projected.best.loads() == {"p1": 22.0, "p2": 30.0, "p3": 40.0, "p0's replacement": 12.0}
+    assert projected.worst.loads() == {"p1": 4.0, "p2": 12.0, "p3": 40.0, "p0's replacement": 12.0}
+
+
 # -- what sets the assignors apart ----------------------------------------------------------------
 
 
