@@ -228,11 +228,11 @@ def _decide_cv(m: Measurement, now: datetime, workload: WorkloadStatus | None) -
     chosen = ", ".join(f"{s.pod} ({s.role}, {fmt(s.value)})" for s in selected)
     outcome = {"passed_over": passed_over, "selected": tuple(selected), "projected_cv": projected.worst,
                "projected": projected, "extra": {"improvement": improvement}}
+    ranged = projected.best != projected.worst
     if improvement < rules.min_improvement:
         return m.verdict(False, "no_improvement", f"{exceeds}, but moving {chosen} would only bring it to "
-                         f"{_projection(projected)} ({improvement:.0%} better at worst, min_improvement "
-                         f"{rules.min_improvement:.0%})", **outcome)
-    ranged = projected.best != projected.worst
+                         f"{_projection(projected)} ({improvement:.0%} better{' at worst' if ranged else ''}, "
+                         f"min_improvement {rules.min_improvement:.0%})", **outcome)
     worst_helps = f"even the worst end is {improvement:.0%} better" if ranged else f"{improvement:.0%} better"
     return m.verdict(True, "skew_verified", f"{measured} exceeds the threshold {fmt(rules.threshold)}; selected {chosen}; "
                      f"projected CV after rebalancing {_projection(projected)} ({worst_helps})"

@@ -219,3 +219,31 @@ def test_every_outcome_holds_every_partition_once_balanced_and_sticky(raw, topic
             sizes = [sum(1 for p in held if scope is None or p.topic == scope) for held in end.held.values()]
             assert max(sizes) - min(sizes) <= 1, (scope, sizes)  # balanced by count
         assert projected.best.cv <= projected.worst.cv
+
+
+# -- the gate ---------------------------------------------------------------------------------------
+
+
+def test_the_gate_judges_the_worst_end_and_the_answer_names_the_assignor():
+    from datetime import datetime, timedelta, timezone
+
+    from rebalancer.core.partitions import ByPartition
+    from rebalancer.core.policy import decide
+    from rebalancer.core.workload import PodState, Rules, WorkloadStatus
+
+    now = datetime(2026, 12, 1, tzinfo=timezone.utc)
+    layout = three_topics_range_uneven()
+    pods = [PodState(name=pod, ready=True, owned=True, created_at=now - timedelta(hours=1)) for pod in layout]
+    held = ByPartition({pod: [PartitionLag(t, str(n), lag) for t, n, lag in partitions] for pod, partitions in layout.items()})
+
+    def verdict(assignor):
+        rules = Rules(threshold=0.3, floor=0, min_pods=3, assignor=assignor)
+        return decide("lag", pods, held, rules, now, WorkloadStatus(replicas=4))
+
+    under_range, under_uniform = verdict("range"), verdict("uniform")
+
+    assert under_range.code == "no_improvement"
+    assert "would only bring it to 0.3464 (the range assignor's only outcome) (0% better, min_improvement 10%)" \
+        in under_range.reason, under_range.reason
+    assert under_uniform.code == "skew_verified" and under_uniform.projected_cv == pytest.approx(0.1155, abs=1e-4)
+    assert "(the uniform assignor's only outcome) (67% better)" in under_uniform.reason, under_uniform.reason
