@@ -8,22 +8,26 @@ to its quota, and only the excess moves. None of them looks at lag.
 - ``uniform``, the new protocol's default (KIP-848): counts balanced over all the group's
   partitions. Which members may hold one partition more than the others follows the order of
   the members, not what they hold.
-- ``range``, the new protocol's other one: counts balanced topic by topic. The extra partitions
-  of every topic follow one member order, so they pile up on the same members.
+- ``range``, the new protocol's other one: not sticky. It sorts the members by id and hands
+  each topic's partitions out in that order, in contiguous ranges, the first members taking one
+  more where the count does not divide: the same members in every topic, so an uneven
+  assignment stays uneven. The order of the members that stay shows in what they hold now; the
+  replacement's place in it (its id is new and random) is the unknown, and every place is tried.
 - ``cooperative-sticky``, the classic protocol's: counts balanced over all partitions; a member
   already holding the upper quota keeps it while there is room.
 
-A member that holds more than its quota keeps its lowest-numbered partitions (as the brokers'
-assignors do). The function cannot know the member order (member ids are random), so it cannot
-know which members get the extra partitions and the moved ones. It projects both ends: the best
-assignment the assignor could make (the moved partitions to the least loaded members first)
-and the worst (to the most loaded first). Both are found greedily, the biggest partition first.
+With ``uniform`` and ``cooperative-sticky``, a member that holds more than its quota keeps its
+lowest-numbered partitions (as the brokers' uniform assignor does). The function cannot know the
+member order (member ids are random), so it cannot know which members get the extra partitions
+and the moved ones. It projects both ends: the best assignment the assignor could make (the
+moved partitions to the least loaded members first) and the worst (to the most loaded first),
+found greedily, the biggest partition first.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import fmean, median, quantiles
 from typing import get_args
@@ -35,6 +39,8 @@ from rebalancer.core.workload import Assignor
 ASSIGNORS: tuple[Assignor, ...] = get_args(Assignor)
 
 Holdings = dict[str, list[PartitionLag]]
+# Range: the replacements' places tried at most (two replacements among 100 members have 10,302).
+MAX_RANGE_ORDERS = 256
 
 
 @dataclass(frozen=True)
@@ -75,16 +81,49 @@ def project(assigned: Assignment, removed: Sequence[str], assignor: Assignor,
                          if pod not in removed}
     replacements = [f"{pod}'s replacement" for pod in removed]
     outcomes = []
-    for level in _drained_levels(assigned, staying) if draining else (math.inf,):
+    for level in drained_levels(assigned, staying) if draining else (math.inf,):
         orphans = [PartitionLag(p.topic, p.partition, min(p.lag, level)) if pod in draining else p
                    for pod in removed for p in assigned.held.get(pod, ())]
-        outcomes += [Outcome(_settle(staying, orphans, replacements, assignor, direction)) for direction in ("best", "worst")]
+        if assignor == "range":
+            outcomes += [Outcome(held) for held in _ranges(assigned, staying, orphans, replacements)]
+        else:
+            outcomes += [Outcome(_settle(staying, orphans, replacements, assignor, direction))
+                         for direction in ("best", "worst")]
     # Every one is an assignment the assignor could make; greedy choices need not keep them in order.
     found = sorted(outcomes, key=lambda outcome: outcome.cv)
     return Projection(assignor, found[0], found[-1])
 
 
-def _drained_levels(assigned: Assignment, staying: Holdings) -> tuple[float, ...]:
+def _ranges(assigned: Assignment, staying: Holdings, orphans: list[PartitionLag],
+            replacements: list[str]) -> list[dict[str, tuple[PartitionLag, ...]]]:
+    """Range's outcomes: the members that stay, in the order their ranges show now, with each
+    replacement at every place it can take; each topic handed out in contiguous ranges."""
+    every = sorted((p for held in (*staying.values(), orphans) for p in held), key=_number)
+    topics = sorted({p.topic for p in every})
+    first = {pod: min((_number(p) for p in held), default=None) for pod, held in staying.items()}
+    order = sorted(staying, key=lambda pod: (first[pod] is None, first[pod] or ("", 0, ""), pod))
+    orders = [order]
+    for replacement in replacements:
+        orders = [[*o[:i], replacement, *o[i:]] for o in orders for i in range(len(o) + 1)]
+    if len(orders) > MAX_RANGE_ORDERS:  # large groups, several replacements: an even sample of the places
+        step = len(orders) / MAX_RANGE_ORDERS
+        orders = [orders[int(i * step)] for i in range(MAX_RANGE_ORDERS)] + [orders[-1]]
+    outcomes = []
+    for members in orders:
+        held: dict[str, list[PartitionLag]] = {pod: [] for pod in members}
+        for topic in topics:
+            partitions = [p for p in every if p.topic == topic]
+            base, extra = divmod(len(partitions), len(members))
+            start = 0
+            for i, pod in enumerate(members):
+                size = base + (1 if i < extra else 0)
+                held[pod] += partitions[start:start + size]
+                start += size
+        outcomes.append({pod: tuple(p) for pod, p in held.items()})
+    return outcomes
+
+
+def drained_levels(assigned: Assignment, staying: Holdings) -> tuple[float, ...]:
     """What a drained partition may carry: an ordinary partition's lag at the consumers that stay
     (at its 10th percentile, its median, its 90th), or, with none, a typical partition's."""
     ordinary = sorted(p.lag for held in staying.values() for p in held)
@@ -106,62 +145,46 @@ def _settle(staying: Holdings, orphans: list[PartitionLag], replacements: list[s
 
 
 def _rebalance(members: Holdings, unassigned: list[PartitionLag], assignor: Assignor, direction: str) -> Holdings:
-    """One rebalance: counts balanced per scope (every topic for ``range``, the whole group
-    otherwise), sticky, the unknown member order chosen for the ``best`` or ``worst`` end."""
+    """One rebalance of ``uniform`` or ``cooperative-sticky``: counts balanced over all partitions,
+    sticky, the unknown member order chosen for the ``best`` or ``worst`` end."""
     if not members:
         return {}
     load = {pod: math.fsum(p.lag for p in held) for pod, held in members.items()}
-    # One member order for every scope, as the brokers iterate one member set for every topic:
-    # the least loaded first for the best end, the most loaded first for the worst.
+    # The least loaded first for the best end, the most loaded first for the worst.
     order = sorted(members, key=lambda pod: (load[pod], pod), reverse=direction == "worst")
     rank = {pod: i for i, pod in enumerate(order)}
     pick = min if direction == "best" else max
-    result: Holdings = {pod: [] for pod in members}
-    for scope in _scopes(members, unassigned, assignor):
-        quota = _quotas(order, {pod: _in(scope, held) for pod, held in members.items()},
-                        sum(len(_in(scope, held)) for held in members.values()) + len(_in(scope, unassigned)), assignor)
-        pool = list(_in(scope, unassigned))
-        for pod in order:
-            kept = sorted(_in(scope, members[pod]), key=_number)
-            result[pod] += kept[:quota[pod]]
-            pool += kept[quota[pod]:]
-        room = {pod: quota[pod] - len(_in(scope, result[pod])) for pod in order}
-        running = {pod: math.fsum(p.lag for p in held) for pod, held in result.items()}
-        for partition in sorted(pool, key=lambda p: (-p.lag, p.topic, _number(p))):
-            # Ties go to the earlier member in the order, at either end.
-            receiver = pick((pod for pod in order if room[pod] > 0),
-                            key=lambda pod: (running[pod], rank[pod] if direction == "best" else -rank[pod]))
-            result[receiver].append(partition)
-            running[receiver] += partition.lag
-            room[receiver] -= 1
+    quota = _quotas(order, members, sum(len(held) for held in members.values()) + len(unassigned), assignor)
+    result: Holdings = {}
+    pool = list(unassigned)
+    for pod in order:
+        kept = sorted(members[pod], key=_number)
+        result[pod], pool = kept[:quota[pod]], pool + kept[quota[pod]:]
+    room = {pod: quota[pod] - len(result[pod]) for pod in order}
+    running = {pod: math.fsum(p.lag for p in held) for pod, held in result.items()}
+    for partition in sorted(pool, key=lambda p: (-p.lag, _number(p))):
+        # Ties go to the earlier member in the order, at either end.
+        receiver = pick((pod for pod in order if room[pod] > 0),
+                        key=lambda pod: (running[pod], rank[pod] if direction == "best" else -rank[pod]))
+        result[receiver].append(partition)
+        running[receiver] += partition.lag
+        room[receiver] -= 1
     return result
 
 
 def _quotas(order: list[str], holding: Mapping[str, list[PartitionLag]], partitions: int,
             assignor: Assignor) -> dict[str, int]:
-    """How many partitions of the scope each member ends with: the minimum quota, and one more
-    for as many members as the division leaves over."""
+    """How many partitions each member ends with: the minimum quota, and one more for as many
+    members as the division leaves over."""
     base, extra = divmod(partitions, len(order))
     quota = dict.fromkeys(order, base)
     if assignor == "uniform":
         first = order[:extra]  # member order alone decides
-    else:  # range and cooperative-sticky: who holds more than the minimum keeps one more first
+    else:  # cooperative-sticky: who holds more than the minimum keeps one more first
         first = [pod for pod in order if len(holding[pod]) > base] + [pod for pod in order if len(holding[pod]) <= base]
     for pod in first[:extra]:
         quota[pod] += 1
     return quota
-
-
-def _scopes(members: Holdings, unassigned: Iterable[PartitionLag], assignor: Assignor) -> Sequence[str | None]:
-    """What the counts are balanced over: each topic for ``range``, all partitions otherwise (None)."""
-    if assignor != "range":
-        return [None]
-    topics = {p.topic for held in members.values() for p in held} | {p.topic for p in unassigned}
-    return sorted(topics)
-
-
-def _in(scope: str | None, partitions: Iterable[PartitionLag]) -> list[PartitionLag]:
-    return [p for p in partitions if scope is None or p.topic == scope]
 
 
 def _number(p: PartitionLag) -> tuple[str, int, str]:

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rebalancer.core import assignors
 from rebalancer.core.assignors import ASSIGNORS, Outcome, project
 from rebalancer.core.partitions import Assignment, PartitionLag
 
@@ -46,8 +47,8 @@ def test_with_fewer_partitions_than_members_the_replacement_may_be_left_idle(ass
     for end in (projected.best, projected.worst):
         assert sorted(counts(end).values()) == [0, 0, 1, 1, 1]
         assert end.cv == 0.0  # members holding nothing are left out, as when measured
-    # Sticky: p1 and p2 keep theirs; p0's partition goes to someone who held nothing.
-    assert names(projected.worst, "p1") == ["t/1"] and names(projected.worst, "p2") == ["t/2"]
+    if assignor != "range":  # sticky: p1 and p2 keep theirs; p0's goes to someone who held nothing
+        assert names(projected.worst, "p1") == ["t/1"] and names(projected.worst, "p2") == ["t/2"]
 
 
 @pytest.mark.parametrize("assignor", ASSIGNORS)
@@ -132,6 +133,22 @@ def test_range_keeps_an_uneven_assignment_uneven_whichever_member_it_lands_on():
     for end in (projected.best, projected.worst):
         assert sorted(counts(end).values()) == [3, 3, 3, 6]
         assert end.cv == pytest.approx(0.3464, abs=1e-4)
+
+
+def test_range_is_not_sticky_the_first_member_in_id_order_takes_the_first_range_of_every_topic():
+    # Kafka 4.4's range sorts the members by id and hands out contiguous ranges; seen on a real
+    # group: m0 (partitions 0-1 of each topic) evicted, m2 took 0-1 and gave its 2s away.
+    layout = three_topics_range_uneven()
+
+    outcomes = assignors._ranges(assignment(layout), {m: list(assignment(layout).held[m]) for m in ("m1", "m2", "m3")},
+                                 list(assignment(layout).held["m0"]), ["m0's replacement"])
+
+    assert len(outcomes) == 4  # the replacement at each place among the three that stay
+    for held in outcomes:
+        blocks = sorted(sorted({p.partition for p in partitions}) for partitions in held.values())
+        assert blocks == [["0", "1"], ["2"], ["3"], ["4"]]  # the same ranges in every topic, whoever holds them
+    firsts = {next(pod for pod, partitions in held.items() if partitions[0].partition == "0") for held in outcomes}
+    assert firsts == {"m1", "m0's replacement"}  # m1 holds the lowest range now, so it comes first unless the new id sorts before
 
 
 @pytest.mark.parametrize("assignor", ["uniform", "cooperative-sticky"])
