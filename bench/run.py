@@ -42,6 +42,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.report import publish  # noqa: E402
 from tests.metricsdata import consumer_records_lag, cpu_usage, to_victoriametrics_import  # noqa: E402
 from tests.realcluster import Cluster, ControlPlane  # noqa: E402
 from tests.samples import sample  # noqa: E402
@@ -49,8 +50,6 @@ from tests.servers import FunctionProcess, VictoriaMetrics  # noqa: E402
 
 TOKEN = "bench-token-not-a-secret"
 SIZES = (10, 100, 1_000, 10_000)
-TABLE_START, TABLE_END = "<!-- bench:start -->", "<!-- bench:end -->"
-REPORT = REPO / "docs" / "benchmarks.md"
 
 
 @dataclass(frozen=True)
@@ -303,15 +302,6 @@ def render(results: list[SizeResult], cold: list[float], imports: list[float], c
     return "\n".join(lines)
 
 
-def write_report(table: str) -> None:
-    text = REPORT.read_text()
-    if TABLE_START not in text or TABLE_END not in text:
-        raise SystemExit(f"{REPORT} has no {TABLE_START} ... {TABLE_END} block to write the table into")
-    head, rest = text.split(TABLE_START, 1)
-    _, tail = rest.split(TABLE_END, 1)
-    REPORT.write_text(f"{head}{TABLE_START}\n{table}\n{TABLE_END}{tail}")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
@@ -355,12 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             plane.stop()
             vm.stop()
-    table = render(results, cold, imports, costly)
-    print()
-    print(table)
-    if args.write:
-        write_report(table)
-        print(f"\n{REPORT.relative_to(REPO)} updated.")
+    publish(render(results, cold, imports, costly), "bench", args.write)
     return 0
 
 

@@ -75,6 +75,7 @@ class Member:
     client_id: str
     host: str
     partitions: tuple[int, ...]
+    assigned: tuple[tuple[str, int], ...] = ()  # (topic, partition): for groups on several topics
 
 
 @dataclass(frozen=True)
@@ -160,9 +161,12 @@ class KafkaBroker(ServerProcess):
         admin = self._admin()
         description = admin.describe_consumer_groups([group_id], request_timeout=ADMIN_TIMEOUT)[group_id].result(
             timeout=ADMIN_TIMEOUT)
+        def held(m: Any) -> list[Any]:
+            return m.assignment.topic_partitions if m.assignment else []
+
         members = tuple(sorted(
-            (Member(m.client_id, m.host.lstrip("/"),
-                    tuple(sorted(tp.partition for tp in (m.assignment.topic_partitions if m.assignment else []))))
+            (Member(m.client_id, m.host.lstrip("/"), tuple(sorted(tp.partition for tp in held(m))),
+                    tuple(sorted((tp.topic, tp.partition) for tp in held(m))))
              for m in description.members), key=lambda m: m.client_id))
         protocol = str(getattr(description, "type", "")).rsplit(".", 1)[-1].lower()
         return Group(str(description.state).rsplit(".", 1)[-1], members, protocol, description.partition_assignor or "")
@@ -180,9 +184,9 @@ class KafkaBroker(ServerProcess):
                 last[0] = e
                 return None
             last[0] = found
-            owned = sorted(p for m in found.members for p in m.partitions)
-            return found if (found.state == "STABLE" and len(found.members) == members
-                             and owned == list(range(partitions))) else None
+            owned = sorted(tp for m in found.members for tp in m.assigned)
+            return found if (found.state == "STABLE" and len(found.members) == members and len(owned) == partitions
+                             and len(set(owned)) == partitions) else None
         try:
             return wait_for(settled, f"group {group_id}: {members} members, every one of {partitions} partitions owned",
                             timeout, interval=0.5)
@@ -228,7 +232,8 @@ DOWNWARD_API = [
 
 def consumer_pod_template(broker: KafkaBroker, topic: str, group_id: str, *, protocol: str = "consumer",
                           slow_file: Path | None = None, grace_seconds: int = 10, process_ms: float = 0,
-                          max_poll_interval_ms: int = 300_000, container: str = "consumer", work: str = "sleep") -> dict[str, Any]:
+                          max_poll_interval_ms: int = 300_000, container: str = "consumer", work: str = "sleep",
+                          remote_assignor: str = "") -> dict[str, Any]:
     """A pod spec whose container is a real consumer, as a Deployment of consumers would have it:
     the pod's name, namespace and IP from the downward API, metrics on a named port, and a
     readiness probe on them."""
@@ -242,6 +247,7 @@ def consumer_pod_template(broker: KafkaBroker, topic: str, group_id: str, *, pro
         {"name": "PROCESS_MS", "value": str(process_ms)},
         {"name": "WORK", "value": work},
         {"name": "MAX_POLL_INTERVAL_MS", "value": str(max_poll_interval_ms)},
+        {"name": "GROUP_REMOTE_ASSIGNOR", "value": remote_assignor},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
     if slow_file is not None:

@@ -3,8 +3,8 @@ consumer group (confluent-kafka, the librdkafka client), exporting its per-parti
 /metrics the way real consumers do.
 
 - ``client.id`` is the pod's name (POD_NAME, from the downward API), so a member is its pod.
-- GROUP_PROTOCOL ``consumer`` (KIP-848, the brokers assign) or ``classic`` (the client assigns,
-  ``cooperative-sticky``).
+- GROUP_PROTOCOL ``consumer`` (KIP-848, the brokers assign, with GROUP_REMOTE_ASSIGNOR's assignor
+  when set: ``uniform`` or ``range``) or ``classic`` (the client assigns, ``cooperative-sticky``).
 - ``kafka_consumer_fetch_manager_records_lag{client_id, topic, partition}``: the Java client's
   per-partition lag as Micrometer's KafkaClientMetrics names it, filled from librdkafka's
   statistics: the high watermark minus the offset this consumer has processed, for the
@@ -128,6 +128,8 @@ def consumer_config() -> dict:
     }
     if os.environ.get("GROUP_PROTOCOL", "consumer") == "consumer":
         config["group.protocol"] = "consumer"  # timings are the brokers' (group.consumer.*)
+        if os.environ.get("GROUP_REMOTE_ASSIGNOR"):  # the brokers' assignor: uniform (their default) or range
+            config["group.remote.assignor"] = os.environ["GROUP_REMOTE_ASSIGNOR"]
     else:
         config.update({"group.protocol": "classic", "partition.assignment.strategy": "cooperative-sticky",
                        "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000})
