@@ -170,7 +170,8 @@ def test_a_slow_consumer_is_evicted_its_partitions_move_and_the_closed_loop_judg
     group = scene(partitions=8, replicas=4, protocol=protocol)
     slow = group.pods[0]
     group.slow(slow, 150)  # 6-7 messages a second, against 40 a second into its two partitions
-    running = chain({"dry_run": False, "log_format": "json", "targets": [lag_target(kube.namespace)]})
+    assignor = "uniform" if protocol == "consumer" else "cooperative-sticky"
+    running = chain({"dry_run": False, "log_format": "json", "targets": [lag_target(kube.namespace, assignor=assignor)]})
     group.produce(dict.fromkeys(range(8), 20.0), seconds=150)
 
     wait_for(lambda: evictions(kube), "the function's eviction", timeout=90)
@@ -181,6 +182,10 @@ def test_a_slow_consumer_is_evicted_its_partitions_move_and_the_closed_loop_judg
                      "the acted decision in the function's log", timeout=15)
     assert acted["code"] == "acted" and acted["selected"][0]["pod"] == slow, acted
     assert "the consumer is slow or stuck" in acted["reason"], acted["reason"]
+    # The projection the gate judged: the group's assignor, its worst end, and the backlog drained.
+    projected = acted["projected"]
+    assert projected["model"] == assignor and projected["best"] <= projected["worst"] == acted["projected_cv"], acted
+    assert projected["worst"] < acted["verified"]["value"] * (1 - 0.1), acted
     # SIGTERM: the consumer leaves the group, its partitions move, a replacement joins and consumes.
     replacement = wait_for(lambda: [m for m in group.broker.wait_for_group(group.group, 4, 8).members
                                     if m.client_id not in group.pods], "the replacement to join the group", timeout=60)
