@@ -2,8 +2,8 @@
 
 Evicting a consumer is two rebalances. It leaves, and its partitions go to the members that
 stay; then its replacement joins and takes its fair share back from whoever holds more. The
-assignors Kafka ships balance partition *counts* and are sticky: a member keeps what it holds up
-to its quota, and only the excess moves. None of them looks at lag.
+assignors Kafka ships balance partition *counts*; none of them looks at lag. Two of them are
+sticky (a member keeps what it holds up to its quota, and only the excess moves); range is not.
 
 - ``uniform``, the new protocol's default (KIP-848): counts balanced over all the group's
   partitions. Which members may hold one partition more than the others follows the order of
@@ -85,7 +85,7 @@ def project(assigned: Assignment, removed: Sequence[str], assignor: Assignor,
         orphans = [PartitionLag(p.topic, p.partition, min(p.lag, level)) if pod in draining else p
                    for pod in removed for p in assigned.held.get(pod, ())]
         if assignor == "range":
-            outcomes += [Outcome(held) for held in _ranges(assigned, staying, orphans, replacements)]
+            outcomes += [Outcome(held) for held in _ranges(staying, orphans, replacements)]
         else:
             outcomes += [Outcome(_settle(staying, orphans, replacements, assignor, direction))
                          for direction in ("best", "worst")]
@@ -94,8 +94,8 @@ def project(assigned: Assignment, removed: Sequence[str], assignor: Assignor,
     return Projection(assignor, found[0], found[-1])
 
 
-def _ranges(assigned: Assignment, staying: Holdings, orphans: list[PartitionLag],
-            replacements: list[str]) -> list[dict[str, tuple[PartitionLag, ...]]]:
+def _ranges(staying: Holdings, orphans: list[PartitionLag], replacements: list[str]) -> list[
+        dict[str, tuple[PartitionLag, ...]]]:
     """Range's outcomes: the members that stay, in the order their ranges show now, with each
     replacement at every place it can take; each topic handed out in contiguous ranges."""
     every = sorted((p for held in (*staying.values(), orphans) for p in held), key=_number)

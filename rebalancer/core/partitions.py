@@ -101,6 +101,9 @@ def culprit(assigned: Assignment, hottest: str, mean: float, share_limit: float,
       behind too it is the consumer;
     - a pod holding one partition, with no inflow known, is never called a hot partition: moving
       it is one action, and the closed loop judges its effect.
+    When no partition explains that much, the excess is spread over the pod's partitions: every
+    one of them at least twice a typical partition's lag says the consumer is slow (a real group's
+    slow consumer held three partitions, none over half its excess).
     """
     held = assigned.held.get(hottest, ())
     lag = assigned.lag_by_pod().get(hottest, 0.0)

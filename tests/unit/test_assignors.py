@@ -140,8 +140,8 @@ def test_range_is_not_sticky_the_first_member_in_id_order_takes_the_first_range_
     # group: m0 (partitions 0-1 of each topic) evicted, m2 took 0-1 and gave its 2s away.
     layout = three_topics_range_uneven()
 
-    outcomes = assignors._ranges(assignment(layout), {m: list(assignment(layout).held[m]) for m in ("m1", "m2", "m3")},
-                                 list(assignment(layout).held["m0"]), ["m0's replacement"])
+    held = assignment(layout).held
+    outcomes = assignors._ranges({m: list(held[m]) for m in ("m1", "m2", "m3")}, list(held["m0"]), ["m0's replacement"])
 
     assert len(outcomes) == 4  # the replacement at each place among the three that stay
     for held in outcomes:
