@@ -26,7 +26,8 @@ noise regressing to the mean, not the model.
 The consumers run as plain processes here, not as pods: the model is about the brokers'
 assignor, and a pod adds nothing to what the group does (the Kafka tests run the same consumer
 as pods on the real control plane). It prints a table and, with --write, writes it into
-docs/benchmarks.md.
+docs/benchmarks.md. The broker, the consumers and the producers stop on Ctrl-C, SIGTERM or SIGHUP
+(tests/servers.Stopping; a second signal during the clean-up is ignored).
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ from bench.report import publish  # noqa: E402
 from tests.metricsdata import consumer_records_lag, cpu_usage, to_victoriametrics_import  # noqa: E402
 from tests.realcluster import Cluster, ControlPlane  # noqa: E402
 from tests.samples import sample  # noqa: E402
-from tests.servers import FunctionProcess, VictoriaMetrics  # noqa: E402
+from tests.servers import FunctionProcess, Stopping, VictoriaMetrics  # noqa: E402
 
 TOKEN = "bench-token-not-a-secret"
 SIZES = (10, 100, 1_000, 10_000)
@@ -313,38 +313,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
     args = parser.parse_args(argv)
 
-    with tempfile.TemporaryDirectory(prefix="rebalancer-bench-") as tmp:
+    # Stopping: every server stops on Ctrl-C, SIGTERM or SIGHUP too, a second signal ignored.
+    with tempfile.TemporaryDirectory(prefix="rebalancer-bench-") as tmp, Stopping() as stopping:
         workdir = Path(tmp)
-        vm = VictoriaMetrics(workdir / "vm").start()
-        plane = ControlPlane(workdir / "kubernetes").start()
-        try:
-            now = time.time() // 15 * 15
-            cases = [Case(pods) for pods in args.sizes] + [Case(pods, realistic=False) for pods in args.lean]
-            seeded = sorted(set(cases) | {Case(SIZES[0])}, key=lambda c: (c.pods, not c.realistic))
-            for case in seeded:
-                print(f"seeding {case.label} pods and their series ...", flush=True)
-                began = time.monotonic()
-                seed(plane, vm, case, now)
-                print(f"  {case.label} pods Ready in {time.monotonic() - began:.1f} s", flush=True)
-            targets = [
-                # The pods were created seconds ago: without min_pod_age 0 none could be selected, and
-                # the lag decision would stop before the cooldown read that a real one makes.
-                {"name": case.name, "namespace": case.namespace, "deployment": case.name, "min_pods": 3, "min_pod_age": "0s",
-                 "signals": {"cpu": {"threshold": 0.3}, "lag": {"threshold": 0.5}}}
-                for case in seeded
-            ]
-            env = function_env(workdir, {"metrics_url": vm.url, "dry_run": True, "log_format": "json",
-                                         "targets": targets}, plane)
-            results = []
-            for case in cases:
-                print(f"timing {case.label} pods ...", flush=True)
-                results.append(measure_size(case, args.runs, env, workdir, plane, vm))
-            print("cold starts ...", flush=True)
-            cold = measure_cold_start(env, workdir, args.cold_starts)
-            imports, costly = measure_import(env, args.imports)
-        finally:
-            plane.stop()
-            vm.stop()
+        vm = stopping.add(VictoriaMetrics(workdir / "vm")).start()
+        plane = stopping.add(ControlPlane(workdir / "kubernetes")).start()
+        now = time.time() // 15 * 15
+        cases = [Case(pods) for pods in args.sizes] + [Case(pods, realistic=False) for pods in args.lean]
+        seeded = sorted(set(cases) | {Case(SIZES[0])}, key=lambda c: (c.pods, not c.realistic))
+        for case in seeded:
+            print(f"seeding {case.label} pods and their series ...", flush=True)
+            began = time.monotonic()
+            seed(plane, vm, case, now)
+            print(f"  {case.label} pods Ready in {time.monotonic() - began:.1f} s", flush=True)
+        targets = [
+            # The pods were created seconds ago: without min_pod_age 0 none could be selected, and
+            # the lag decision would stop before the cooldown read that a real one makes.
+            {"name": case.name, "namespace": case.namespace, "deployment": case.name, "min_pods": 3, "min_pod_age": "0s",
+             "signals": {"cpu": {"threshold": 0.3}, "lag": {"threshold": 0.5}}}
+            for case in seeded
+        ]
+        env = function_env(workdir, {"metrics_url": vm.url, "dry_run": True, "log_format": "json",
+                                     "targets": targets}, plane)
+        results = []
+        for case in cases:
+            print(f"timing {case.label} pods ...", flush=True)
+            results.append(measure_size(case, args.runs, env, workdir, plane, vm))
+        print("cold starts ...", flush=True)
+        cold = measure_cold_start(env, workdir, args.cold_starts)
+        imports, costly = measure_import(env, args.imports)
     publish(render(results, cold, imports, costly), "bench", args.write)
     return 0
 

@@ -70,6 +70,7 @@ class Stopping:
     def __init__(self) -> None:
         self.started: list = []
         self.received: int | None = None
+        self.previous: dict[int, Any] = {}
 
     def add(self, server):  # anything with stop(); returned, so that add(Server(...)).start() reads on
         self.started.append(server)
@@ -81,7 +82,7 @@ class Stopping:
 
     def __enter__(self) -> Stopping:
         for received in self.SIGNALS:
-            signal.signal(received, self._interrupt)
+            self.previous[received] = signal.signal(received, self._interrupt)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -96,6 +97,10 @@ class Stopping:
                 server.stop()
             except Exception as e:  # one that will not stop must not keep the others running
                 print(f"could not stop {type(server).__name__}: {e}", file=sys.stderr)
+        # Cleaned up: the signals are the caller's again (a benchmark run inside pytest leaves
+        # Ctrl-C working for the rest of the session).
+        for received, handler in self.previous.items():
+            signal.signal(received, handler)
 
 
 def require_binary(name: str) -> str:
