@@ -104,3 +104,22 @@ def test_a_port_already_taken_is_one_clear_line_and_nothing_starts(tmp_path):
     assert said == [f"make try: port {taken} (VictoriaMetrics) is already in use on 127.0.0.1: an earlier `make try` still "
                     f"running, or another server. Stop it, or choose another port: TRY_VM_PORT=<port> make try"], result.stderr
     assert "Traceback" not in result.stderr and "pytest" not in result.stderr
+
+
+def test_a_stopping_block_gives_the_signals_back_once_it_has_cleaned_up():
+    # The benchmarks run inside pytest (tests/bench): a block that left SIGINT and SIGTERM ignored
+    # made the rest of the session deaf to Ctrl-C (seen in a CI run that would not stop).
+    from tests.servers import Stopping
+
+    before = {received: signal.getsignal(received) for received in Stopping.SIGNALS}
+    stopped = []
+
+    class Server:
+        def stop(self) -> None:
+            stopped.append(signal.getsignal(signal.SIGTERM))
+
+    with Stopping() as stopping:
+        stopping.add(Server())
+
+    assert stopped == [signal.SIG_IGN]  # ignored during the clean-up
+    assert {received: signal.getsignal(received) for received in Stopping.SIGNALS} == before
