@@ -35,7 +35,7 @@ def skewed(namespace: str, signal: str, pods: list[str], start: float, end: floa
         rates = [0.5] * 6 if balanced else [0.1, 0.5, 0.5, 0.5, 1.9, 1.6]
         return cpu_usage(namespace, "ingestion-consumer", dict(zip(pods, rates, strict=True)), start, end)
     assignment = {p: pods[p % 6] for p in range(18)}  # three partitions per pod
-    behind = {0: 5.0, 4: 5000.0, 5: 3000.0}  # pods[4] far behind, pods[5] behind, pods[0] idle
+    behind = {0: 5.0, 4: 5000.0, 5: 300.0}  # pods[4] far behind, pods[5] a little behind, pods[0] idle
     lag = {p: 100.0 if balanced else behind.get(p % 6, 100.0) for p in range(18)}
     return partition_lag_with_assignment(namespace, "ingestion", lag, assignment, start, end)
 
