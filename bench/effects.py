@@ -52,8 +52,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.report import publish  # noqa: E402
-from rebalancer.core.assignors import drained_levels  # noqa: E402
-from rebalancer.core.partitions import Assignment, ByPartition, PartitionLag, culprit  # noqa: E402
+from rebalancer.core.assignors import Outcome, drained_levels  # noqa: E402
+from rebalancer.core.partitions import ByPartition, PartitionLag, assignment, culprit  # noqa: E402
 from rebalancer.core.policy import decide  # noqa: E402
 from rebalancer.core.statistics import coefficient_of_variation  # noqa: E402
 from rebalancer.core.workload import Assignor, PodState, Rules  # noqa: E402
@@ -158,8 +158,8 @@ def lag_now(broker: KafkaBroker, group: str, topics: Sequence[str]) -> dict[tupl
     return {(topic, partition): float(lag) for topic in topics for partition, lag in broker.lag(group, topic).items()}
 
 
-def measured(broker: KafkaBroker, group: str, topics: Sequence[str], partitions: int, samples: int) -> tuple[
-        dict[str, list[PartitionLag]], dict[str, int]]:
+def measured(broker: KafkaBroker, group: str, topics: Sequence[str], partitions: int,
+             samples: int) -> dict[str, list[PartitionLag]]:
     """Each member's partitions with their lag averaged over ``samples`` taken 0.2 to 0.6 s apart,
     at random: a consumer commits every 0.5 s, so samples a whole second apart would all catch
     it at the same point of its cycle, and its lag would read as its commit phase. The group
@@ -175,14 +175,13 @@ def measured(broker: KafkaBroker, group: str, topics: Sequence[str], partitions:
         last = broker.group(group)
         if [m.assigned for m in last.members] == [m.assigned for m in first.members] and last.state == "STABLE":
             break
-    held = {m.client_id: [PartitionLag(topic, str(n), sums[(topic, n)] / samples) for topic, n in m.assigned]
+    return {m.client_id: [PartitionLag(topic, str(n), sums[(topic, n)] / samples) for topic, n in m.assigned]
             for m in first.members}
-    return held, {pod: len(p) for pod, p in held.items()}
 
 
 def cv_of(held: Mapping[str, Sequence[PartitionLag]]) -> float:
-    loads = [math.fsum(p.lag for p in partitions) for partitions in held.values() if partitions]
-    return coefficient_of_variation(loads).value if loads and statistics.fmean(loads) > 0 else 0.0
+    """The CV over the consumers holding partitions, as the projection's outcomes take it."""
+    return Outcome({pod: tuple(partitions) for pod, partitions in held.items()}).cv
 
 
 def real_assignment(held: Mapping[str, Sequence[PartitionLag]], after: Mapping[str, Sequence[PartitionLag]],
@@ -190,15 +189,15 @@ def real_assignment(held: Mapping[str, Sequence[PartitionLag]], after: Mapping[s
     """The CV the model gives for the assignment the group really made: each partition at its lag
     before, a drained one over the same band as the projection. What separates it from the
     measured CV is the lag itself moving, not the assignor."""
-    assigned = Assignment({pod: tuple(p) for pod, p in held.items() if p}, ())
     staying = {pod: list(p) for pod, p in held.items() if pod != evicted}
     lag = {(p.topic, p.partition): p.lag for partitions in held.values() for p in partitions}
     moved = {(p.topic, p.partition) for p in held[evicted]} if draining else set()
     cvs = []
-    for level in drained_levels(assigned, staying) if draining else (math.inf,):
-        loads = [math.fsum(min(lag[key], level) if key in moved else lag[key]
-                           for key in ((p.topic, p.partition) for p in partitions)) for partitions in after.values()]
-        cvs.append(coefficient_of_variation([x for x in loads if x > 0]).value)
+    for level in drained_levels(assignment(list(held), held), staying) if draining else (math.inf,):
+        valued = {pod: [PartitionLag(p.topic, p.partition, min(lag[(p.topic, p.partition)], level)
+                                     if (p.topic, p.partition) in moved else lag[(p.topic, p.partition)])
+                        for p in partitions] for pod, partitions in after.items()}
+        cvs.append(cv_of(valued))
     return min(cvs), max(cvs)
 
 
@@ -239,7 +238,7 @@ def one_run(broker: KafkaBroker, scenario_key: str, seed: int, workdir: Path, st
         producers = stopping.add(Producers(broker, rates, seconds=600))
         time.sleep(20 if scenario.slow else 10)  # a slow consumer's backlog builds; steady lag elsewhere
 
-        held, counts = measured(broker, group, topics, total, BEFORE_SAMPLES)
+        held = measured(broker, group, topics, total, BEFORE_SAMPLES)
         pods = [PodState(name=pod, ready=True, owned=True, created_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
                 for pod in held]
         # The hottest consumer alone, whatever the CV and the improvement: every run moves one.
@@ -249,7 +248,7 @@ def one_run(broker: KafkaBroker, scenario_key: str, seed: int, workdir: Path, st
         if not verdict.selected or verdict.projected is None:
             raise RuntimeError(f"the decision selected nothing to move: {verdict.code}: {verdict.reason}")
         evicted = verdict.selected[0].pod
-        assigned = Assignment({pod: tuple(p) for pod, p in held.items() if p}, tuple(pod for pod, p in held.items() if not p))
+        assigned = assignment(list(held), held)
         stats = verdict.stats
         assert stats is not None
         draining = bool(culprit(assigned, evicted, stats.mean, rules.hot_partition_share).why)
@@ -263,12 +262,12 @@ def one_run(broker: KafkaBroker, scenario_key: str, seed: int, workdir: Path, st
         wait_for(lambda: max(lag_now(broker, group, topics).values()) < 5 * BASE_RATE, "the backlog to drain",
                  timeout=90, interval=1)
         time.sleep(3)
-        after, counts_after = measured(broker, group, topics, total, AFTER_SAMPLES)
+        after = measured(broker, group, topics, total, AFTER_SAMPLES)
         producers.stop()
         raw = {"scenario": scenario_key, "seed": seed, "assignor": scenario.assignor, "evicted": evicted,
                "draining": draining, "before": _plain(held), "after": _plain(after)}
-        return Run(scenario.name, seed, stats.value, evicted, _counts(counts), verdict.projected.best,
-                   verdict.projected.worst, old_projection(held, evicted, draining), cv_of(after), _counts(counts_after),
+        return Run(scenario.name, seed, stats.value, evicted, _counts(held), verdict.projected.best,
+                   verdict.projected.worst, old_projection(held, evicted, draining), cv_of(after), _counts(after),
                    real_assignment(held, after, evicted, draining), raw)
     finally:
         for consumer in consumers:
@@ -279,8 +278,9 @@ def _plain(held: Mapping[str, Sequence[PartitionLag]]) -> dict[str, list[tuple[s
     return {pod: [(p.topic, p.partition, p.lag) for p in partitions] for pod, partitions in held.items()}
 
 
-def _counts(counts: Mapping[str, int]) -> str:
-    return "/".join(str(n) for n in sorted(counts.values(), reverse=True))
+def _counts(held: Mapping[str, Sequence[PartitionLag]]) -> str:
+    """Partitions per consumer, most first: 6/3/3/3."""
+    return "/".join(str(n) for n in sorted((len(p) for p in held.values()), reverse=True))
 
 
 def render(runs: list[Run]) -> str:
