@@ -159,24 +159,32 @@ def lag_now(broker: KafkaBroker, group: str, topics: Sequence[str]) -> dict[tupl
 
 
 def measured(broker: KafkaBroker, group: str, topics: Sequence[str], partitions: int,
-             samples: int) -> dict[str, list[PartitionLag]]:
+             samples: int) -> tuple[dict[str, list[PartitionLag]], dict[tuple[str, str], float]]:
     """Each member's partitions with their lag averaged over ``samples`` taken 0.2 to 0.6 s apart,
     at random: a consumer commits every 0.5 s, so samples a whole second apart would all catch
     it at the same point of its cycle, and its lag would read as its commit phase. The group
-    unchanged from the first sample to the last (else it starts again)."""
+    unchanged from the first sample to the last (else it starts again). Also each partition's
+    inflow over the same seconds (messages/s), as an inflow query would give it."""
     jitter = random.Random()
     while True:
         first = broker.wait_for_group(group, MEMBERS, partitions)
+        started, marks = time.monotonic(), watermarks(broker, topics)
         sums: dict[tuple[str, int], float] = {}
         for _ in range(samples):
             for key, lag in lag_now(broker, group, topics).items():
                 sums[key] = sums.get(key, 0.0) + lag
             time.sleep(jitter.uniform(0.2, 0.6))
+        seconds, now = time.monotonic() - started, watermarks(broker, topics)
         last = broker.group(group)
         if [m.assigned for m in last.members] == [m.assigned for m in first.members] and last.state == "STABLE":
             break
-    return {m.client_id: [PartitionLag(topic, str(n), sums[(topic, n)] / samples) for topic, n in m.assigned]
+    held = {m.client_id: [PartitionLag(topic, str(n), sums[(topic, n)] / samples) for topic, n in m.assigned]
             for m in first.members}
+    return held, {(topic, str(n)): (now[(topic, n)] - marks[(topic, n)]) / seconds for topic, n in now}
+
+
+def watermarks(broker: KafkaBroker, topics: Sequence[str]) -> dict[tuple[str, int], int]:
+    return {(topic, n): offset for topic in topics for n, offset in broker.high_watermarks(topic).items()}
 
 
 def cv_of(held: Mapping[str, Sequence[PartitionLag]]) -> float:
@@ -238,7 +246,7 @@ def one_run(broker: KafkaBroker, scenario_key: str, seed: int, workdir: Path, st
         producers = stopping.add(Producers(broker, rates, seconds=600))
         time.sleep(20 if scenario.slow else 10)  # a slow consumer's backlog builds; steady lag elsewhere
 
-        held = measured(broker, group, topics, total, BEFORE_SAMPLES)
+        held, inflow = measured(broker, group, topics, total, BEFORE_SAMPLES)
         pods = [PodState(name=pod, ready=True, owned=True, created_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
                 for pod in held]
         # The hottest consumer alone, whatever the CV and the improvement: every run moves one.
@@ -262,10 +270,11 @@ def one_run(broker: KafkaBroker, scenario_key: str, seed: int, workdir: Path, st
         wait_for(lambda: max(lag_now(broker, group, topics).values()) < 5 * BASE_RATE, "the backlog to drain",
                  timeout=90, interval=1)
         time.sleep(3)
-        after = measured(broker, group, topics, total, AFTER_SAMPLES)
+        after, inflow_after = measured(broker, group, topics, total, AFTER_SAMPLES)
         producers.stop()
         raw = {"scenario": scenario_key, "seed": seed, "assignor": scenario.assignor, "evicted": evicted,
-               "draining": draining, "before": _plain(held), "after": _plain(after)}
+               "draining": draining, "before": _plain(held), "after": _plain(after),
+               "inflow": _flat(inflow), "inflow_after": _flat(inflow_after)}
         return Run(scenario.name, seed, stats.value, evicted, _counts(held), verdict.projected.best,
                    verdict.projected.worst, old_projection(held, evicted, draining), cv_of(after), _counts(after),
                    real_assignment(held, after, evicted, draining), raw)
@@ -276,6 +285,10 @@ def one_run(broker: KafkaBroker, scenario_key: str, seed: int, workdir: Path, st
 
 def _plain(held: Mapping[str, Sequence[PartitionLag]]) -> dict[str, list[tuple[str, str, float]]]:
     return {pod: [(p.topic, p.partition, p.lag) for p in partitions] for pod, partitions in held.items()}
+
+
+def _flat(inflow: Mapping[tuple[str, str], float]) -> list[tuple[str, str, float]]:
+    return [(topic, partition, rate) for (topic, partition), rate in inflow.items()]
 
 
 def _counts(held: Mapping[str, Sequence[PartitionLag]]) -> str:

@@ -214,6 +214,18 @@ class KafkaBroker(ServerProcess):
             out[tp.partition] = max(high - start, 0)
         return out
 
+    def high_watermarks(self, topic: str) -> dict[int, int]:
+        """Each partition's high watermark: the offset the next message will get. Its rate is the
+        partition's inflow, as `rate()` over kafka_exporter's offsets gives it."""
+        from confluent_kafka import TopicPartition
+        from confluent_kafka.admin import OffsetSpec
+
+        admin = self._admin()
+        count = len(admin.list_topics(topic, timeout=5).topics[topic].partitions)
+        latest = admin.list_offsets({TopicPartition(topic, p): OffsetSpec.latest() for p in range(count)},
+                                    request_timeout=ADMIN_TIMEOUT)
+        return {tp.partition: future.result(timeout=ADMIN_TIMEOUT).offset for tp, future in latest.items()}
+
     # -- load -----------------------------------------------------------------------------------
 
     def produce(self, topic: str, rates: dict[int, float], seconds: float) -> subprocess.Popen:
