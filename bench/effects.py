@@ -52,7 +52,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.report import publish  # noqa: E402
-from rebalancer.core.assignors import Outcome, drained_levels  # noqa: E402
+from rebalancer.core.assignors import Outcome  # noqa: E402
+from rebalancer.core.delays import delay_band, delay_ends  # noqa: E402
 from rebalancer.core.partitions import ByPartition, PartitionLag, assignment, culprit  # noqa: E402
 from rebalancer.core.policy import decide  # noqa: E402
 from rebalancer.core.statistics import coefficient_of_variation  # noqa: E402
@@ -96,6 +97,7 @@ class Run:
     worst: float
     old: float  # the projection before the assignor model
     measured: float  # the CV the group settled at
+    again: float  # the same, read once more right after: how far two readings of one settled group differ
     counts_after: str
     real: tuple[float, float]  # the CV projected from the lag before onto the assignment the group really made
     raw: dict = field(default_factory=dict, compare=False, repr=False)  # what was measured, for --raw
@@ -193,20 +195,14 @@ def cv_of(held: Mapping[str, Sequence[PartitionLag]]) -> float:
 
 
 def real_assignment(held: Mapping[str, Sequence[PartitionLag]], after: Mapping[str, Sequence[PartitionLag]],
-                    evicted: str, draining: bool) -> tuple[float, float]:
-    """The CV the model gives for the assignment the group really made: each partition at its lag
-    before, a drained one over the same band as the projection. What separates it from the
-    measured CV is the lag itself moving, not the assignor."""
-    staying = {pod: list(p) for pod, p in held.items() if pod != evicted}
-    lag = {(p.topic, p.partition): p.lag for partitions in held.values() for p in partitions}
-    moved = {(p.topic, p.partition) for p in held[evicted]} if draining else set()
-    cvs = []
-    for level in drained_levels(assignment(list(held), held), staying) if draining else (math.inf,):
-        valued = {pod: [PartitionLag(p.topic, p.partition, min(lag[(p.topic, p.partition)], level)
-                                     if (p.topic, p.partition) in moved else lag[(p.topic, p.partition)])
-                        for p in partitions] for pod, partitions in after.items()}
-        cvs.append(cv_of(valued))
-    return min(cvs), max(cvs)
+                    evicted: str, inflow: Mapping[tuple[str, str], float], spread: float) -> tuple[float, float]:
+    """The CV range the model gives for the assignment the group really made: each partition at
+    its inflow times a delay anywhere in the band of the consumers that stayed. What separates it
+    from the projected range is the assignor; from the measured CV, the delays."""
+    band = delay_band({pod: p for pod, p in held.items() if pod != evicted}, inflow, spread)
+    assert band is not None, "every consumer that stays takes in messages"
+    lowest, highest = delay_ends(after, inflow, band)
+    return cv_of(lowest), cv_of(highest)
 
 
 def old_projection(held: Mapping[str, Sequence[PartitionLag]], removed: str, draining: bool) -> float:
@@ -252,7 +248,7 @@ def one_run(broker: KafkaBroker, scenario_key: str, seed: int, workdir: Path, st
         # The hottest consumer alone, whatever the CV and the improvement: every run moves one.
         rules = Rules(threshold=0.01, floor=0, min_pods=2, min_pod_age=timedelta(0), selection="hottest",
                       max_pods_per_action=1, min_improvement=0.0, assignor=scenario.assignor)
-        verdict = decide("lag", pods, ByPartition(held), rules, datetime.now(timezone.utc))
+        verdict = decide("lag", pods, ByPartition(held, inflow), rules, datetime.now(timezone.utc))
         if not verdict.selected or verdict.projected is None:
             raise RuntimeError(f"the decision selected nothing to move: {verdict.code}: {verdict.reason}")
         evicted = verdict.selected[0].pod
@@ -271,13 +267,14 @@ def one_run(broker: KafkaBroker, scenario_key: str, seed: int, workdir: Path, st
                  timeout=90, interval=1)
         time.sleep(3)
         after, inflow_after = measured(broker, group, topics, total, AFTER_SAMPLES)
+        again, _ = measured(broker, group, topics, total, AFTER_SAMPLES)
         producers.stop()
         raw = {"scenario": scenario_key, "seed": seed, "assignor": scenario.assignor, "evicted": evicted,
                "draining": draining, "before": _plain(held), "after": _plain(after),
-               "inflow": _flat(inflow), "inflow_after": _flat(inflow_after)}
+               "inflow": _flat(inflow), "inflow_after": _flat(inflow_after), "again": _plain(again)}
         return Run(scenario.name, seed, stats.value, evicted, _counts(held), verdict.projected.best,
-                   verdict.projected.worst, old_projection(held, evicted, draining), cv_of(after), _counts(after),
-                   real_assignment(held, after, evicted, draining), raw)
+                   verdict.projected.worst, old_projection(held, evicted, draining), cv_of(after), cv_of(again), _counts(after),
+                   real_assignment(held, after, evicted, inflow, rules.delay_spread), raw)
     finally:
         for consumer in consumers:
             consumer.stop()
@@ -299,27 +296,30 @@ def _counts(held: Mapping[str, Sequence[PartitionLag]]) -> str:
 def render(runs: list[Run]) -> str:
     lines = [
         f"Measured by `make bench` on {datetime.now(timezone.utc):%Y-%m-%d}: a real KRaft broker (Kafka 4.4.0), "
-        f"{MEMBERS} librdkafka consumers, lag at the brokers averaged over {BEFORE_SAMPLES} samples before and "
-        f"{AFTER_SAMPLES} after.",
+        f"{MEMBERS} librdkafka consumers, lag at the brokers averaged over {BEFORE_SAMPLES} samples before, "
+        f"{AFTER_SAMPLES} after, and {AFTER_SAMPLES} again right after that; inflow from the high watermarks over "
+        "the same seconds.",
         "",
         "| scenario | seed | partitions per consumer before | CV before | evicted | projected range (best to worst) "
-        "| measured CV after | inside | midpoint error | old projection | old error | partitions per consumer after "
-        "| the real assignment, projected | inside |",
-        "|---|---:|---|---:|---|---|---:|:-:|---:|---:|---:|---|---|:-:|",
+        "| measured CV after | inside | midpoint error | read again | old projection | old error "
+        "| partitions per consumer after | the real assignment, projected | inside |",
+        "|---|---:|---|---:|---|---|---:|:-:|---:|---:|---:|---:|---|---|:-:|",
     ]
     for r in runs:
         real = f"{r.real[0]:.3f}" if r.real[0] == r.real[1] else f"{r.real[0]:.3f} to {r.real[1]:.3f}"
         lines.append(f"| {r.scenario} | {r.seed} | {r.counts} | {r.before:.3f} | {r.evicted.rsplit('-', 1)[-1]} "
                      f"| {r.best:.3f} to {r.worst:.3f} | {r.measured:.3f} | {'yes' if r.inside else 'no'} "
-                     f"| {r.midpoint_error:.3f} | {r.old:.3f} | {r.old_error:.3f} | {r.counts_after} "
+                     f"| {r.midpoint_error:.3f} | {r.again:.3f} | {r.old:.3f} | {r.old_error:.3f} | {r.counts_after} "
                      f"| {real} | {'yes' if r.real_inside else 'no'} |")
     lines += ["", "| scenario | runs | measured inside the range | median midpoint error | median old projection error "
-              "| the real assignment inside the range |", "|---|---:|---:|---:|---:|---:|"]
+              "| median difference between two readings | the real assignment inside the range |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
     for name in dict.fromkeys(r.scenario for r in runs):
         mine = [r for r in runs if r.scenario == name]
         lines.append(f"| {name} | {len(mine)} | {sum(r.inside for r in mine)} of {len(mine)} "
                      f"| {statistics.median(r.midpoint_error for r in mine):.3f} "
                      f"| {statistics.median(r.old_error for r in mine):.3f} "
+                     f"| {statistics.median(abs(r.again - r.measured) for r in mine):.3f} "
                      f"| {sum(r.real_inside for r in mine)} of {len(mine)} |")
     return "\n".join(lines)
 

@@ -30,7 +30,7 @@ from rebalancer.config.fields import (
 )
 from rebalancer.core import history, promql
 from rebalancer.core.windows import DAYS, Schedule, Window
-from rebalancer.core.workload import Assignor, Mode, Rules, Selection
+from rebalancer.core.workload import DELAY_SPREAD, Assignor, Mode, Rules, Selection
 
 
 class _Strict(BaseModel):
@@ -63,6 +63,9 @@ class SignalSpec(_Strict):
                                "tells a hot partition from a slow consumer")
     hot_inflow_ratio: float = Field(default=3.0, gt=1.0, description="inflow: a partition whose inflow is at least "
                                     "this many times the median partition's is hot")
+    delay_spread: float = Field(default=DELAY_SPREAD, ge=0.0, lt=1.0, description="inflow: how far a consumer's delay "
+                                "(its lag over its inflow) may move either way across a rebalance, as a share of the "
+                                "consumers' middle delay; the projected range takes it in")
 
     @model_validator(mode="after")
     def _threshold_matches_mode(self) -> SignalSpec:
@@ -76,6 +79,9 @@ class SignalSpec(_Strict):
     def _inflow_needs_partitions(self) -> SignalSpec:
         if self.inflow is not None and self.partitions is None:
             raise ValueError("inflow: tells a hot partition from a slow consumer, so it needs partitions (the per-partition lag)")
+        if "delay_spread" in self.model_fields_set and self.inflow is None:
+            raise ValueError("delay_spread: a consumer's delay is its lag over its inflow: set inflow too, or remove "
+                             "delay_spread")
         return self
 
     @field_validator("query", "partitions", "inflow")
@@ -245,6 +251,7 @@ class Target(_Strict):
             unit=UNITS[signal],
             hot_partition_share=spec.hot_partition_share,
             hot_inflow_ratio=spec.hot_inflow_ratio,
+            delay_spread=spec.delay_spread,
             assignor=self.assignor,
         )
 

@@ -22,6 +22,10 @@ member order (member ids are random), so it cannot know which members get the ex
 and the moved ones. It projects both ends: the best assignment the assignor could make (the
 moved partitions to the least loaded members first) and the worst (to the most loaded first),
 found greedily, the biggest partition first.
+
+With each partition's inflow known, what a partition carries after the move is its inflow times
+its new consumer's delay (rebalancer/core/delays.py), not the lag it carries now: the ends are
+chosen on inflow, and each is then taken over every delay the consumers that stay span now.
 """
 
 from __future__ import annotations
@@ -32,9 +36,10 @@ from dataclasses import dataclass
 from statistics import fmean, median, quantiles
 from typing import get_args
 
+from rebalancer.core.delays import DelayBand, delay_band, delay_ends
 from rebalancer.core.partitions import Assignment, PartitionLag
 from rebalancer.core.statistics import coefficient_of_variation
-from rebalancer.core.workload import Assignor
+from rebalancer.core.workload import DELAY_SPREAD, Assignor
 
 ASSIGNORS: tuple[Assignor, ...] = get_args(Assignor)
 
@@ -65,10 +70,12 @@ class Projection:
     assignor: Assignor
     best: Outcome
     worst: Outcome
+    delays: DelayBand | None = None  # with the inflow known: the consumers' delays both ends allow
 
 
 def project(assigned: Assignment, removed: Sequence[str], assignor: Assignor,
-            draining: Sequence[str] = ()) -> Projection:
+            draining: Sequence[str] = (), inflow: Mapping[tuple[str, str], float] | None = None,
+            delay_spread: float = DELAY_SPREAD) -> Projection:
     """The assignments the group can settle on once ``removed`` have left and as many
     replacements have joined, at both ends.
 
@@ -76,10 +83,15 @@ def project(assigned: Assignment, removed: Sequence[str], assignor: Assignor,
     behind: a healthy consumer drains it. What they carry at their next owner is then what an
     ordinary partition carries, which nobody can say more closely than the partitions at the
     consumers that stay do: anywhere from their 10th to their 90th percentile (a real group's
-    drained partitions came out anywhere in that band), so both ends are taken over that too."""
-    staying: Holdings = {pod: list(assigned.held.get(pod, ())) for pod in (*assigned.held, *assigned.idle)
-                         if pod not in removed}
-    replacements = [f"{pod}'s replacement" for pod in removed]
+    drained partitions came out anywhere in that band), so both ends are taken over that too.
+
+    With ``inflow`` for every partition, each partition carries its inflow times a delay instead,
+    and both ends are taken over the band of delays, at least ``delay_spread`` either way of its
+    middle (a drained backlog needs no band of its own)."""
+    staying, replacements = _leaving(assigned, removed)
+    band = delay_band(staying, inflow, delay_spread) if inflow and _covers(assigned, inflow) else None
+    if band is not None:
+        return _project_delays(assigned, removed, assignor, inflow or {}, band)
     outcomes = []
     for level in drained_levels(assigned, staying) if draining else (math.inf,):
         orphans = [PartitionLag(p.topic, p.partition, min(p.lag, level)) if pod in draining else p
@@ -92,6 +104,37 @@ def project(assigned: Assignment, removed: Sequence[str], assignor: Assignor,
     # Every one is an assignment the assignor could make; greedy choices need not keep them in order.
     found = sorted(outcomes, key=lambda outcome: outcome.cv)
     return Projection(assignor, found[0], found[-1])
+
+
+def _leaving(assigned: Assignment, removed: Sequence[str]) -> tuple[Holdings, list[str]]:
+    """What the members that stay hold (idle ones too), and the replacements' names."""
+    staying = {pod: list(assigned.held.get(pod, ())) for pod in (*assigned.held, *assigned.idle) if pod not in removed}
+    return staying, [f"{pod}'s replacement" for pod in removed]
+
+
+def _project_delays(assigned: Assignment, removed: Sequence[str], assignor: Assignor,
+                    inflow: Mapping[tuple[str, str], float], band: DelayBand) -> Projection:
+    """The ends chosen on the partitions' inflow, then each widened over the band of delays."""
+    def by_inflow(partitions: Sequence[PartitionLag]) -> list[PartitionLag]:
+        return [PartitionLag(p.topic, p.partition, inflow[(p.topic, p.partition)]) for p in partitions]
+
+    staying, replacements = _leaving(assigned, removed)
+    staying_inflow = {pod: by_inflow(held) for pod, held in staying.items()}
+    orphans = by_inflow([p for pod in removed for p in assigned.held.get(pod, ())])
+    if assignor == "range":
+        outcomes = [Outcome(held) for held in _ranges(staying_inflow, orphans, replacements)]
+    else:
+        outcomes = [Outcome(_settle(staying_inflow, orphans, replacements, assignor, direction))
+                    for direction in ("best", "worst")]
+    found = sorted(outcomes, key=lambda outcome: outcome.cv)
+    best, _ = delay_ends(found[0].held, inflow, band)
+    _, worst = delay_ends(found[-1].held, inflow, band)
+    return Projection(assignor, Outcome(best), Outcome(worst), band)
+
+
+def _covers(assigned: Assignment, inflow: Mapping[tuple[str, str], float]) -> bool:
+    """Whether the inflow query answered for every partition held (a partial one would make up the rest)."""
+    return all((p.topic, p.partition) in inflow for held in assigned.held.values() for p in held)
 
 
 def _ranges(staying: Holdings, orphans: list[PartitionLag], replacements: list[str]) -> list[

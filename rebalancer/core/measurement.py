@@ -40,11 +40,14 @@ class PodNote:
 class Projected:
     """The CV after a move, at the best and the worst end of what can happen. ``model`` names how:
     a Kafka assignor (uniform, range, cooperative-sticky) when the partitions are known, or
-    ``even`` (the load spread evenly over the pods that stay) when they are not."""
+    ``even`` (the load spread evenly over the pods that stay) when they are not. With each
+    partition's inflow known, ``delay_seconds`` is the band of consumer delays both ends were
+    taken over (a partition then carries its inflow times its consumer's delay)."""
 
     best: float
     worst: float
     model: str
+    delay_seconds: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -157,12 +160,14 @@ class Measurement:
     def projected(self, removed: Sequence[str], draining: Sequence[str] = ()) -> Projected:
         """The CV after the removed pods' load moves. With partitions, as the target's assignor
         moves them, whole, by count, replacements included, at its best and worst end (a slow
-        consumer's backlog drains); without, spread evenly over the pods that stay."""
+        consumer's backlog drains; with the inflow, each partition at its inflow times a delay);
+        without, spread evenly over the pods that stay."""
         if self.assigned is None:
             even = projected_cv(self.values, removed)
             return Projected(even, even, "even")
-        ends = project(self.assigned, removed, self.rules.assignor, draining)
-        return Projected(ends.best.cv, ends.worst.cv, ends.assignor)
+        ends = project(self.assigned, removed, self.rules.assignor, draining, self.inflow, self.rules.delay_spread)
+        band = None if ends.delays is None else (ends.delays.low, ends.delays.high)
+        return Projected(ends.best.cv, ends.worst.cv, ends.assignor, band)
 
 
 def measure(signal: str, pods: Sequence[PodState], samples: Mapping[str, float], rules: Rules, now: datetime,

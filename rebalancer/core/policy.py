@@ -243,10 +243,13 @@ def _projection(projected: Projected) -> str:
     """The projected CV as the answer says it: one value, or the range and what made it."""
     if projected.model == "even":
         return fmt(projected.worst)
+    delays = "" if projected.delay_seconds is None else (
+        f", each consumer {fmt(projected.delay_seconds[0])} to {fmt(projected.delay_seconds[1])} s behind its "
+        "partitions' inflow, as those that stay are now")
     if projected.best == projected.worst:
-        return f"{fmt(projected.worst)} (the {projected.model} assignor's only outcome)"
+        return f"{fmt(projected.worst)} (the {projected.model} assignor's only outcome{delays})"
     return (f"{fmt(projected.best)} to {fmt(projected.worst)} (the {projected.model} assignor's best and worst "
-            "assignment)")
+            f"assignment{delays})")
 
 
 def measured_skew(verdict: Verdict) -> tuple[float, bool] | None:

@@ -12,6 +12,10 @@ Selection = Literal["rotate_outliers", "hottest"]
 Mode = Literal["cv", "hpa"]
 # How a consumer group hands partitions out (core.assignors): the new protocol's two, the classic one.
 Assignor = Literal["uniform", "range", "cooperative-sticky"]
+# How far a consumer's delay (its lag over its inflow) may move either way across a rebalance, as a
+# share of the consumers' middle delay (core.delays). On a real group, averaged over 20 samples, the
+# same healthy consumer's delay moved by up to about a quarter, in either direction (docs/benchmarks.md).
+DELAY_SPREAD = 0.2
 Role = Literal["hot", "cold"]
 
 
@@ -49,6 +53,7 @@ class Rules:
     hot_partition_share: float = 0.5  # partitions: share of the hot pod's excess one partition may explain
     hot_inflow_ratio: float = 3.0  # partitions with inflow: a partition this many times the median inflow is hot
     assignor: Assignor = "uniform"  # partitions: how the consumer group hands partitions out (core.assignors)
+    delay_spread: float = DELAY_SPREAD  # inflow: how far a consumer's delay may move across a rebalance (core.delays)
 
 
 @dataclass(frozen=True)

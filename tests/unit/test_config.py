@@ -86,6 +86,10 @@ def test_dry_run_accepts_only_true_false_1_0(config_file, monkeypatch, word):
         ({"settle": "0s"}, "targets.0.settle"),
         ({"assignor": "sticky"}, "targets.0.assignor"),
         ({"assignor": "roundrobin"}, "targets.0.assignor"),
+        ({"signals": {"lag": {"threshold": 0.5, "partitions": "x", "inflow": "y", "delay_spread": 1}}},
+         "targets.0.signals.lag.delay_spread"),
+        ({"signals": {"lag": {"threshold": 0.5, "partitions": "x", "inflow": "y", "delay_spread": -0.1}}},
+         "targets.0.signals.lag.delay_spread"),
     ],
 )
 def test_invalid_values_are_refused_naming_the_field(config_file, change, field):
@@ -102,6 +106,8 @@ def test_invalid_values_are_refused_naming_the_field(config_file, change, field)
     ({"backoff": "2h", "max_backoff": "1h"}, "max_backoff: must be at least backoff"),
     ({"signals": {"lag": {"threshold": 0.5, "inflow": "rate(x[1m])"}}}, "inflow: tells a hot partition from a slow "
                                                                          "consumer, so it needs partitions"),
+    ({"signals": {"lag": {"threshold": 0.5, "partitions": "x", "delay_spread": 0.3}}}, "delay_spread: a consumer's "
+                                                                                       "delay is its lag over its inflow"),
 ])
 def test_inconsistent_closed_loop_and_partition_settings_are_refused(config_file, change, message):
     config_file({**BASE, "targets": [{**BASE["targets"][0], **change}]})
