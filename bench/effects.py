@@ -53,7 +53,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.report import publish  # noqa: E402
 from rebalancer.core.assignors import Outcome  # noqa: E402
-from rebalancer.core.delays import delay_band, delay_ends  # noqa: E402
+from rebalancer.core.delays import delay_ends, delays_after  # noqa: E402
 from rebalancer.core.partitions import ByPartition, PartitionLag, assignment, culprit  # noqa: E402
 from rebalancer.core.policy import decide  # noqa: E402
 from rebalancer.core.statistics import coefficient_of_variation  # noqa: E402
@@ -199,9 +199,9 @@ def real_assignment(held: Mapping[str, Sequence[PartitionLag]], after: Mapping[s
     """The CV range the model gives for the assignment the group really made: each partition at
     its inflow times a delay anywhere in the band of the consumers that stayed. What separates it
     from the projected range is the assignor; from the measured CV, the delays."""
-    band = delay_band({pod: p for pod, p in held.items() if pod != evicted}, inflow, spread)
-    assert band is not None, "every consumer that stays takes in messages"
-    lowest, highest = delay_ends(after, inflow, band)
+    delays = delays_after({pod: p for pod, p in held.items() if pod != evicted}, inflow, spread)
+    assert delays is not None, "every consumer that stays takes in messages"
+    lowest, highest = delay_ends(after, inflow, delays)
     return cv_of(lowest), cv_of(highest)
 
 

@@ -64,8 +64,8 @@ class SignalSpec(_Strict):
     hot_inflow_ratio: float = Field(default=3.0, gt=1.0, description="inflow: a partition whose inflow is at least "
                                     "this many times the median partition's is hot")
     delay_spread: float = Field(default=DELAY_SPREAD, ge=0.0, lt=1.0, description="inflow: how far a consumer's delay "
-                                "(its lag over its inflow) may move either way across a rebalance, as a share of the "
-                                "consumers' middle delay; the projected range takes it in")
+                                "(its lag over its inflow) may move either way across a rebalance, as a share of its "
+                                "delay now; the projected range takes it in")
 
     @model_validator(mode="after")
     def _threshold_matches_mode(self) -> SignalSpec:

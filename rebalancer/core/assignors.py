@@ -25,7 +25,7 @@ found greedily, the biggest partition first.
 
 With each partition's inflow known, what a partition carries after the move is its inflow times
 its new consumer's delay (rebalancer/core/delays.py), not the lag it carries now: the ends are
-chosen on inflow, and each is then taken over every delay the consumers that stay span now.
+chosen on inflow, and each is then taken over every delay the consumers may have after the move.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from statistics import fmean, median, quantiles
 from typing import get_args
 
-from rebalancer.core.delays import DelayBand, delay_band, delay_ends
+from rebalancer.core.delays import DelaysAfter, delay_ends, delays_after
 from rebalancer.core.partitions import Assignment, PartitionLag
 from rebalancer.core.statistics import coefficient_of_variation
 from rebalancer.core.workload import DELAY_SPREAD, Assignor
@@ -70,7 +70,7 @@ class Projection:
     assignor: Assignor
     best: Outcome
     worst: Outcome
-    delays: DelayBand | None = None  # with the inflow known: the consumers' delays both ends allow
+    delays: DelaysAfter | None = None  # with the inflow known: the consumers' delays both ends allow
 
 
 def project(assigned: Assignment, removed: Sequence[str], assignor: Assignor,
@@ -86,12 +86,12 @@ def project(assigned: Assignment, removed: Sequence[str], assignor: Assignor,
     drained partitions came out anywhere in that band), so both ends are taken over that too.
 
     With ``inflow`` for every partition, each partition carries its inflow times a delay instead,
-    and both ends are taken over the band of delays, at least ``delay_spread`` either way of its
-    middle (a drained backlog needs no band of its own)."""
+    and both ends are taken over what the consumers' delays may be: each one's own within
+    ``delay_spread``, a replacement's anywhere theirs are (a drained backlog needs no band of its own)."""
     staying, replacements = _leaving(assigned, removed)
-    band = delay_band(staying, inflow, delay_spread) if inflow and _covers(assigned, inflow) else None
-    if band is not None:
-        return _project_delays(assigned, removed, assignor, inflow or {}, band)
+    delays = delays_after(staying, inflow, delay_spread) if inflow and _covers(assigned, inflow) else None
+    if delays is not None:
+        return _project_delays(assigned, removed, assignor, inflow or {}, delays)
     outcomes = []
     for level in drained_levels(assigned, staying) if draining else (math.inf,):
         orphans = [PartitionLag(p.topic, p.partition, min(p.lag, level)) if pod in draining else p
@@ -113,8 +113,8 @@ def _leaving(assigned: Assignment, removed: Sequence[str]) -> tuple[Holdings, li
 
 
 def _project_delays(assigned: Assignment, removed: Sequence[str], assignor: Assignor,
-                    inflow: Mapping[tuple[str, str], float], band: DelayBand) -> Projection:
-    """The ends chosen on the partitions' inflow, then each widened over the band of delays."""
+                    inflow: Mapping[tuple[str, str], float], delays: DelaysAfter) -> Projection:
+    """The ends chosen on the partitions' inflow, then each widened over the consumers' delays."""
     def by_inflow(partitions: Sequence[PartitionLag]) -> list[PartitionLag]:
         return [PartitionLag(p.topic, p.partition, inflow[(p.topic, p.partition)]) for p in partitions]
 
@@ -127,9 +127,9 @@ def _project_delays(assigned: Assignment, removed: Sequence[str], assignor: Assi
         outcomes = [Outcome(_settle(staying_inflow, orphans, replacements, assignor, direction))
                     for direction in ("best", "worst")]
     found = sorted(outcomes, key=lambda outcome: outcome.cv)
-    best, _ = delay_ends(found[0].held, inflow, band)
-    _, worst = delay_ends(found[-1].held, inflow, band)
-    return Projection(assignor, Outcome(best), Outcome(worst), band)
+    best, _ = delay_ends(found[0].held, inflow, delays)
+    _, worst = delay_ends(found[-1].held, inflow, delays)
+    return Projection(assignor, Outcome(best), Outcome(worst), delays)
 
 
 def _covers(assigned: Assignment, inflow: Mapping[tuple[str, str], float]) -> bool:

@@ -6,20 +6,21 @@ then the inflow of what it holds times that delay. That says what a moved partit
 carry: its inflow (which moves with it) times its new consumer's delay, whatever it carried
 before. A slow consumer's backlog drains; a busy partition stays busy.
 
-A consumer's delay is not a constant, though. Measured on a real group, the same healthy consumer's
-delay moved by up to 30 % across a rebalance (fetch sessions restart, the commit cycle shifts, its
-load changes), and a replacement's is unknown before it runs. So the projection does not pin each
-consumer to its delay now: every consumer after the move is taken anywhere in the band the
-consumers that stay span now, widened to at least ``delay_spread`` either way of its middle,
-and both ends of what that allows are projected.
+A consumer's delay is its own: a slow consumer stays slow, whatever it is handed. It is not a
+constant, though. Measured on a real group, the same healthy consumer's delay moved by up to about
+a quarter across a rebalance (its fetch sessions restart, its commit cycle falls elsewhere), and a
+replacement's is unknown before it runs. So each consumer that stays is taken anywhere within
+``delay_spread`` of its delay now, either way, and a replacement anywhere from the shortest to the
+longest delay of those that stay, as widened; both ends of what that allows are projected.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from statistics import fmean
 
 from rebalancer.core.partitions import PartitionLag
 from rebalancer.core.statistics import coefficient_of_variation
@@ -30,10 +31,22 @@ Valued = dict[str, tuple[PartitionLag, ...]]
 
 @dataclass(frozen=True)
 class DelayBand:
-    """The consumers' delays (seconds) the projection allows after the move."""
+    """A consumer's delay (seconds) after the move, from ``low`` to ``high``."""
 
     low: float
     high: float
+
+
+@dataclass(frozen=True)
+class DelaysAfter:
+    """What each consumer's delay may be after the move: ``own`` for the consumers that stay,
+    ``newcomer`` for a replacement (or a consumer with no delay to read now)."""
+
+    own: Mapping[str, DelayBand]
+    newcomer: DelayBand
+
+    def of(self, pod: str) -> DelayBand:
+        return self.own.get(pod, self.newcomer)
 
 
 def consumer_delays(held: Held, inflow: Mapping[tuple[str, str], float]) -> dict[str, float]:
@@ -47,15 +60,14 @@ def consumer_delays(held: Held, inflow: Mapping[tuple[str, str], float]) -> dict
     return delays
 
 
-def delay_band(staying: Held, inflow: Mapping[tuple[str, str], float], spread: float) -> DelayBand | None:
-    """From the shortest to the longest delay of the consumers that stay, and at least ``spread``
-    either way of their middle: a few consumers read alike by chance, and what one reads now it
-    need not read after the move. None when none of them takes in anything."""
-    delays = consumer_delays(staying, inflow).values()
+def delays_after(staying: Held, inflow: Mapping[tuple[str, str], float], spread: float) -> DelaysAfter | None:
+    """Each consumer that stays within ``spread`` of its delay now, either way; a newcomer from the
+    shortest to the longest of theirs, as widened. None when none of them takes in anything."""
+    delays = consumer_delays(staying, inflow)
     if not delays:
         return None
-    middle = (min(delays) + max(delays)) / 2
-    return DelayBand(min(min(delays), middle * (1 - spread)), max(max(delays), middle * (1 + spread)))
+    own = {pod: DelayBand(d * (1 - spread), d * (1 + spread)) for pod, d in delays.items()}
+    return DelaysAfter(own, DelayBand(min(delays.values()) * (1 - spread), max(delays.values()) * (1 + spread)))
 
 
 def at_delays(held: Held, inflow: Mapping[tuple[str, str], float], delay: Mapping[str, float]) -> Valued:
@@ -64,48 +76,58 @@ def at_delays(held: Held, inflow: Mapping[tuple[str, str], float], delay: Mappin
                        for p in partitions) for pod, partitions in held.items()}
 
 
-def delay_ends(held: Held, inflow: Mapping[tuple[str, str], float], band: DelayBand) -> tuple[Valued, Valued]:
-    """One assignment, every consumer's delay anywhere in ``band``: the valuation with the lowest
+def delay_ends(held: Held, inflow: Mapping[tuple[str, str], float], delays: DelaysAfter) -> tuple[Valued, Valued]:
+    """One assignment, every consumer's delay anywhere in its band: the valuation with the lowest
     CV and the one with the highest.
 
-    The CV is quasi-convex in the consumers' loads, so its highest over the box of delays is at a
-    corner, and the corner is a threshold: the consumers taking in the most at the longest delay,
-    the rest at the shortest (checked against every corner in the tests). At its lowest, every
+    The CV is quasi-convex in the consumers' loads, so its highest over the box of loads is at a
+    corner: some consumers at the top of their band, the others at the bottom. The corner is
+    taken among the thresholds of three orders (by top, by bottom, by middle), which found the
+    highest corner in every layout the tests try against all of them. At its lowest, every
     consumer is as close as its band lets it be to one common load, the load that is itself the
     mean of the squares over the mean (where the CV's gradient vanishes); that common load is
-    found exactly, one stretch between the band's edges at a time."""
+    found exactly, one stretch between the bands' edges at a time."""
     rate = {pod: math.fsum(inflow.get((p.topic, p.partition), 0.0) for p in partitions)
             for pod, partitions in held.items() if partitions}
-    by_rate = sorted(rate, key=lambda pod: (rate[pod], pod))
-    corners = [{pod: band.high if i >= k else band.low for i, pod in enumerate(by_rate)}
-               for k in range(len(by_rate) + 1)]
-    highest = max(corners, key=lambda delay: _cv({pod: rate[pod] * delay[pod] for pod in rate}))
-    common = _closest_common_load(rate, band)
-    lowest = {pod: min(max(common, rate[pod] * band.low), rate[pod] * band.high) / rate[pod] if rate[pod] > 0
-              else band.low for pod in rate}
-    return at_delays(held, inflow, {**dict.fromkeys(held, band.low), **lowest}), \
-        at_delays(held, inflow, {**dict.fromkeys(held, band.low), **highest})
+    bounds = {pod: (r * delays.of(pod).low, r * delays.of(pod).high) for pod, r in rate.items()}
+
+    def as_delays(loads: Mapping[str, float]) -> dict[str, float]:
+        chosen = {pod: load / rate[pod] if rate[pod] > 0 else delays.of(pod).low for pod, load in loads.items()}
+        return {**{pod: delays.of(pod).low for pod in held}, **chosen}
+
+    return at_delays(held, inflow, as_delays(_lowest(bounds))), at_delays(held, inflow, as_delays(_highest(bounds)))
 
 
-def _closest_common_load(rate: Mapping[str, float], band: DelayBand) -> float:
-    """The common load t minimising the CV of min(max(t, low_i), high_i): between two of the
-    bounds the clamped members are fixed, and the CV is lowest at t = (sum of their squares) /
-    (sum of them), kept inside the stretch."""
-    bounds = sorted({r * band.low for r in rate.values()} | {r * band.high for r in rate.values()})
+def _highest(bounds: Mapping[str, tuple[float, float]]) -> dict[str, float]:
+    def corners(key: Callable[[str], float]) -> Iterator[dict[str, float]]:
+        order = sorted(bounds, key=lambda pod: (key(pod), pod))
+        for k in range(len(order) + 1):
+            top = set(order[k:])
+            yield {pod: high if pod in top else low for pod, (low, high) in bounds.items()}
+
+    keys: list[Callable[[str], float]] = [lambda pod: bounds[pod][1], lambda pod: bounds[pod][0], lambda pod: sum(bounds[pod])]
+    return max((corner for key in keys for corner in corners(key)), key=_cv)
+
+
+def _lowest(bounds: Mapping[str, tuple[float, float]]) -> dict[str, float]:
+    """Each load as close as its band allows to the common load t that makes the CV lowest:
+    between two of the edges the clamped consumers are fixed, and the CV is lowest at
+    t = (sum of their squares) / (sum of them), kept inside the stretch."""
+    edges = sorted({edge for band in bounds.values() for edge in band})
 
     def loads(t: float) -> dict[str, float]:
-        return {pod: min(max(t, r * band.low), r * band.high) for pod, r in rate.items()}
+        return {pod: min(max(t, low), high) for pod, (low, high) in bounds.items()}
 
-    candidates = list(bounds)
-    for start, end in itertools.pairwise(bounds):
+    candidates = list(edges)
+    for start, end in itertools.pairwise(edges):
         middle = loads((start + end) / 2)
-        fixed = [load for pod, load in middle.items() if not rate[pod] * band.low < load < rate[pod] * band.high]
+        fixed = [load for pod, load in middle.items() if not bounds[pod][0] < load < bounds[pod][1]]
         squares, total = math.fsum(x * x for x in fixed), math.fsum(fixed)
         if total > 0:
             candidates.append(min(max(squares / total, start), end))
-    return min(candidates, key=lambda t: _cv(loads(t)))
+    return loads(min(candidates, key=lambda t: _cv(loads(t))))
 
 
 def _cv(loads: Mapping[str, float]) -> float:
     values = list(loads.values())
-    return coefficient_of_variation(values).value if values and math.fsum(values) > 0 else 0.0
+    return coefficient_of_variation(values).value if values and fmean(values) > 0 else 0.0

@@ -41,13 +41,15 @@ class Projected:
     """The CV after a move, at the best and the worst end of what can happen. ``model`` names how:
     a Kafka assignor (uniform, range, cooperative-sticky) when the partitions are known, or
     ``even`` (the load spread evenly over the pods that stay) when they are not. With each
-    partition's inflow known, ``delay_seconds`` is the band of consumer delays both ends were
-    taken over (a partition then carries its inflow times its consumer's delay)."""
+    partition's inflow known, a partition carries its inflow times its consumer's delay: each
+    consumer that stays within ``delay_spread`` of its own delay now, a replacement anywhere in
+    ``delay_seconds``."""
 
     best: float
     worst: float
     model: str
     delay_seconds: tuple[float, float] | None = None
+    delay_spread: float | None = None
 
 
 @dataclass(frozen=True)
@@ -166,8 +168,10 @@ class Measurement:
             even = projected_cv(self.values, removed)
             return Projected(even, even, "even")
         ends = project(self.assigned, removed, self.rules.assignor, draining, self.inflow, self.rules.delay_spread)
-        band = None if ends.delays is None else (ends.delays.low, ends.delays.high)
-        return Projected(ends.best.cv, ends.worst.cv, ends.assignor, band)
+        if ends.delays is None:
+            return Projected(ends.best.cv, ends.worst.cv, ends.assignor)
+        newcomer = ends.delays.newcomer
+        return Projected(ends.best.cv, ends.worst.cv, ends.assignor, (newcomer.low, newcomer.high), self.rules.delay_spread)
 
 
 def measure(signal: str, pods: Sequence[PodState], samples: Mapping[str, float], rules: Rules, now: datetime,

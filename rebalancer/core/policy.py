@@ -244,8 +244,8 @@ def _projection(projected: Projected) -> str:
     if projected.model == "even":
         return fmt(projected.worst)
     delays = "" if projected.delay_seconds is None else (
-        f", each consumer {fmt(projected.delay_seconds[0])} to {fmt(projected.delay_seconds[1])} s behind its "
-        "partitions' inflow, as those that stay are now")
+        f", each consumer that stays within {projected.delay_spread:.0%} of its delay now, a replacement "
+        f"{fmt(projected.delay_seconds[0])} to {fmt(projected.delay_seconds[1])} s behind its partitions' inflow")
     if projected.best == projected.worst:
         return f"{fmt(projected.worst)} (the {projected.model} assignor's only outcome{delays})"
     return (f"{fmt(projected.best)} to {fmt(projected.worst)} (the {projected.model} assignor's best and worst "
