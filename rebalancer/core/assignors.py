@@ -88,48 +88,36 @@ def project(assigned: Assignment, removed: Sequence[str], assignor: Assignor,
     With ``inflow`` for every partition, each partition carries its inflow times a delay instead,
     and both ends are taken over what the consumers' delays may be: each one's own within
     ``delay_spread``, a replacement's anywhere theirs are (a drained backlog needs no band of its own)."""
-    staying, replacements = _leaving(assigned, removed)
+    staying = {pod: list(assigned.held.get(pod, ())) for pod in (*assigned.held, *assigned.idle) if pod not in removed}
+    replacements = [f"{pod}'s replacement" for pod in removed]
     delays = delays_after(staying, inflow, delay_spread) if inflow and _covers(assigned, inflow) else None
-    if delays is not None:
-        return _project_delays(assigned, removed, assignor, inflow or {}, delays)
+    if inflow and delays is not None:
+        # What a partition will carry is its inflow times a delay: the ends are chosen on inflow.
+        def by_inflow(partitions: Sequence[PartitionLag]) -> list[PartitionLag]:
+            return [PartitionLag(p.topic, p.partition, inflow[(p.topic, p.partition)]) for p in partitions]
+
+        found = _outcomes({pod: by_inflow(held) for pod, held in staying.items()},
+                          by_inflow([p for pod in removed for p in assigned.held.get(pod, ())]), replacements, assignor)
+        best, _ = delay_ends(found[0].held, inflow, delays)
+        _, worst = delay_ends(found[-1].held, inflow, delays)
+        return Projection(assignor, Outcome(best), Outcome(worst), delays)
     outcomes = []
     for level in drained_levels(assigned, staying) if draining else (math.inf,):
         orphans = [PartitionLag(p.topic, p.partition, min(p.lag, level)) if pod in draining else p
                    for pod in removed for p in assigned.held.get(pod, ())]
-        if assignor == "range":
-            outcomes += [Outcome(held) for held in _ranges(staying, orphans, replacements)]
-        else:
-            outcomes += [Outcome(_settle(staying, orphans, replacements, assignor, direction))
-                         for direction in ("best", "worst")]
-    # Every one is an assignment the assignor could make; greedy choices need not keep them in order.
+        outcomes += _outcomes(staying, orphans, replacements, assignor)
     found = sorted(outcomes, key=lambda outcome: outcome.cv)
     return Projection(assignor, found[0], found[-1])
 
 
-def _leaving(assigned: Assignment, removed: Sequence[str]) -> tuple[Holdings, list[str]]:
-    """What the members that stay hold (idle ones too), and the replacements' names."""
-    staying = {pod: list(assigned.held.get(pod, ())) for pod in (*assigned.held, *assigned.idle) if pod not in removed}
-    return staying, [f"{pod}'s replacement" for pod in removed]
-
-
-def _project_delays(assigned: Assignment, removed: Sequence[str], assignor: Assignor,
-                    inflow: Mapping[tuple[str, str], float], delays: DelaysAfter) -> Projection:
-    """The ends chosen on the partitions' inflow, then each widened over the consumers' delays."""
-    def by_inflow(partitions: Sequence[PartitionLag]) -> list[PartitionLag]:
-        return [PartitionLag(p.topic, p.partition, inflow[(p.topic, p.partition)]) for p in partitions]
-
-    staying, replacements = _leaving(assigned, removed)
-    staying_inflow = {pod: by_inflow(held) for pod, held in staying.items()}
-    orphans = by_inflow([p for pod in removed for p in assigned.held.get(pod, ())])
+def _outcomes(staying: Holdings, orphans: list[PartitionLag], replacements: list[str], assignor: Assignor) -> list[Outcome]:
+    """The assignor's outcomes, lowest CV first: every place of the replacements for range, the
+    greedy best and worst ends for the others (greedy choices need not keep them in order)."""
     if assignor == "range":
-        outcomes = [Outcome(held) for held in _ranges(staying_inflow, orphans, replacements)]
+        outcomes = [Outcome(held) for held in _ranges(staying, orphans, replacements)]
     else:
-        outcomes = [Outcome(_settle(staying_inflow, orphans, replacements, assignor, direction))
-                    for direction in ("best", "worst")]
-    found = sorted(outcomes, key=lambda outcome: outcome.cv)
-    best, _ = delay_ends(found[0].held, inflow, delays)
-    _, worst = delay_ends(found[-1].held, inflow, delays)
-    return Projection(assignor, Outcome(best), Outcome(worst), delays)
+        outcomes = [Outcome(_settle(staying, orphans, replacements, assignor, direction)) for direction in ("best", "worst")]
+    return sorted(outcomes, key=lambda outcome: outcome.cv)
 
 
 def _covers(assigned: Assignment, inflow: Mapping[tuple[str, str], float]) -> bool:
