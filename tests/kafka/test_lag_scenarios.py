@@ -250,6 +250,13 @@ def test_a_stuck_consumer_holding_one_partition_is_moved(scene, chain, kube, wit
     assert stuck in wait_for(lambda: len(evictions(kube)) == 2 and evictions(kube), "both evictions", timeout=15)
     said = "is ordinary" if with_inflow else "no inflow query says whether the partition or its consumer is at fault"
     assert said in acted["reason"], acted["reason"]
+    projected = acted["projected"]
+    if with_inflow:  # Little's law: each consumer that stays within the spread of its delay, a replacement's band
+        low, high = projected["delay_seconds"]
+        assert projected["delay_spread"] == 0.2 and 0 <= low <= high, projected
+        assert "behind its partitions' inflow" in acted["reason"], acted["reason"]
+    else:
+        assert projected["delay_seconds"] is None and projected["delay_spread"] is None, projected
 
 
 def test_with_more_consumers_than_partitions_the_idle_ones_are_idle_by_assignment(scene, chain, kube):
