@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from rebalancer.core.assignors import project
+from rebalancer.core.assignors import Outcome, project
 from rebalancer.core.partitions import Assignment, HotPartition
 from rebalancer.core.statistics import Stats, fmt, projected_cv
 from rebalancer.core.workload import Mode, PodState, Role, Rules
@@ -50,6 +50,9 @@ class Projected:
     model: str
     delay_seconds: tuple[float, float] | None = None
     delay_spread: float | None = None
+    # The lag left at the worst end, on average, when it is below the floor: no skew that matters
+    # (both ends then count as a CV of 0, as a measured one would).
+    left_below_floor: float | None = None
 
 
 @dataclass(frozen=True)
@@ -168,10 +171,22 @@ class Measurement:
             even = projected_cv(self.values, removed)
             return Projected(even, even, "even")
         ends = project(self.assigned, removed, self.rules.assignor, draining, self.inflow, self.rules.delay_spread)
-        if ends.delays is None:
-            return Projected(ends.best.cv, ends.worst.cv, ends.assignor)
-        newcomer = ends.delays.newcomer
-        return Projected(ends.best.cv, ends.worst.cv, ends.assignor, (newcomer.low, newcomer.high), self.rules.delay_spread)
+        newcomer = None if ends.delays is None else (ends.delays.newcomer.low, ends.delays.newcomer.high)
+        # A stuck consumer's backlog drains, and the consumers that stay may read almost nothing:
+        # a skew of nothing is not a skew, after the move as before it.
+        def judged(end: Outcome) -> float:
+            return 0.0 if self._left(end) < self.rules.floor else end.cv
+
+        left = self._left(ends.worst)
+        return Projected(judged(ends.best), judged(ends.worst), ends.assignor, newcomer,
+                         None if newcomer is None else self.rules.delay_spread,
+                         left_below_floor=left if left < self.rules.floor else None)
+
+    @staticmethod
+    def _left(outcome: Outcome) -> float:
+        """The lag an end leaves, on average over the consumers holding partitions."""
+        loads = outcome.loads()
+        return math.fsum(loads.values()) / len(loads) if loads else 0.0
 
 
 def measure(signal: str, pods: Sequence[PodState], samples: Mapping[str, float], rules: Rules, now: datetime,

@@ -243,6 +243,9 @@ def _projection(projected: Projected) -> str:
     """The projected CV as the answer says it: one value, or the range and what made it."""
     if projected.model == "even":
         return fmt(projected.worst)
+    if projected.left_below_floor is not None:
+        return (f"{fmt(projected.worst)} (the lag left, {fmt(projected.left_below_floor)} a consumer at the "
+                f"{projected.model} assignor's worst assignment, is below the floor: no skew that matters)")
     delays = "" if projected.delay_seconds is None else (
         f", each consumer that stays within {projected.delay_spread:.0%} of its delay now, a replacement "
         f"{fmt(projected.delay_seconds[0])} to {fmt(projected.delay_seconds[1])} s behind its partitions' inflow")

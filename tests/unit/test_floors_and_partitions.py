@@ -169,6 +169,28 @@ def test_a_stuck_consumers_backlog_drains_in_the_projection_instead_of_moving_wi
     assert "its backlog drains at their next owners" in verdict.reason
 
 
+@pytest.mark.parametrize(("floor", "code"), [(50, "skew_verified"), (0, "no_improvement")])
+@pytest.mark.parametrize("with_inflow", [False, True])
+def test_when_the_consumers_that_stay_read_almost_nothing_the_lag_left_is_below_the_floor(floor, code, with_inflow):
+    # Found on a real group, twice in ten runs: the slow consumer 366 behind, the three others just
+    # after their commit. Whatever the assignor does with the one message left, it is one consumer's:
+    # a CV of 1.7, "0 % better". But a skew of nothing is not a skew, after the move as before it.
+    layout = {"p0": [183.0, 183.0], "p1": [0.0, 1.0], "p2": [0.0, 0.0], "p3": [0.0, 0.0]}
+    rules = Rules(threshold=0.5, floor=floor, min_pods=3, assignor="uniform")
+
+    verdict = decide("lag", pods(list(layout)), held(layout, inflow=[20.0] * 8 if with_inflow else None), rules, NOW,
+                     STEADY)
+
+    assert verdict.code == code, verdict.reason
+    assert verdict.projected is not None
+    if floor:
+        assert verdict.projected_cv == verdict.projected.worst == verdict.projected.best == 0.0
+        assert verdict.projected.left_below_floor is not None and verdict.projected.left_below_floor < 1
+        assert "at the uniform assignor's worst assignment, is below the floor: no skew that matters" in verdict.reason
+    else:
+        assert verdict.projected.worst > 1 and verdict.projected.left_below_floor is None
+
+
 @pytest.mark.parametrize(("least", "drains"), [(20.0, True), (19.0, False)])
 def test_a_consumer_behind_on_every_partition_is_slow_and_its_backlog_drains_in_the_projection(least, drains):
     # Found on a real group: a slow consumer holding three of ten partitions. No partition explains
