@@ -12,16 +12,18 @@ rates:
   ``cooperative-sticky`` assignor (the client assigns).
 
 A run measures each partition's lag at the brokers (the high watermark minus the committed
-offset, averaged over twenty samples at random intervals) and who holds it, and hands that to the
-decision core as the function would: ``decide`` selects the hottest consumer and projects the
-CV after its eviction, as the target's assignor moves partitions (the range), and as the
+offset, averaged over twenty samples at random intervals), who holds it and its inflow (the high
+watermark's rate over the same seconds), and hands that to the decision core as the function
+would: ``decide`` selects the hottest consumer and projects the CV after its eviction, as the
+target's assignor moves partitions and the consumers' delays allow (the range), and as the
 projection before this model did (biggest partition first to the least loaded consumer that
 stays). Then the consumer is evicted as the kubelet does it (SIGTERM: it leaves the group), a
 replacement starts a second later under a new name, and once the group is stable again and the
-backlog drained, the lag is measured the same way: the CV the group settled at. Both sides are
-averaged alike: one sample of a healthy consumer's lag is mostly where it is in its commit
-cycle, and projecting from noisier values than the outcome is measured with would show the
-noise regressing to the mean, not the model.
+backlog drained, the lag is measured the same way (the CV the group settled at), and once more
+right after (how far two readings of one settled group differ). Both sides are averaged alike:
+one sample of a healthy consumer's lag is mostly where it is in its commit cycle, and
+projecting from noisier values than the outcome is measured with would show the noise
+regressing to the mean, not the model.
 
 The consumers run as plain processes here, not as pods: the model is about the brokers'
 assignor, and a pod adds nothing to what the group does (the Kafka tests run the same consumer
@@ -99,7 +101,7 @@ class Run:
     measured: float  # the CV the group settled at
     again: float  # the same, read once more right after: how far two readings of one settled group differ
     counts_after: str
-    real: tuple[float, float]  # the CV projected from the lag before onto the assignment the group really made
+    real: tuple[float, float]  # the model's range for the assignment the group really made (same delays)
     raw: dict = field(default_factory=dict, compare=False, repr=False)  # what was measured, for --raw
 
     @property
