@@ -254,7 +254,6 @@ def test_a_stuck_consumer_holding_one_partition_is_moved(scene, chain, kube, wit
     if with_inflow:  # Little's law: each consumer that stays within the spread of its delay, a replacement's band
         low, high = projected["delay_seconds"]
         assert projected["delay_spread"] == 0.2 and 0 <= low <= high, projected
-        assert "behind its partitions' inflow" in acted["reason"], acted["reason"]
     else:
         assert projected["delay_seconds"] is None and projected["delay_spread"] is None, projected
 
