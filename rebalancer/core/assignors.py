@@ -38,7 +38,7 @@ from typing import get_args
 
 from rebalancer.core.delays import DelaysAfter, delay_ends, delays_after
 from rebalancer.core.partitions import Assignment, PartitionLag
-from rebalancer.core.statistics import coefficient_of_variation
+from rebalancer.core.statistics import cv_or_zero
 from rebalancer.core.workload import DELAY_SPREAD, Assignor
 
 ASSIGNORS: tuple[Assignor, ...] = get_args(Assignor)
@@ -61,8 +61,13 @@ class Outcome:
 
     @property
     def cv(self) -> float:
+        return cv_or_zero(list(self.loads().values()))
+
+    @property
+    def mean(self) -> float:
+        """The lag left on average over the members holding partitions."""
         loads = list(self.loads().values())
-        return coefficient_of_variation(loads).value if loads and fmean(loads) > 0 else 0.0
+        return fmean(loads) if loads else 0.0
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,9 @@ import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from statistics import fmean
 
 from rebalancer.core.partitions import PartitionLag
-from rebalancer.core.statistics import coefficient_of_variation
+from rebalancer.core.statistics import cv_or_zero
 
 Held = Mapping[str, Sequence[PartitionLag]]
 Valued = dict[str, tuple[PartitionLag, ...]]
@@ -129,5 +128,4 @@ def _lowest(bounds: Mapping[str, tuple[float, float]]) -> dict[str, float]:
 
 
 def _cv(loads: Mapping[str, float]) -> float:
-    values = list(loads.values())
-    return coefficient_of_variation(values).value if values and fmean(values) > 0 else 0.0
+    return cv_or_zero(list(loads.values()))

@@ -175,18 +175,12 @@ class Measurement:
         # A stuck consumer's backlog drains, and the consumers that stay may read almost nothing:
         # a skew of nothing is not a skew, after the move as before it.
         def judged(end: Outcome) -> float:
-            return 0.0 if self._left(end) < self.rules.floor else end.cv
+            return 0.0 if end.mean < self.rules.floor else end.cv
 
-        left = self._left(ends.worst)
+        left = ends.worst.mean
         return Projected(judged(ends.best), judged(ends.worst), ends.assignor, newcomer,
                          None if newcomer is None else self.rules.delay_spread,
                          left_below_floor=left if left < self.rules.floor else None)
-
-    @staticmethod
-    def _left(outcome: Outcome) -> float:
-        """The lag an end leaves, on average over the consumers holding partitions."""
-        loads = outcome.loads()
-        return math.fsum(loads.values()) / len(loads) if loads else 0.0
 
 
 def measure(signal: str, pods: Sequence[PodState], samples: Mapping[str, float], rules: Rules, now: datetime,

@@ -29,6 +29,11 @@ def coefficient_of_variation(values: Sequence[float]) -> Stats:
     return Stats(value=stddev / mean, mean=mean, stddev=stddev, pods=count)
 
 
+def cv_or_zero(values: Sequence[float]) -> float:
+    """The CV of loads that may be none or all zero (a projection's): 0 then, no skew at all."""
+    return coefficient_of_variation(values).value if values and fmean(values) > 0 else 0.0
+
+
 def projected_cv(values: Mapping[str, float], removed: Sequence[str]) -> float:
     """CV after the removed pods' load is spread evenly over the pods that stay.
 
