@@ -14,11 +14,13 @@ from prometheus_client import CollectorRegistry
 
 from rebalancer import service
 from rebalancer.acting import Actor
+from rebalancer.adapters.kafka import Connection, GroupReader
 from rebalancer.adapters.kube import KubeGateway, api_client
 from rebalancer.adapters.metrics_auth import metrics_session
 from rebalancer.adapters.metrics_source import MetricsSource
 from rebalancer.adapters.pushing import MetricsPusher
 from rebalancer.config import Settings
+from rebalancer.config.kafka import KafkaSource
 from rebalancer.cooldown import StateStore
 from rebalancer.telemetry import Telemetry, configure_logging
 from rebalancer.timing import timed
@@ -37,6 +39,19 @@ class AppState:
     registry: CollectorRegistry
     clock: Callable[[], datetime] = utc_now
     pusher: MetricsPusher | None = None
+
+
+def group_reader(kafka: KafkaSource) -> GroupReader:
+    """The brokers' side of ``signals.lag.kafka``; the password is read when a client is made."""
+    tls, sasl = kafka.tls, kafka.sasl
+    connection = Connection(
+        kafka.bootstrap_servers, kafka.timeout.total_seconds(), kafka.security_protocol,
+        ca_file=str(tls.ca_file) if tls and tls.ca_file else None,
+        cert_file=str(tls.cert_file) if tls and tls.cert_file else None,
+        key_file=str(tls.key_file) if tls and tls.key_file else None,
+        sasl_mechanism=sasl.mechanism if sasl else None, username=sasl.username if sasl else None,
+        password=sasl.password if sasl else None)
+    return GroupReader(connection, kafka.group, kafka.topics)
 
 
 def build(settings: Settings, clock: Callable[[], datetime] = utc_now, registry: CollectorRegistry | None = None) -> AppState:
@@ -62,7 +77,10 @@ def build(settings: Settings, clock: Callable[[], datetime] = utc_now, registry:
     telemetry = Telemetry(registry)
     telemetry.initialise({t.name: {s: spec.threshold for s, spec in t.signals.items()} for t in settings.targets})
     actor = Actor(kube, StateStore(kube, settings.state_configmap, settings.history_limit), telemetry, logger)
-    deps = service.Dependencies(settings, kube, metrics, telemetry, logger, actor)
+    # A reader (and, on first use, a Kafka client) only for targets whose lag is measured at the brokers.
+    groups = {t.name: timed(group_reader(kafka), "kafka") for t in settings.targets
+              if (kafka := t.kafka_source("lag")) is not None}
+    deps = service.Dependencies(settings, kube, metrics, telemetry, logger, actor, groups)
     if settings.auth_token is None and not settings.allow_unauthenticated:
         logger.error(
             "REBALANCER_AUTH_TOKEN is not set: every POST will be refused with 401 "

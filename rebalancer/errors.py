@@ -85,3 +85,14 @@ class KubeConflictError(KubeError):
 
 class KubeForbiddenError(KubeError):
     """401/403: the function's identity may not do this (RBAC)."""
+
+
+class KafkaUnavailableError(TemporaryError):
+    """The brokers could not be reached, or did not answer within the timeout."""
+
+    backend = "kafka"
+
+
+class KafkaAccessError(PermanentError):
+    """The brokers refused us: authentication (a wrong password), TLS (an unknown CA), an ACL, or a
+    topic that does not exist. Retrying cannot help until the configuration or the cluster changes."""

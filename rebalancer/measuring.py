@@ -1,6 +1,10 @@
 """What a decision is measured on: one signal's query and its answer, per pod or per partition,
 or a composite of several signals' answers. Each signal is queried once per invocation, however
-many decisions (a signal, and a composite that uses it) read it."""
+many decisions (a signal, and a composite that uses it) read it.
+
+The lag signal may be measured at the brokers instead (``source: kafka``): the group's members,
+their partitions and the offsets, read now, attributed to the target's pods (``core.groups``).
+A group that cannot be judged (unknown, empty, rebalancing) is a refusal with its own code."""
 
 from __future__ import annotations
 
@@ -8,11 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from rebalancer.adapters.kube import DeploymentPods
 from rebalancer.adapters.metrics_source import PartitionValues, PodValues
 from rebalancer.config import SignalName, Target
+from rebalancer.core import groups
 from rebalancer.core.composite import Composite, composite
 from rebalancer.core.partitions import ByPartition
-from rebalancer.ports import MetricsReader
+from rebalancer.ports import GroupReader, MetricsReader
 
 
 @dataclass(frozen=True)
@@ -22,6 +28,25 @@ class Measured:
     values: Mapping[str, float]  # per pod, as the backend answered (for the series it had for other pods)
     series_without_pod: int = 0
     composite: Composite | None = None
+    source: str = "metrics"  # or "kafka": the brokers
+    group: groups.GroupReport | None = None  # source kafka: the group as read, and what mapped to no pod
+    refusal: groups.Refusal | None = None  # source kafka: a group that cannot be judged now
+
+
+@dataclass(frozen=True)
+class _AtBrokers:
+    """One read of a group at its brokers, attributed to the target's pods (or refused)."""
+
+    report: groups.GroupReport
+    attributed: groups.Attributed | None
+    refusal: groups.Refusal | None
+
+    @property
+    def values(self) -> dict[str, float]:
+        return self.attributed.values if self.attributed else {}
+
+
+_Answer = PodValues | PartitionValues | _AtBrokers
 
 
 @dataclass
@@ -31,27 +56,53 @@ class Measurer:
     target: Target
     metrics: MetricsReader
     now: datetime
-    answers: dict[str, PodValues | PartitionValues] = field(default_factory=dict)
+    group: GroupReader | None = None  # the target's consumer group, when its lag is measured at the brokers
+    answers: dict[str, _Answer] = field(default_factory=dict)
     inflows: dict[str, dict[tuple[str, str], float]] = field(default_factory=dict)
 
     def query(self, signal: SignalName) -> str:
         if signal == "composite":
             assert self.target.composite is not None
             return "; ".join(self.query(s) for s in self.target.composite.weights)
+        kafka = self.target.kafka_source(signal)
+        if kafka is not None:
+            topics = f", topics {', '.join(kafka.topics)}" if kafka.topics else ""
+            return f"kafka: consumer group {kafka.group} at {kafka.bootstrap_servers}{topics}"
         return self.target.partitions_query(signal) or self.target.query_for(signal)
 
-    def _answer(self, signal: SignalName) -> PodValues | PartitionValues:
+    def _answer(self, signal: SignalName, found: DeploymentPods) -> _Answer:
         if signal not in self.answers:
             partitions_query = self.target.partitions_query(signal)
-            self.answers[signal] = (self.metrics.query_partitions(partitions_query, self.now) if partitions_query
-                                    else self.metrics.query_by_pod(self.target.query_for(signal), self.now))
+            if self.target.kafka_source(signal) is not None:
+                self.answers[signal] = self._at_brokers(signal, found)
+            elif partitions_query:
+                self.answers[signal] = self.metrics.query_partitions(partitions_query, self.now)
+            else:
+                self.answers[signal] = self.metrics.query_by_pod(self.target.query_for(signal), self.now)
         return self.answers[signal]
 
-    def measure(self, signal: SignalName) -> Measured:
-        """Raises MetricsQueryError (and the adapter's unavailability) as the adapter does."""
+    def _at_brokers(self, signal: SignalName, found: DeploymentPods) -> _AtBrokers:
+        kafka = self.target.kafka_source(signal)
+        assert kafka is not None and self.group is not None, "app.build gives every kafka-source target its reader"
+        snapshot = self.group.read_group()
+        refused = groups.refusal(snapshot)
+        if refused is not None:
+            report = groups.GroupReport(snapshot.group, snapshot.state, snapshot.protocol, snapshot.assignor,
+                                        len(snapshot.members), kafka.pod_from, snapshot.read_seconds)
+            return _AtBrokers(report, None, refused)
+        pods = [pod.name for pod in found.pods]
+        attributed = groups.attribute(snapshot, pods, found.pod_ips or {}, kafka.pod_from, self._inflow(signal))
+        return _AtBrokers(attributed.report, attributed, None)
+
+    def measure(self, signal: SignalName, found: DeploymentPods) -> Measured:
+        """Raises MetricsQueryError (and the adapters' unavailability) as the adapters do."""
         if signal == "composite":
-            return self._composite()
-        answer = self._answer(signal)
+            return self._composite(found)
+        answer = self._answer(signal, found)
+        if isinstance(answer, _AtBrokers):
+            samples: Mapping[str, float] | ByPartition = answer.attributed.samples if answer.attributed else {}
+            return Measured(self.query(signal), samples, answer.values, source="kafka", group=answer.report,
+                            refusal=answer.refusal)
         samples = ByPartition(answer.held, self._inflow(signal)) if isinstance(answer, PartitionValues) else answer.values
         return Measured(self.query(signal), samples, answer.values, answer.series_without_pod)
 
@@ -65,12 +116,15 @@ class Measurer:
             self.inflows[signal] = self.metrics.query_by_partition(inflow_query, self.now)
         return self.inflows[signal]
 
-    def _composite(self) -> Measured:
+    def _composite(self, found: DeploymentPods) -> Measured:
         spec = self.target.composite
         assert spec is not None
-        answers = {s: self._answer(s) for s in spec.weights}
+        answers = {s: self._answer(s, found) for s in spec.weights}
+        refused = next((a for a in answers.values() if isinstance(a, _AtBrokers) and a.refusal is not None), None)
+        if refused is not None:  # a component that cannot be judged now: neither can the composite
+            return Measured(self.query("composite"), {}, {}, source="kafka", group=refused.report, refusal=refused.refusal)
         weights = {str(s): w for s, w in spec.weights.items()}
         scored = composite({s: a.values for s, a in answers.items()}, weights, {s: self.target.floor(s) for s in spec.weights})
         values = {pod: v for a in answers.values() for pod, v in a.values.items()}
-        without_pod = max(a.series_without_pod for a in answers.values())
+        without_pod = max(a.series_without_pod if not isinstance(a, _AtBrokers) else 0 for a in answers.values())
         return Measured(self.query("composite"), scored.scores, values, without_pod, scored)

@@ -1,6 +1,6 @@
 """The ports: what the orchestration, the cooldown store and the actor need from Kubernetes and
-the metrics backend, as Protocols. The adapters (``kube.KubeGateway``,
-``metrics_source.MetricsSource``) satisfy them structurally, and so can a test's in-memory fake;
+the metrics backend and the Kafka brokers, as Protocols. The adapters (``kube.KubeGateway``,
+``metrics_source.MetricsSource``, ``kafka.GroupReader``) satisfy them structurally, and so can a test's in-memory fake;
 mypy (``make lint``) checks both."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Protocol
 
 from rebalancer.adapters.kube import ConfigMapState, DeploymentPods, EventNote, PodAction
 from rebalancer.adapters.metrics_source import PartitionValues, PodValues
+from rebalancer.core.groups import GroupSnapshot
 
 
 class PodReader(Protocol):
@@ -23,6 +24,12 @@ class MetricsReader(Protocol):
     def query_partitions(self, query: str, at: datetime) -> PartitionValues: ...
 
     def query_by_partition(self, query: str, at: datetime) -> dict[tuple[str, str], float]: ...
+
+
+class GroupReader(Protocol):
+    """One target's consumer group, read at its brokers (``adapters.kafka.GroupReader``)."""
+
+    def read_group(self) -> GroupSnapshot: ...
 
 
 class StateConfigMaps(Protocol):

@@ -9,10 +9,10 @@ decision with the reason, and a temporary one (a backend unreachable) makes the 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, cast, get_args
 
 from rebalancer.acting import Actor, Observed
 from rebalancer.alerts import Plan, Refusal, WorkItem
@@ -23,10 +23,11 @@ from rebalancer.core.measurement import Verdict
 from rebalancer.core.policy import decide
 from rebalancer.core.proposals import Proposal, target_of
 from rebalancer.core.timestamps import stamp
-from rebalancer.errors import KubeError, MetricsQueryError, PermanentError, StateError, TemporaryError
+from rebalancer.core.workload import Assignor, Rules
+from rebalancer.errors import KafkaAccessError, KubeError, MetricsQueryError, PermanentError, StateError, TemporaryError
 from rebalancer.invocation import Attempt, TargetRun
-from rebalancer.measuring import Measurer
-from rebalancer.ports import MetricsReader, PodReader
+from rebalancer.measuring import Measured, Measurer
+from rebalancer.ports import GroupReader, MetricsReader, PodReader
 from rebalancer.telemetry import Telemetry
 
 # Top-level outcome, from the strongest: the first one any decision has wins.
@@ -41,6 +42,7 @@ class Dependencies:
     telemetry: Telemetry
     logger: logging.Logger
     actor: Actor
+    groups: Mapping[str, GroupReader] = field(default_factory=dict)  # target name -> its group at the brokers
 
 
 @dataclass(frozen=True)
@@ -81,13 +83,21 @@ class _Call:
 def _verify_signal(run: TargetRun, signal: SignalName, item: WorkItem, deps: Dependencies, call: _Call) -> Decision:
     """One signal: query, decide, measure earlier actions' effects, act when the verdict says so."""
     target, found, now = run.target, run.found, call.now
+    source = "kafka" if target.kafka_source(signal) is not None else None
     try:
-        measured = call.measurer.measure(signal)
+        measured = call.measurer.measure(signal, found)
     except MetricsQueryError as e:
         deps.telemetry.upstream_errors.labels("metrics", "permanent").inc()
         return _decision(target, signal, item.alerts, code="query_error", query=call.measurer.query(signal),
-                         reason=f"cannot verify: {e}")
-    verdict = decide(signal, found.pods, measured.samples, target.rules(signal), now, workload=found.workload)
+                         reason=f"cannot verify: {e}", source=source)
+    except KafkaAccessError as e:
+        deps.telemetry.upstream_errors.labels("kafka", "permanent").inc()
+        return _decision(target, signal, item.alerts, code="kafka_error", query=call.measurer.query(signal),
+                         reason=f"cannot verify at the brokers, nothing was done: {e}", source=source)
+    if measured.refusal is not None:
+        return _decision(target, signal, item.alerts, code=measured.refusal.code, query=measured.query,
+                         reason=measured.refusal.reason, source=source, group=measured.group)
+    verdict = decide(signal, found.pods, measured.samples, _rules(target, signal, measured), now, workload=found.workload)
     if verdict.stats is not None:
         deps.telemetry.verified_cv.labels(target.name, signal).set(verdict.stats.value)
         deps.telemetry.verified_pods.labels(target.name, signal).set(verdict.stats.pods)
@@ -95,7 +105,7 @@ def _verify_signal(run: TargetRun, signal: SignalName, item: WorkItem, deps: Dep
     known = {pod.name for pod in found.pods}
     ignored_series = sum(1 for pod in measured.values if pod not in known) + measured.series_without_pod
     details = VerdictDetails(measured.query, call.dry_run, verdict, ignored_series, measured.composite)
-    decision = _from_verdict(target, signal, item.alerts, verdict, details)
+    decision = replace(_from_verdict(target, signal, item.alerts, verdict, details), source=source, group=measured.group)
     attempt = Attempt(signal, verdict, now, call.dry_run, call.invocation, call.approving)
     observed = deps.actor.observe(run, attempt)
     if verdict.act:
@@ -103,6 +113,14 @@ def _verify_signal(run: TargetRun, signal: SignalName, item: WorkItem, deps: Dep
     if not observed.effects:
         return decision
     return replace(decision, effects=observed.effects, reason=f"{decision.reason}. {_effects_said(observed)}")
+
+
+def _rules(target: Target, signal: SignalName, measured: Measured) -> Rules:
+    """The target's rules; at the brokers, the projection follows the assignor the group reports
+    when it is one the projection models (else the configured one)."""
+    rules = target.rules(signal)
+    reported = measured.group.assignor if measured.group is not None else ""
+    return replace(rules, assignor=cast("Assignor", reported)) if reported in get_args(Assignor) else rules
 
 
 def _act(run: TargetRun, decision: Decision, deps: Dependencies, attempt: Attempt) -> Decision:
@@ -151,7 +169,7 @@ def _summary(decisions: list[Decision]) -> tuple[str, str]:
 
 
 def _log(deps: Dependencies, decision: Decision, record: dict[str, Any], invocation: str) -> None:
-    level = logging.WARNING if decision.code in ("kubernetes_error", "query_error") else logging.INFO
+    level = logging.WARNING if decision.code in ("kubernetes_error", "query_error", "kafka_error") else logging.INFO
     who = f"{decision.target}/{decision.signal}" if decision.target else "alert"
     deps.logger.log(
         level,
@@ -178,7 +196,8 @@ def handle(
     error: str | None = None
     try:
         for item in plan.items:
-            decisions.extend(_verify(item, deps, _Call(now, dry_run, invocation, Measurer(item.target, deps.metrics, now),
+            decisions.extend(_verify(item, deps, _Call(now, dry_run, invocation, Measurer(item.target, deps.metrics, now,
+                                                                         deps.groups.get(item.target.name)),
                                                        approving)))
     except TemporaryError as e:
         deps.telemetry.upstream_errors.labels(e.backend, "temporary").inc()

@@ -28,6 +28,7 @@ from rebalancer.config.fields import (
     SignalName,
     StrictBool,
 )
+from rebalancer.config.kafka import KafkaSource
 from rebalancer.core import history, promql
 from rebalancer.core.windows import DAYS, Schedule, Window
 from rebalancer.core.workload import DELAY_SPREAD, Assignor, Mode, Rules, Selection
@@ -66,6 +67,10 @@ class SignalSpec(_Strict):
     delay_spread: float = Field(default=DELAY_SPREAD, ge=0.0, lt=1.0, description="inflow: how far a consumer's delay "
                                 "(its lag over its inflow) may move either way across a rebalance, as a share of its "
                                 "delay now; the projected range takes it in")
+    source: Literal["metrics", "kafka"] = Field(default="metrics", description="lag only: where the lag is measured "
+                                                "now: the metrics backend, or the brokers themselves (kafka)")
+    kafka: KafkaSource | None = Field(default=None, description="source kafka: the brokers, the group, how members "
+                                      "map to pods")
 
     @model_validator(mode="after")
     def _threshold_matches_mode(self) -> SignalSpec:
@@ -76,9 +81,23 @@ class SignalSpec(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _kafka_with_its_source(self) -> SignalSpec:
+        if self.source == "kafka" and self.kafka is None:
+            raise ValueError("kafka: required with source: kafka (bootstrap_servers, group)")
+        if self.source != "kafka" and self.kafka is not None:
+            raise ValueError("kafka: only read with source: kafka (set it, or remove kafka)")
+        return self
+
+    @property
+    def by_partition(self) -> bool:
+        """Whether the decision knows who holds which partition: from a partitions query, or the brokers."""
+        return self.partitions is not None or self.source == "kafka"
+
+    @model_validator(mode="after")
     def _inflow_needs_partitions(self) -> SignalSpec:
-        if self.inflow is not None and self.partitions is None:
-            raise ValueError("inflow: tells a hot partition from a slow consumer, so it needs partitions (the per-partition lag)")
+        if self.inflow is not None and not self.by_partition:
+            raise ValueError("inflow: tells a hot partition from a slow consumer, so it needs partitions (the "
+                             "per-partition lag) or source: kafka")
         if "delay_spread" in self.model_fields_set and self.inflow is None:
             raise ValueError("delay_spread: a consumer's delay is its lag over its inflow: set inflow too, or remove "
                              "delay_spread")
@@ -90,6 +109,14 @@ class SignalSpec(_Strict):
         if query is not None:
             promql.check_template(query)
         return query
+
+    @model_validator(mode="after")
+    def _group_placeholder_needs_a_group(self) -> SignalSpec:
+        for name in ("query", "partitions", "inflow"):
+            template = getattr(self, name)
+            if self.kafka is None and template is not None and "$group" in template:
+                raise ValueError(f"{name}: $group is the consumer group of source: kafka, which is not configured")
+        return self
 
 
 class CompositeSpec(_Strict):
@@ -189,10 +216,12 @@ class Target(_Strict):
         for signal in ("cpu", "memory"):
             if signal in self.signals and self.signals[signal].partitions is not None:
                 raise ValueError(f"signals.{signal}.partitions: partition-aware decisions are for the lag signal only")
+            if signal in self.signals and self.signals[signal].source != "metrics":
+                raise ValueError(f"signals.{signal}.source: only the lag signal can be measured at the brokers")
         lag = self.signals.get("lag")
-        if "assignor" in self.model_fields_set and (lag is None or lag.partitions is None):
+        if "assignor" in self.model_fields_set and (lag is None or not lag.by_partition):
             raise ValueError("assignor: the projection follows the assignor only where it knows who holds which "
-                             "partition: set signals.lag.partitions too, or remove assignor")
+                             "partition: set signals.lag.partitions (or source: kafka) too, or remove assignor")
         if self.max_backoff < self.backoff:
             raise ValueError("max_backoff: must be at least backoff (the first wait)")
         return self
@@ -256,8 +285,21 @@ class Target(_Strict):
         )
 
     def _render(self, template: str) -> str:
+        kafka = self.kafka_source("lag")
         return promql.render(template, namespace=self.namespace, deployment=self.deployment,
-                             container=self.container or self.deployment, window=self.window)
+                             container=self.container or self.deployment, window=self.window,
+                             group=kafka.group if kafka else "")
+
+    def kafka_source(self, signal: SignalName) -> KafkaSource | None:
+        """Where the signal is measured at the brokers (``source: kafka``), else None."""
+        spec = self.signals.get(signal) if signal != "composite" else None
+        return spec.kafka if spec is not None and spec.source == "kafka" else None
+
+    def group_lag_query(self) -> str | None:
+        """The group's total lag, what the alert fires on when the lag is measured at the brokers
+        with no per-pod or per-partition template to alert on."""
+        kafka = self.kafka_source("lag")
+        return None if kafka is None else self._render(kafka.alert_query)
 
     def query_for(self, signal: SignalName) -> str:
         """The per-pod PromQL for ``signal`` (the alert rules' and the backtest's), placeholders

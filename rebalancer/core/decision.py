@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from rebalancer.core.composite import Composite
+from rebalancer.core.groups import GroupReport
 from rebalancer.core.measurement import PodNote, SelectedPod, Verdict
 
 # Every decision code, the stable word that says why (docs/http-api.md, "The answer"). A test keeps the
@@ -17,7 +18,7 @@ CODES = (
     "hysteresis", "outside_window", "proposed", "approval_stale", "already_acted", "below_threshold", "idle",
     "incomplete_data", "too_few_pods", "no_ready_pods", "below_floor", "hot_partition", "min_pods", "no_candidates",
     "no_improvement", "no_hpa_target", "rolling_out", "hpa_scaling", "too_many_unready", "state_unreadable",
-    "kubernetes_error", "query_error",
+    "kubernetes_error", "query_error", "unknown_group", "group_empty", "group_rebalancing", "kafka_error",
 )
 
 
@@ -137,6 +138,8 @@ class Decision:
     act: ActResult | None = None
     cooldown_until: str | None = None
     effects: tuple[dict[str, Any], ...] = ()  # the closed loop: earlier actions' effects measured now
+    source: str | None = None  # where the signal was measured: "metrics", or "kafka" (the brokers)
+    group: GroupReport | None = None  # source kafka: the consumer group as read, and what mapped to no pod
 
     def acted_on(self, result: ActResult) -> Decision:
         return replace(self, outcome=result.outcome, code=result.code or self.code, reason=result.reason,
@@ -155,6 +158,10 @@ class Decision:
         )
         if self.code is not None:
             out["code"] = self.code
+        if self.source is not None:
+            out["source"] = self.source
+        if self.group is not None:
+            out["group"] = asdict(self.group)
         if self.details is not None:
             out.update(self.details.to_json())
         elif self.query is not None:

@@ -26,10 +26,13 @@ class PartitionLag:
 @dataclass(frozen=True)
 class ByPartition:
     """What a partitions query answered: each pod's partitions, with their lag, and, when an
-    inflow query is configured, each partition's inflow (messages/s into it, by (topic, partition))."""
+    inflow query is configured, each partition's inflow (messages/s into it, by (topic, partition)).
+    ``members``, when the group itself was asked: the pods that are members of it. A pod outside
+    it holds nothing because it consumes nothing (starting, or broken), which is not idleness."""
 
     held: Mapping[str, Sequence[PartitionLag]]
     inflow: Mapping[tuple[str, str], float] | None = None
+    members: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)

@@ -283,7 +283,9 @@ def decide(
     """
     by_partition = None
     if isinstance(samples, ByPartition):
-        assigned = assignment([pod.name for pod in split_pods(pods)[0]], samples.held)
+        members = samples.members
+        assigned = assignment([pod.name for pod in split_pods(pods)[0] if members is None or pod.name in members],
+                              samples.held)
         by_partition = (assigned, samples.inflow)
         samples = assigned.lag_by_pod()
     measurement = measure(signal, pods, samples, rules, now, by_partition)

@@ -1,6 +1,7 @@
 """PromQL query templates and safe rendering. Pure: no I/O.
 
-A template is PromQL with placeholders ``$namespace``, ``$deployment``, ``$container`` (each
+A template is PromQL with placeholders ``$namespace``, ``$deployment``, ``$container``, ``$group``
+(the lag signal's consumer group, where it is measured at the brokers) (each
 replaced by the target's value escaped for a double-quoted PromQL string) and ``$window``
 (replaced by the target's rate window as a PromQL duration, for range selectors). Every
 template must return one series per pod, labelled ``pod``. The templates only ever receive
@@ -14,7 +15,7 @@ from string import Template
 
 from rebalancer.core.durations import format_duration
 
-PLACEHOLDERS = frozenset({"namespace", "deployment", "container", "window"})
+PLACEHOLDERS = frozenset({"namespace", "deployment", "container", "group", "window"})
 
 # cAdvisor's per-container CPU counter, as a per-pod rate over the target's window.
 DEFAULT_CPU_TEMPLATE = (
@@ -35,6 +36,9 @@ DEFAULT_MEMORY_TEMPLATE = (
     "sum by (pod) (container_memory_working_set_bytes"
     '{namespace="$namespace", container="$container"})'
 )
+# Lag measured at the brokers still needs a series for the alert to fire on: the group's total,
+# as kafka_exporter exports it per partition (no member, so no pod: the brokers attribute it).
+DEFAULT_GROUP_LAG_TEMPLATE = 'sum(kafka_consumergroup_lag{consumergroup="$group"})'
 DEFAULT_TEMPLATES = {"cpu": DEFAULT_CPU_TEMPLATE, "lag": DEFAULT_LAG_TEMPLATE, "memory": DEFAULT_MEMORY_TEMPLATE}
 
 
@@ -64,12 +68,14 @@ def check_template(template: str) -> None:
         raise ValueError(f"unknown placeholder {names} in query template (known: {allowed})")
 
 
-def render(template: str, *, namespace: str, deployment: str, container: str, window: timedelta) -> str:
+def render(template: str, *, namespace: str, deployment: str, container: str, window: timedelta,
+           group: str = "") -> str:
     """Fill a template. ``$`` signs that are not placeholders (regex anchors) are left alone."""
     check_template(template)
     return Template(template).safe_substitute(
         namespace=escape_string(namespace),
         deployment=escape_string(deployment),
         container=escape_string(container),
+        group=escape_string(group),
         window=format_duration(window),
     )

@@ -69,6 +69,7 @@ class _Condition(msgspec.Struct):
 
 class _PodStatus(msgspec.Struct):
     phase: str | None = None
+    podIP: str | None = None  # a Kafka group member's host, where members map to pods by address
     conditions: list[_Condition] | None = None
 
 

@@ -63,6 +63,7 @@ class KubeReads(KubeConnection):
             pods=tuple(pod_states(pods, owned_replica_sets, container)),
             workload=workload_status(found, targeting),
             pod_uids={pod.metadata.name: pod.metadata.uid for pod in pods},
+            pod_ips={pod.metadata.name: pod.status.podIP for pod in pods if pod.status and pod.status.podIP},
         )
 
     # -- the state ConfigMap ---------------------------------------------------------------------

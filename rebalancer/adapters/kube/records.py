@@ -22,6 +22,7 @@ class DeploymentPods:
     pods: tuple[PodState, ...]
     workload: WorkloadStatus | None = None
     pod_uids: dict[str, str] | None = None
+    pod_ips: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
