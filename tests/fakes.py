@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from rebalancer.adapters.kube import ActionResult, ConfigMapState, DeploymentPods, EventNote, PodAction
 from rebalancer.adapters.metrics_source import PartitionValues, PodValues
+from rebalancer.core.groups import GroupSnapshot
 from rebalancer.core.partitions import PartitionLag
 from rebalancer.core.workload import PodState, WorkloadStatus
 from rebalancer.errors import KubeConflictError, KubeNotFoundError
@@ -104,10 +105,25 @@ class FakeMetrics:
         return dict(self.inflow)
 
 
+@dataclass
+class FakeGroup:
+    """GroupReader: one consumer group as its brokers would describe it, or an error to raise."""
+
+    snapshot: GroupSnapshot | Exception
+    reads: int = 0
+
+    def read_group(self) -> GroupSnapshot:
+        self.reads += 1
+        if isinstance(self.snapshot, Exception):
+            raise self.snapshot
+        return self.snapshot
+
+
 if TYPE_CHECKING:  # mypy (make lint) proves the fakes fit the ports the code is typed with
-    from rebalancer.ports import MetricsReader, PodActions, PodReader, StateConfigMaps
+    from rebalancer.ports import GroupReader, MetricsReader, PodActions, PodReader, StateConfigMaps
 
     _pods: PodReader = FakeKube()
     _state: StateConfigMaps = FakeKube()
     _actions: PodActions = FakeKube()
     _metrics: MetricsReader = FakeMetrics()
+    _group: GroupReader = FakeGroup(GroupSnapshot("g", "STABLE", "consumer", "uniform", (), {}))

@@ -105,6 +105,11 @@ def _partitions(verdict: Verdict) -> dict[str, Any]:
     }
 
 
+def _group(report: GroupReport) -> dict[str, Any]:
+    """The group as read at the brokers, in the answer's JSON shapes (lists, not tuples)."""
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(report).items()}
+
+
 @dataclass(frozen=True)
 class ActResult:
     """What the act step made of a verdict that wanted to act (acting.Actor.act)."""
@@ -161,7 +166,7 @@ class Decision:
         if self.source is not None:
             out["source"] = self.source
         if self.group is not None:
-            out["group"] = asdict(self.group)
+            out["group"] = _group(self.group)
         if self.details is not None:
             out.update(self.details.to_json())
         elif self.query is not None:
