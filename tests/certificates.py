@@ -1,5 +1,6 @@
 """A self-signed certificate for 127.0.0.1: the stand-in serves HTTPS with it, as GKE does, and the GKE
-mode tests use it as a CA the cluster was not signed by."""
+mode tests use it as a CA the cluster was not signed by. And a throw-away CA with a leaf it signed,
+for the real Kafka broker's TLS listener."""
 
 from __future__ import annotations
 
@@ -33,3 +34,28 @@ def self_signed_certificate() -> tuple[str, str]:
         certificate.public_bytes(serialization.Encoding.PEM).decode(),
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode(),
     )
+
+
+def certificate_authority_and_leaf(common_name: str) -> tuple[str, str, str]:
+    """A throw-away CA, and a certificate it signed for 127.0.0.1 and localhost: (CA PEM, leaf
+    PEM, leaf key PEM in PKCS#8, as Kafka's PEM keystore reads it). The real brokers' TLS tests use
+    it, as the control plane uses its own CA: a client must be given the CA to trust the leaf."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{common_name}-test-ca")])
+
+    def issued(subject: x509.Name, key: ec.EllipticCurvePrivateKey, *extensions: tuple[x509.ExtensionType, bool]) -> x509.Certificate:
+        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=1)))
+        for extension, critical in extensions:
+            builder = builder.add_extension(extension, critical=critical)
+        return builder.sign(ca_key, hashes.SHA256())
+
+    ca = issued(ca_name, ca_key, (x509.BasicConstraints(ca=True, path_length=0), True))
+    leaf = issued(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]), leaf_key,
+                  (x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+                   False))
+    pem = serialization.Encoding.PEM
+    key = leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return ca.public_bytes(pem).decode(), leaf.public_bytes(pem).decode(), key.decode()

@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from tests.certificates import certificate_authority_and_leaf
 from tests.servers import ServerProcess, free_port, stop_with_parent, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,11 +44,22 @@ SERVER_PROPERTIES = """\
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port},SASL_SSL://127.0.0.1:{tls_port},CONTROLLER://127.0.0.1:{controller}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port},SASL_SSL://127.0.0.1:{tls_port}
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL
 inter.broker.listener.name=PLAINTEXT
+# SASL, in clear and over TLS (a certificate from a throw-away CA): PLAIN's users are listed here,
+# SCRAM's credentials are written into the storage when it is formatted (StorageTool --add-scram).
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_{user}="{password}";
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_{user}="{password}";
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location={keystore}
 log.dirs={data}
 num.partitions=1
 auto.create.topics.enable=false
@@ -90,9 +102,17 @@ class Group:
 
 
 class KafkaBroker(ServerProcess):
+    """Listeners: PLAINTEXT on ``port`` (``bootstrap``), SASL_PLAINTEXT on ``sasl_port`` and SASL_SSL
+    on ``tls_port``, where ``user`` / ``password`` authenticate with PLAIN, SCRAM-SHA-256 or
+    SCRAM-SHA-512, and ``ca_file`` is the CA to trust."""
+
+    user = "rebalancer"
+
     def __init__(self, workdir: Path) -> None:
-        self.port, self.controller = free_port(), free_port()
+        self.port, self.controller, self.sasl_port, self.tls_port = free_port(), free_port(), free_port(), free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
+        self.password = f"kafka-{uuid.uuid4().hex[:12]}"
+        self.ca_file = workdir / "ca.pem"
         self.properties = workdir / "server.properties"
         java = shutil.which("java")
         if java is None:
@@ -105,10 +125,18 @@ class KafkaBroker(ServerProcess):
             pytest.fail(f"{LIBS} is missing: `make test` fetches the broker (scripts/build-kafka)", pytrace=False)
         self.workdir.mkdir(parents=True, exist_ok=True)
         data = self.workdir / "data"
-        self.properties.write_text(SERVER_PROPERTIES.format(port=self.port, controller=self.controller, data=data))
+        ca, leaf, key = certificate_authority_and_leaf("kafka")
+        self.ca_file.write_text(ca)
+        keystore = self.workdir / "keystore.pem"  # the PEM keystore: the key, then its certificate
+        keystore.write_text(key + leaf)
+        self.properties.write_text(SERVER_PROPERTIES.format(
+            port=self.port, controller=self.controller, sasl_port=self.sasl_port, tls_port=self.tls_port, data=data,
+            user=self.user, password=self.password, keystore=keystore))
+        scram = [arg for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512")
+                 for arg in ("--add-scram", f"{mechanism}=[name={self.user},password={self.password}]")]
         # A fresh data dir each start: formatting is a second and a formatted one starts no faster.
         formatted = subprocess.run([self.java, *JVM_FLAGS, "-cp", f"{LIBS}/*", "kafka.tools.StorageTool", "format",
-                                    "-t", uuid.uuid4().hex[:22], "-c", str(self.properties)],
+                                    "-t", uuid.uuid4().hex[:22], "-c", str(self.properties), *scram],
                                    capture_output=True, text=True, timeout=60)
         if formatted.returncode != 0:
             pytest.fail(f"formatting the broker's storage failed:\n{formatted.stdout}\n{formatted.stderr}", pytrace=False)

@@ -320,6 +320,24 @@ def _parse_time(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
+def _replayable(target: Target, signal: SignalName) -> str:
+    """Lag measured at the brokers has no history to replay: the backtest replays the signal's
+    metrics template instead, and says so; without one it refuses (ValueError). Returns the note."""
+    signals = tuple(target.composite.weights) if signal == "composite" and target.composite else (signal,)
+    at_brokers = [s for s in signals if target.kafka_source(s) is not None]
+    if not at_brokers:
+        return ""
+    spec, kafka = target.signals["lag"], target.kafka_source("lag")
+    if spec.partitions is None and spec.query is None:
+        raise ValueError("signals.lag is measured at the brokers (source: kafka), which keep no history: the backtest "
+                         "cannot replay them. Give signals.lag.partitions (or query), a metrics template of the same "
+                         "lag, and it replays that")
+    template = "partitions" if spec.partitions is not None else "query"
+    group = kafka.group if kafka is not None else ""
+    return (f"Note: the function measures lag at the brokers (consumer group {group}), which keep no history: this "
+            f"replays the metrics template signals.lag.{template} instead.\n")
+
+
 def main(argv: list[str] | None = None, now: datetime | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rebalancer backtest", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, required=True, help="the function's YAML configuration")
@@ -350,6 +368,7 @@ def main(argv: list[str] | None = None, now: datetime | None = None) -> int:
         step = parse_duration(args.step)
         if start >= end:
             raise ValueError(f"the period is empty: start {stamp(start)} is not before end {stamp(end)}")
+        replayed = _replayable(target, signal)
         rules = target.rules(signal)
         if rules.mode == "hpa" and (args.hpa_target_utilization is None or args.cpu_request is None):
             raise ValueError("hpa mode: the backtest cannot ask Kubernetes; give --hpa-target-utilization and --cpu-request")
@@ -358,6 +377,8 @@ def main(argv: list[str] | None = None, now: datetime | None = None) -> int:
     except (OSError, ValueError, RebalancerError) as e:  # a CLI: what is wrong, never a traceback
         print(f"backtest: {e}", file=sys.stderr)
         return 2
+    if replayed:
+        print(replayed)
     print(render(report, rules))
     if args.plot:
         from rebalancer.tools.backtest_plot import plot

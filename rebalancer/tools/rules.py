@@ -16,6 +16,12 @@ utilisation of the request, that is the function's own test (a pod above target 
 with no kube-state-metrics join: both sides are label-less aggregates, which compare alike on
 Prometheus and VictoriaMetrics. The function then re-verifies with the HPA's real target.
 
+Lag measured at the brokers (``source: kafka``) is verified there, so its alert needs no per-pod
+series, only one to fire on: the group's total lag (``kafka.alert_query``, by default
+kafka_exporter's ``kafka_consumergroup_lag`` summed for the group), at or above the floor times
+``min_pods``, the least total at which the pods' mean lag can reach the floor. Where the signal
+also has a per-pod ``query`` or a ``partitions`` template, the skew rule is built from it instead.
+
 The output is valid for Prometheus and vmalert alike (checked by promtool and vmalert -dryRun).
 """
 
@@ -60,7 +66,29 @@ def hpa_alert_expression(query: str, tolerance: float, min_pods: int, floor: flo
     )
 
 
+def group_lag_expression(query: str, floor: float, min_pods: int) -> str:
+    """The group's total lag at the least level where the pods' mean can reach the floor."""
+    return f"{query} >= {floor * min_pods!r}\n" if floor > 0 else f"{query} > 0\n"
+
+
+def _group_rule(target: Target, for_duration: timedelta) -> dict[str, Any] | None:
+    """The rule of a lag signal measured at the brokers with no metrics template to alert on."""
+    query, spec = target.group_lag_query(), target.signals.get("lag")
+    if query is None or spec is None or spec.query is not None or spec.partitions is not None:
+        return None
+    kafka = target.kafka_source("lag")
+    assert kafka is not None
+    return _rule(target, "lag", for_duration, group_lag_expression(query, target.floor("lag"), target.min_pods),
+                 f'Consumer group {kafka.group} is {{{{ $value | printf "%.0f" }}}} messages behind',
+                 f"The consumer group {kafka.group} of {target.namespace}/{target.deployment} is behind by at least "
+                 f"{target.floor('lag') * target.min_pods:g} messages (the lag floor times min_pods). pod-rebalancer "
+                 "verifies at the brokers whether the lag is skewed across the pods, and may move the outliers.")
+
+
 def alert_rule(target: Target, signal: SignalName, for_duration: timedelta) -> dict[str, Any]:
+    at_brokers = _group_rule(target, for_duration) if signal == "lag" else None
+    if at_brokers is not None:
+        return at_brokers
     query = target.query_for(signal)
     if signal == "composite":
         return _rule(target, signal, for_duration, alert_expression(query, target.threshold(signal), target.min_pods),

@@ -1,0 +1,239 @@
+"""Lag measured at the source (``signals.lag.source: kafka``): the function reads the consumer group
+from the real broker itself (confluent-kafka's AdminClient), over plain TCP, SASL (PLAIN, SCRAM)
+and SASL over TLS with a throw-away CA, and attributes each partition to the pod whose
+``client.id`` holds it. The pods are real consumers run by the node simulator on the real
+control plane.
+
+The function runs in-process here (functions-framework's app, acting as its ServiceAccount), so
+that each test calls it when the group is where the test wants it; the alerting chain with the
+group-level rule is in test_lag_scenarios_at_the_source.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from tests.conftest import AUTH
+from tests.kafkabroker import KafkaBroker, consumer_pod_template
+from tests.kafkascene import evictions
+from tests.servers import wait_for
+
+# Nothing is ever asked of the metrics backend at the source without an inflow query: a port
+# where nothing listens makes any such request fail loudly.
+NO_METRICS = "http://127.0.0.1:9"
+
+
+def at_source(namespace: str, group: str, bootstrap: str, **kafka) -> dict:
+    return {"name": "consumer", "namespace": namespace, "deployment": "consumer", "container": "consumer",
+            "min_pods": 3, "min_pod_age": "0s", "cooldown": "30s", "window": "10s",
+            "signals": {"lag": {"threshold": 0.5, "floor": 50, "source": "kafka",
+                                "kafka": {"bootstrap_servers": bootstrap, "group": group, "timeout": "3s", **kafka}}}}
+
+
+def verify(client) -> tuple[int, dict]:
+    response = client.post("/rebalance", json={"target": "consumer", "signal": "lag"}, headers=AUTH)
+    return response.status_code, response.get_json()
+
+
+def nothing_done(kube) -> bool:
+    """No eviction, no delete, no state written: what every refusal must leave."""
+    return (evictions(kube) == [] and kube.requests("delete", "pods") == []
+            and not [r for r in kube.requests() if r.resource == "configmaps" and r.verb in ("create", "update", "patch")])
+
+
+def test_a_slow_consumer_is_found_at_the_brokers_and_its_pod_evicted(scene, make_client, kube):
+    group = scene(partitions=8, replicas=4)
+    slow = group.pods[1]
+    group.slow(slow, 150)  # 6-7 messages a second, against 40 a second into its two partitions
+    group.produce(dict.fromkeys(range(8), 20.0), seconds=60)
+    wait_for(lambda: (lag := group.lag_at_brokers()) and sum(lag[p] for p in group.settled.members[1].partitions) > 400,
+             "the slow consumer's partitions to fall behind at the brokers", timeout=40)
+    client = make_client(NO_METRICS, [at_source(kube.namespace, group.group, group.broker.bootstrap)],
+                         env_rebalancer_dry_run="false")
+
+    status, body = verify(client)
+
+    (decision,) = body["decisions"]
+    assert status == 200 and decision["outcome"] == "acted", decision
+    assert decision["source"] == "kafka" and decision["query"].startswith(f"kafka: consumer group {group.group}")
+    assert (decision["group"]["state"], decision["group"]["protocol"], decision["group"]["assignor"]) == (
+        "STABLE", "consumer", "uniform")
+    assert decision["group"]["unmapped_members"] == [] and decision["group"]["pods_without_member"] == []
+    assert [s["pod"] for s in decision["selected"] if s["role"] == "hot"] == [slow]
+    held = {pod: sorted(int(p.split("/")[1]) for p in partitions) for pod, partitions in decision["partitions"]["held"].items()}
+    assert held == {m.client_id: sorted(m.partitions) for m in group.settled.members}, "attributed as the brokers assign"
+    assert "the consumer is slow or stuck" in decision["reason"]
+    assert slow in evictions(kube)
+
+
+def test_a_hot_partition_at_the_brokers_is_not_chased(scene, make_client, kube):
+    # Every message costs 5 ms: a consumer does 200 a second. One key sends 300 a second to one
+    # partition; its owner cannot keep up, whoever it is, while its other partition keeps up.
+    group = scene(partitions=6, replicas=3, process_ms=5)
+    owner = group.settled.members[0]
+    hot = owner.partitions[0]
+    group.produce({p: 300.0 if p == hot else 20.0 for p in range(6)}, seconds=60)
+    wait_for(lambda: group.lag_at_brokers()[hot] > 1500, "the hot partition to fall behind at the brokers", timeout=40)
+    client = make_client(NO_METRICS, [at_source(kube.namespace, group.group, group.broker.bootstrap)],
+                         env_rebalancer_dry_run="false")
+
+    status, body = verify(client)
+
+    (decision,) = body["decisions"]
+    assert status == 200 and decision["code"] == "hot_partition", decision
+    assert decision["partitions"]["hot_partition"]["pod"] == owner.client_id
+    assert decision["partitions"]["hot_partition"]["partition"] == str(hot)
+    assert "keep up" in decision["partitions"]["hot_partition"]["evidence"]
+    assert nothing_done(kube)
+
+
+def test_a_rebalancing_group_is_skipped_and_nothing_is_done(scene, make_client, kube):
+    # The classic protocol waits for every member to rejoin; one busy for 20 s a message rejoins late,
+    # so a new member keeps the group preparing its rebalance for that long.
+    group = scene(partitions=6, replicas=3, protocol="classic", max_poll_interval_ms=60_000)
+    group.slow(group.pods[0], 20_000)
+    group.produce(dict.fromkeys(range(6), 5.0), seconds=60)
+    time.sleep(3)  # the slow consumer is inside its 20 s message
+    client = make_client(NO_METRICS, [at_source(kube.namespace, group.group, group.broker.bootstrap)],
+                         env_rebalancer_dry_run="false")
+    kube.apps.patch_namespaced_deployment_scale("consumer", kube.namespace, {"spec": {"replicas": 4}})
+
+    answers = wait_for(lambda: (found := verify(client)) and found[1]["decisions"][0].get("code") == "group_rebalancing"
+                       and found, "a verification while the group rebalances", timeout=30, interval=0.5)
+
+    status, body = answers
+    (decision,) = body["decisions"]
+    assert status == 200 and decision["outcome"] == "skipped" and decision["source"] == "kafka"
+    assert decision["group"]["state"] in ("PREPARING_REBALANCING", "COMPLETING_REBALANCING"), decision
+    assert "is rebalancing" in decision["reason"] and "the next alert verifies again" in decision["reason"]
+    assert nothing_done(kube)
+
+
+def test_an_unknown_group_is_skipped_with_its_own_code(scene, make_client, kube):
+    group = scene(partitions=2, replicas=3)
+    client = make_client(NO_METRICS, [at_source(kube.namespace, "no-such-group", group.broker.bootstrap)],
+                         env_rebalancer_dry_run="false")
+
+    status, body = verify(client)
+
+    (decision,) = body["decisions"]
+    assert status == 200 and decision["code"] == "unknown_group", decision
+    assert "know no consumer group 'no-such-group'" in decision["reason"] and decision["group"]["state"] == "DEAD"
+    assert nothing_done(kube)
+
+
+def test_a_closed_port_is_a_503_that_says_so_and_nothing_is_done(scene, make_client, kube):
+    group = scene(partitions=2, replicas=3)
+    client = make_client(NO_METRICS, [at_source(kube.namespace, group.group, "127.0.0.1:9", timeout="2s")],
+                         env_rebalancer_dry_run="false")
+
+    status, body = verify(client)
+
+    assert status == 503 and body["outcome"] == "skipped", body
+    assert "did not answer" in body["reason"] and "Connection refused" in body["reason"], body["reason"]
+    assert nothing_done(kube)
+
+
+@pytest.mark.parametrize(("listener", "mechanism"), [
+    ("tls", "SCRAM-SHA-512"), ("tls", "PLAIN"), ("sasl", "SCRAM-SHA-256")])
+def test_sasl_and_tls_read_the_group_and_the_password_stays_out_of_every_answer(scene, make_client, kube, tmp_path,
+                                                                                  listener, mechanism, capsys):
+    group = scene(partitions=4, replicas=3)
+    broker: KafkaBroker = group.broker
+    secret = tmp_path / "kafka-password"
+    secret.write_text(broker.password + "\n")
+    port, tls = (broker.tls_port, {"tls": {"ca_file": str(broker.ca_file)}}) if listener == "tls" else (broker.sasl_port, {})
+    sasl = {"mechanism": mechanism, "username": broker.user, "password_file": str(secret)}
+    client = make_client(NO_METRICS, [at_source(kube.namespace, group.group, f"127.0.0.1:{port}", sasl=sasl, **tls)])
+
+    status, body = verify(client)
+
+    (decision,) = body["decisions"]
+    assert status == 200 and decision["source"] == "kafka" and decision["group"]["state"] == "STABLE", decision
+    assert decision["group"]["members"] == 3 and decision["partitions"]["count"] == 4
+    metrics = client.get("/metrics").get_data(as_text=True)
+    said = repr(body) + metrics + capsys.readouterr().out + capsys.readouterr().err
+    assert broker.password not in said
+
+
+def test_a_wrong_password_is_a_clear_refusal_and_the_rotated_file_is_read_at_the_next_call(scene, make_client, kube,
+                                                                                            tmp_path):
+    group = scene(partitions=2, replicas=3)
+    broker: KafkaBroker = group.broker
+    secret = tmp_path / "kafka-password"
+    secret.write_text("not-the-password\n")
+    sasl = {"mechanism": "SCRAM-SHA-512", "username": broker.user, "password_file": str(secret)}
+    client = make_client(NO_METRICS, [at_source(kube.namespace, group.group, f"127.0.0.1:{broker.tls_port}", sasl=sasl,
+                                                tls={"ca_file": str(broker.ca_file)})], env_rebalancer_dry_run="false")
+
+    began = time.monotonic()
+    status, body = verify(client)
+    took = time.monotonic() - began
+
+    (decision,) = body["decisions"]
+    assert status == 200 and decision["code"] == "kafka_error", decision
+    assert "SASL authentication error" in decision["reason"] and "invalid credentials" in decision["reason"]
+    assert "not-the-password" not in repr(body)
+    assert took < 3, f"a refused password is known at the first answer, not at the timeout ({took:.1f} s)"
+    assert nothing_done(kube)
+
+    secret.write_text(broker.password + "\n")  # the mounted Secret rotated
+    status, body = verify(client)
+    assert status == 200 and body["decisions"][0]["group"]["state"] == "STABLE", body
+
+
+def test_a_certificate_from_another_ca_is_refused(scene, make_client, kube, tmp_path):
+    group = scene(partitions=2, replicas=3)
+    broker: KafkaBroker = group.broker
+    from tests.certificates import certificate_authority_and_leaf
+
+    other_ca = tmp_path / "other-ca.pem"
+    other_ca.write_text(certificate_authority_and_leaf("other")[0])
+    secret = tmp_path / "kafka-password"
+    secret.write_text(broker.password)
+    sasl = {"mechanism": "SCRAM-SHA-256", "username": broker.user, "password_file": str(secret)}
+    client = make_client(NO_METRICS, [at_source(kube.namespace, group.group, f"127.0.0.1:{broker.tls_port}", sasl=sasl,
+                                                tls={"ca_file": str(other_ca)})], env_rebalancer_dry_run="false")
+
+    status, body = verify(client)
+
+    (decision,) = body["decisions"]
+    assert status == 200 and decision["code"] == "kafka_error" and "certificate verify failed" in decision["reason"], decision
+    assert nothing_done(kube)
+
+
+def test_a_broker_stopped_in_the_middle_of_a_verification_is_a_503_and_nothing_is_done(make_client, kube,
+                                                                                      tmp_path_factory):
+    broker = KafkaBroker(tmp_path_factory.mktemp("kafka-stopped")).start()
+    try:
+        topic = broker.create_topic("events", 4)
+        kube.deployment("consumer", replicas=3, pod_spec=consumer_pod_template(broker, topic, "stopped-group"))
+        broker.wait_for_group("stopped-group", 3, 4)
+        client = make_client(NO_METRICS, [at_source(kube.namespace, "stopped-group", broker.bootstrap, timeout="3s")],
+                             env_rebalancer_dry_run="false")
+        status, body = verify(client)  # the client is connected, and the group read once
+        assert status == 200 and body["decisions"][0]["group"]["state"] == "STABLE", body
+
+        # Frozen, the broker takes the next requests and answers none; killed, its connections drop.
+        os.kill(broker.process.pid, signal.SIGSTOP)
+        answered: list = []
+        during = threading.Thread(target=lambda: answered.append(verify(client)))
+        during.start()
+        time.sleep(1)
+        os.kill(broker.process.pid, signal.SIGKILL)
+        during.join(timeout=30)
+
+        (status, body), = answered
+        # The request was on the wire when the connection dropped: librdkafka's transport failure.
+        assert status == 503 and body["outcome"] == "skipped", body
+        assert f"the brokers at {broker.bootstrap} failed on the group's description: Local: Broker transport failure" \
+            in body["reason"], body["reason"]
+        assert nothing_done(kube)
+    finally:
+        kube.apps.delete_namespaced_deployment("consumer", kube.namespace)
+        broker.stop()
