@@ -139,7 +139,10 @@ def test_a_bad_command_line_is_refused_in_one_line_and_queries_nothing(tmp_path,
     assert err.startswith("backtest: ") and message in err and "\n" not in err
 
 
-def test_partition_lag_is_replayed_partition_by_partition(load_metrics, tmp_path, capsys):
+@pytest.mark.parametrize("at_brokers", [False, True])
+def test_partition_lag_is_replayed_partition_by_partition(load_metrics, tmp_path, capsys, at_brokers):
+    """And where the lag is measured at the brokers, which keep no history, the same metrics
+    template is replayed with a note that says so."""
     # An hour in which one partition of twelve holds 50,000 messages: moving pods cannot split it.
     end = aligned_now()
     pods = [f"consumer-{i}" for i in range(6)]
@@ -147,18 +150,34 @@ def test_partition_lag_is_replayed_partition_by_partition(load_metrics, tmp_path
     backend = load_metrics(partition_lag_with_assignment(NS, "ingestion", lag, {p: pods[p // 2] for p in range(12)},
                                                          end - 4200, end, container="consumer"))
     config = tmp_path / "rebalancer.yaml"
+    source = {"source": "kafka", "kafka": {"bootstrap_servers": "127.0.0.1:9", "group": "ingestion"}} if at_brokers else {}
     config.write_text(yaml.safe_dump({"metrics_url": backend.url, "targets": [{
         "name": "consumer", "namespace": NS, "deployment": "consumer", "signals": {"lag": {
-            "threshold": 0.5, "partitions": MICROMETER_PARTITIONS}}}]}))
+            "threshold": 0.5, "partitions": MICROMETER_PARTITIONS, **source}}}]}))
 
     code = backtest.main(["--config", str(config), "--target", "consumer", "--since", "1h", "--step", "5m"],
                          now=datetime.fromtimestamp(end, timezone.utc))
 
     out = capsys.readouterr().out
     assert code == 0, out
+    assert ("the function measures lag at the brokers (consumer group ingestion), which keep no history: this replays "
+            "the metrics template signals.lag.partitions instead" in out) == at_brokers
     steps = int(re.search(r"every 5m: (\d+) steps", out).group(1))  # 12 or 13, as the hour falls on the grid
     assert steps >= 12 and "Would have acted 0 times" in out
     assert f"by a hot partition {steps}," in out and f"Every step's verdict: hot_partition {steps}." in out
+
+
+def test_lag_at_the_brokers_without_a_metrics_template_cannot_be_replayed_and_says_so(tmp_path, capsys):
+    config = tmp_path / "rebalancer.yaml"
+    config.write_text(yaml.safe_dump({"metrics_url": "http://127.0.0.1:9", "targets": [{
+        "name": "consumer", "namespace": NS, "deployment": "consumer", "signals": {"lag": {
+            "threshold": 0.5, "source": "kafka", "kafka": {"bootstrap_servers": "127.0.0.1:9", "group": "ingestion"}}}}]}))
+
+    assert backtest.main(["--config", str(config), "--target", "consumer"]) == 2
+
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("backtest: signals.lag is measured at the brokers (source: kafka), which keep no history: the "
+                          "backtest cannot replay them") and "signals.lag.partitions (or query)" in err
 
 
 def test_the_plot_shades_the_cooldowns_and_the_closed_windows(day, tmp_path):
