@@ -38,6 +38,10 @@ module "pod_rebalancer" {
   direct_vpc = var.direct_vpc
   invoker    = var.invoker
 
+  # Lag measured at the brokers with SASL: the passwords' Secret Manager secrets.
+  kafka_password_env   = var.kafka_password_env
+  kafka_password_files = var.kafka_password_files
+
   # The same file `make rules` makes alertmanager/rules/ from: the deployed configuration and the
   # alert rules cannot disagree.
   config_file = "${path.module}/../../examples/rebalancer.yaml"

@@ -57,3 +57,15 @@ variable "invoker" {
   type        = string
   default     = "allUsers"
 }
+
+variable "kafka_password_env" {
+  description = "SASL passwords for lag measured at the brokers: environment variable (password_env) => Secret Manager secret id."
+  type        = map(string)
+  default     = {}
+}
+
+variable "kafka_password_files" {
+  description = "SASL passwords as files: directory to mount (password_file is DIR/password) => Secret Manager secret id."
+  type        = map(string)
+  default     = {}
+}

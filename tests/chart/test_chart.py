@@ -107,6 +107,23 @@ def test_an_existing_secret_is_used_instead_of_a_new_one(tmp_path):
     assert env["REBALANCER_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "mine", "key": "alertmanager"}
 
 
+def test_a_kafka_password_reaches_the_function_from_a_secret_as_env_or_as_a_mounted_file(tmp_path):
+    """Lag measured at the brokers: the password is in a Secret the operator manages, given as the
+    variable password_env names or mounted where password_file points; never in the ConfigMap."""
+    documents = render(tmp_path, values(
+        extraSecretEnv={"KAFKA_PASSWORD": {"secret": "kafka-credentials", "key": "password"}},
+        secretFiles={"kafka": {"secret": "kafka-tls", "mountPath": "/var/run/secrets/kafka"}}))
+    (deployment,) = kinds(documents, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["KAFKA_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "kafka-credentials", "key": "password"}
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["secret-kafka"] == {"name": "secret-kafka", "mountPath": "/var/run/secrets/kafka", "readOnly": True}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["secret-kafka"]["secret"] == {"secretName": "kafka-tls", "defaultMode": 0o440}
+
+
 def test_the_configuration_from_values_is_a_valid_function_configuration(tmp_path):
     (configmap,) = kinds(render(tmp_path, values()), "ConfigMap")
     rendered = yaml.safe_load(configmap["data"]["rebalancer.yaml"])

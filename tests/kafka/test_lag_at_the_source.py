@@ -4,9 +4,11 @@ and SASL over TLS with a throw-away CA, and attributes each partition to the pod
 ``client.id`` holds it. The pods are real consumers run by the node simulator on the real
 control plane.
 
-The function runs in-process here (functions-framework's app, acting as its ServiceAccount), so
-that each test calls it when the group is where the test wants it; the alerting chain with the
-group-level rule is in test_lag_scenarios_at_the_source.py.
+The function runs in-process in most tests here (functions-framework's app, acting as its
+ServiceAccount), so that each calls it when the group is where the test wants it. The first runs
+the whole alerting chain instead: kafka_exporter's group series in VictoriaMetrics, vmalert with
+the group-level rule `make rules` writes for a target measured at the brokers, Alertmanager, and
+the function as a process.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import pytest
 
 from tests.conftest import AUTH
 from tests.kafkabroker import KafkaBroker, consumer_pod_template
-from tests.kafkascene import evictions
+from tests.kafkascene import ALERT, decisions, evictions
 from tests.servers import wait_for
 
 # Nothing is ever asked of the metrics backend at the source without an inflow query: a port
@@ -44,6 +46,27 @@ def nothing_done(kube) -> bool:
     """No eviction, no delete, no state written: what every refusal must leave."""
     return (evictions(kube) == [] and kube.requests("delete", "pods") == []
             and not [r for r in kube.requests() if r.resource == "configmaps" and r.verb in ("create", "update", "patch")])
+
+
+def test_the_group_rule_fires_and_the_function_finds_the_slow_consumer_at_the_brokers(scene, chain, kube):
+    group = scene(partitions=8, replicas=4, exporter=True)
+    slow = group.pods[2]
+    group.slow(slow, 150)
+    target = at_source(kube.namespace, group.group, group.broker.bootstrap)
+    running = chain({"dry_run": False, "log_format": "json", "targets": [target]})
+    group.produce(dict.fromkeys(range(8), 20.0), seconds=120)
+
+    wait_for(lambda: evictions(kube), "the function's eviction", timeout=90)
+
+    assert evictions(kube) == [slow]
+    acted = wait_for(lambda: decisions(running, "acted"), "the acted decision in the function's log", timeout=15)[0]
+    assert acted["source"] == "kafka" and acted["alerts"] and acted["group"]["state"] == "STABLE", acted
+    fired = [a for a in running.alerts(ALERT) if a["labels"].get("rebalancer_target") == "consumer"]
+    assert fired and "kafka_consumergroup_lag" in rules_of(running), "the group-level rule fired"
+
+
+def rules_of(running) -> str:
+    return (running.workdir / "rules.yml").read_text()
 
 
 def test_a_slow_consumer_is_found_at_the_brokers_and_its_pod_evicted(scene, make_client, kube):

@@ -64,6 +64,25 @@ def test_terraform_sets_only_variables_the_function_reads_and_all_it_needs():
     assert env["REBALANCER_AUTH_TOKEN"].startswith("secret:")  # from Secret Manager, never plain
 
 
+def test_kafka_passwords_come_from_secret_manager_as_env_or_as_a_rotating_file_only_the_function_reads():
+    """Lag measured at the brokers: a SASL password is a Secret Manager secret, given to the function
+    as the variable its password_env names, or mounted where its password_file points (the latest
+    version, re-read by the function when it changes); nothing of it is in the configuration."""
+    main = hcl(MODULE / "main.tf")
+    service = resource(main, "google_cloudfunctions2_function", "rebalancer")["service_config"][0]
+    dynamic = {unquote(name): block for entry in service["dynamic"] for name, block in entry.items()}
+    as_env, as_file = dynamic["secret_environment_variables"], dynamic["secret_volumes"]
+    assert as_env["for_each"] == "${var.kafka_password_env}" and as_file["for_each"] == "${var.kafka_password_files}"
+    assert unquote(as_env["content"][0]["version"]) == "latest"
+    (version,) = as_file["content"][0]["versions"]
+    assert (unquote(version["version"]), unquote(version["path"])) == ("latest", "password")
+    reader = resource(main, "google_secret_manager_secret_iam_member", "kafka")
+    assert "var.kafka_password_env" in reader["for_each"] and "var.kafka_password_files" in reader["for_each"]
+    assert unquote(reader["role"]) == "roles/secretmanager.secretAccessor" and "google_service_account.rebalancer" in reader["member"]
+    variables = (MODULE / "variables.tf").read_text()
+    assert 'variable "kafka_password_env"' in variables and 'variable "kafka_password_files"' in variables
+
+
 def test_the_config_file_the_function_is_told_about_is_in_the_archive():
     env = function_environment()
     main_tf = (MODULE / "main.tf").read_text()

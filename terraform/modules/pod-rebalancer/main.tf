@@ -129,6 +129,15 @@ resource "google_secret_manager_secret_iam_member" "token" {
   member    = "serviceAccount:${google_service_account.rebalancer.email}"
 }
 
+# The Kafka passwords (lag measured at the brokers): secrets the caller made, readable by the function alone.
+resource "google_secret_manager_secret_iam_member" "kafka" {
+  for_each  = toset(concat(values(var.kafka_password_env), values(var.kafka_password_files)))
+  project   = var.project
+  secret_id = each.value
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.rebalancer.email}"
+}
+
 resource "google_cloudfunctions2_function" "rebalancer" {
   # checkov:skip=CKV_GCP_124:Alertmanager usually runs outside this project's VPC; every POST needs the bearer token (checked before any upstream call). Set ingress_settings = "ALLOW_INTERNAL_ONLY" when Alertmanager calls from inside the VPC.
   project     = var.project
@@ -188,6 +197,29 @@ resource "google_cloudfunctions2_function" "rebalancer" {
       secret     = google_secret_manager_secret.token.secret_id
       version    = "latest"
     }
+
+    dynamic "secret_environment_variables" {
+      for_each = var.kafka_password_env
+      content {
+        key        = secret_environment_variables.key
+        project_id = var.project
+        secret     = secret_environment_variables.value
+        version    = "latest"
+      }
+    }
+
+    dynamic "secret_volumes" {
+      for_each = var.kafka_password_files
+      content {
+        mount_path = secret_volumes.key
+        project_id = var.project
+        secret     = secret_volumes.value
+        versions {
+          version = "latest"
+          path    = "password"
+        }
+      }
+    }
   }
 
   lifecycle {
@@ -198,6 +230,7 @@ resource "google_cloudfunctions2_function" "rebalancer" {
   }
 
   depends_on = [google_secret_manager_secret_iam_member.token, google_secret_manager_secret_version.token,
+    google_secret_manager_secret_iam_member.kafka,
   google_project_iam_member.build, google_storage_bucket_iam_member.build_reads_source]
 }
 

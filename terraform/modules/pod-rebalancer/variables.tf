@@ -128,3 +128,25 @@ variable "labels" {
   type        = map(string)
   default     = {}
 }
+
+variable "kafka_password_env" {
+  description = "Kafka SASL passwords as environment variables, for targets measured at the brokers (signals.lag.kafka.sasl.password_env): variable name => Secret Manager secret id in var.project. The function's identity gets read access to each; the password never enters the configuration file."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for name in keys(var.kafka_password_env) : can(regex("^[A-Za-z_][A-Za-z0-9_]*$", name)) && !startswith(name, "REBALANCER_")])
+    error_message = "kafka_password_env: keys are environment variable names, not REBALANCER_* (those are the function's own settings)."
+  }
+}
+
+variable "kafka_password_files" {
+  description = "Kafka SASL passwords as files, for password_file: a directory to mount (e.g. /var/secrets/kafka) => Secret Manager secret id in var.project; the latest version appears there as the file 'password', which the function re-reads when it changes, so rotating the secret needs no redeploy."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for path in keys(var.kafka_password_files) : startswith(path, "/") && !contains(["/", "/workspace"], trimsuffix(path, "/"))])
+    error_message = "kafka_password_files: keys are absolute directories other than / and /workspace (the function's source)."
+  }
+}
