@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
-.PHONY: deps system-deps controlplane kafka helm schemaprovider test lint unit demo try backtest bench bench-effects backtest-example rules test-real-cluster clean
+.PHONY: deps system-deps controlplane kafka helm schemaprovider test lint unit demo try backtest bench bench-effects bench-sources backtest-example rules test-real-cluster clean
 
 # Independent steps run side by side: on a new machine the control plane compiles (the longest
 # step, minutes) while the system packages, the venvs and the Kafka jars are fetched.
@@ -84,11 +84,17 @@ backtest: deps
 	$(BIN)/python -m rebalancer backtest $(ARGS)
 
 # Cost per invocation at 10 to 10,000 pods, cold start and memory, then what evictions really do
-# to a real consumer group's lag against the projection; rewrites both tables in docs/benchmarks.md.
-# Not part of `make test` (a small run of each is): it takes about half an hour.
+# to a real consumer group's lag against the projection, then lag at the brokers beside lag through
+# VictoriaMetrics; rewrites the tables in docs/benchmarks.md.
+# Not part of `make test` (a small run of each is): it takes about forty minutes.
 bench: deps controlplane kafka
 	$(BIN)/python bench/run.py --write
 	$(BIN)/python bench/effects.py --write
+	$(BIN)/python bench/sources.py --write
+
+# The sources table alone (docs/benchmarks.md, "Lag at the brokers beside lag through VictoriaMetrics"): about 5 minutes.
+bench-sources: deps controlplane kafka
+	$(BIN)/python bench/sources.py --write
 
 # The effect table alone (docs/benchmarks.md, "What a rebalance really does"): about 25 minutes.
 bench-effects: deps kafka

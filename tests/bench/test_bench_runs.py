@@ -36,3 +36,19 @@ def test_the_effect_benchmark_runs_one_eviction_on_a_real_group_and_reports_it(c
     assert 0 <= float(best) < float(worst) and float(cells[6]) > 0 and float(cells[9]) > 0, row  # the delays' band
     assert cells[14] == "yes", row  # range is projected exactly: the real assignment falls inside the projection
     assert "| uneven assignment | 1 | " in summary
+
+
+def test_the_sources_benchmark_reads_one_group_at_the_brokers_and_through_victoriametrics(capsys):
+    from bench import sources
+
+    assert sources.main(["--rounds", "2", "--scenarios", "slow consumer"]) == 0
+    table = capsys.readouterr().out
+
+    agreement, cost = table.split("Per invocation")
+    (row,) = [line for line in agreement.splitlines() if line.startswith("| slow consumer |")]
+    assert row.rstrip().endswith("| yes |"), row  # within one production scrape interval of inflow
+    (row,) = [line for line in cost.splitlines() if line.startswith("| slow consumer |")]
+    decided = row.rsplit("|", 2)[1]
+    # The three functions (through VictoriaMetrics, at the brokers, at the brokers over TLS) name one hot pod.
+    pods = set(re.findall(r"\((consumer-[a-z0-9-]+)\)", decided))
+    assert len(pods) == 1 and decided.count("skew_verified") == 3, decided

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 import yaml
@@ -235,3 +236,35 @@ def test_brokers_that_do_not_answer_are_a_503_and_a_refusal_is_a_clear_skip():
     (decision,) = refused.body["decisions"]
     assert refused.status == 200 and decision["code"] == "kafka_error" and "invalid credentials" in decision["reason"]
     assert kube.writes() == []
+
+
+# -- the cold start ----------------------------------------------------------------------------------
+
+IMPORTED_AFTER_BUILD = """
+import sys
+from rebalancer.app import build
+from rebalancer.config import load_settings
+state = build(load_settings())
+print("confluent_kafka" in sys.modules, sorted(state.deps.groups))
+"""
+
+
+@pytest.mark.parametrize(("source", "expected"), [({}, "False []"), (
+    {"source": "kafka", "kafka": {"bootstrap_servers": "127.0.0.1:9", "group": "g"}}, "False ['consumer']")])
+def test_the_kafka_client_is_imported_only_when_a_group_is_read_so_the_cold_start_does_not_grow(tmp_path, source,
+                                                                                                  expected):
+    import subprocess
+    import sys
+
+    config = tmp_path / "rebalancer.yaml"
+    config.write_text(yaml.safe_dump({"metrics_url": "http://127.0.0.1:9", "log_format": "text", "targets": [{
+        "name": "consumer", "namespace": "ns", "deployment": "consumer", "signals": {"lag": {"threshold": 0.5, **source}}}]}))
+    env = {"REBALANCER_CONFIG": str(config), "KUBECONFIG": str(tmp_path / "none"), "PATH": "/usr/bin:/bin",
+           "REBALANCER_ALLOW_UNAUTHENTICATED": "true"}
+    (tmp_path / "none").write_text("apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:9'}}]\n"
+                                   "users: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\n"
+                                   "current-context: c\n")
+    found = subprocess.run([sys.executable, "-c", IMPORTED_AFTER_BUILD], env=env, capture_output=True, text=True,
+                           timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.strip().splitlines()[-1] == expected
