@@ -35,6 +35,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,7 +89,7 @@ class Result:
     largest_lag: list[float] = field(default_factory=list)
     source_ms: dict[str, list[float]] = field(default_factory=dict)  # function -> its adapter's time
     total_ms: dict[str, list[float]] = field(default_factory=dict)
-    decisions: dict[str, set[str]] = field(default_factory=dict)  # function -> "code (hot pod)"
+    decisions: dict[str, list[str]] = field(default_factory=dict)  # function -> each answer's "code (hot pod)"
 
 
 def vm_partitions(vm: VictoriaMetrics, query: str) -> dict[int, float]:
@@ -130,8 +131,10 @@ def invoke(function: FunctionProcess, name: str, result: Result) -> None:
     result.source_ms.setdefault(name, []).append(timing.get("kafka" if name.startswith("kafka") else "metrics", 0.0))
     result.total_ms.setdefault(name, []).append(timing["total"])
     (decision,) = response.json()["decisions"]
-    hot = next((s["pod"] for s in decision["selected"] if s["role"] == "hot"), None) or (decision.get("hot") or {}).get("pod")
-    result.decisions.setdefault(name, set()).add(f"{decision.get('code')} ({hot})")
+    # The hot pod, where the decision names one that matters: the one it would move, or the hot partition's owner.
+    hot = next((s["pod"] for s in decision["selected"] if s["role"] == "hot"), None) or \
+        ((decision.get("partitions") or {}).get("hot_partition") or {}).get("pod")
+    result.decisions.setdefault(name, []).append(f"{decision.get('code')}" + (f" ({hot})" if hot else ""))
 
 
 def functions_for(scene: Scene, broker: KafkaBroker, vm: VictoriaMetrics, workdir: Path, plane: ControlPlane,
@@ -215,7 +218,8 @@ def render(results: list[Result], started: str) -> str:
               + " | ".join(f"{n}: total" for n in FUNCTIONS) + " | decisions (code, hot pod) |",
               "|---|" + "---:|" * (2 * len(FUNCTIONS)) + "---|"]
     for r in results:
-        decided = "; ".join(f"{n}: {', '.join(sorted(r.decisions[n]))}" for n in FUNCTIONS)
+        decided = "; ".join(f"{n}: " + ", ".join(f"{said} ×{count}" for said, count in sorted(Counter(r.decisions[n]).items()))
+                            for n in FUNCTIONS)
         lines.append(f"| {r.scenario} | " + " | ".join(ms(r.source_ms[n]) for n in FUNCTIONS) + " | "
                      + " | ".join(ms(r.total_ms[n]) for n in FUNCTIONS) + f" | {decided} |")
     return "\n".join(lines)
@@ -241,8 +245,7 @@ def main(argv: list[str] | None = None) -> int:
                 folder.mkdir()
                 results.append(measure(scenario, broker, plane, folder, args.rounds, stopping))
     if args.json:
-        args.json.write_text(json.dumps([{**r.__dict__, "decisions": {k: sorted(v) for k, v in r.decisions.items()}}
-                                         for r in results], indent=1))
+        args.json.write_text(json.dumps([r.__dict__ for r in results], indent=1))
     publish(render(results, started), "sources", args.write)
     return 0
 

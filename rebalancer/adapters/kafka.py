@@ -123,7 +123,8 @@ class GroupReader:
                                                           request_timeout=_seconds(deadline))[self.group]
             futures: dict[str, concurrent.futures.Future[Any]] = {"group": described, "committed": committed}
             if self.topics:
-                futures.update(admin.describe_topics(TopicCollection(list(self.topics)), request_timeout=_seconds(deadline)))
+                futures.update(_topic_keys(admin.describe_topics(TopicCollection(list(self.topics)),
+                                                                 request_timeout=_seconds(deadline))))
             try:
                 done = self._wait(admin, futures, deadline, "the group's description and committed offsets")
                 break
@@ -137,9 +138,10 @@ class GroupReader:
         members = tuple(_member(m) for m in description.members)
         topics = self.topics or tuple(sorted({t for m in members for t, _ in m.assigned} | {t for t, _ in commits}))
         if not self.topics and topics:
-            done = self._wait(admin, admin.describe_topics(TopicCollection(list(topics)), request_timeout=_seconds(deadline)),
+            done = self._wait(admin, _topic_keys(admin.describe_topics(TopicCollection(list(topics)),
+                                                                       request_timeout=_seconds(deadline))),
                               deadline, "the topics' partitions")
-        partitions = [(t, p.id) for t in topics for p in done[t].partitions]
+        partitions = [(t, p.id) for t in topics for p in done[("topic", t)].partitions]
         offsets = self._offsets(admin, partitions, {tp: o for tp, o in commits.items() if o >= 0}, deadline)
         return GroupSnapshot(self.group, _name(description.state), _name(getattr(description, "type", "")).lower(),
                              description.partition_assignor or "", members, offsets)
@@ -207,6 +209,11 @@ class _CoordinatorMovingError(Exception):
     """The group's coordinator is loading or moving: asked again while the timeout allows."""
 
 
+def _topic_keys(futures: Mapping[str, concurrent.futures.Future[Any]]) -> dict[Any, concurrent.futures.Future[Any]]:
+    """A topic's future under ("topic", name): a topic may well be called "group"."""
+    return {("topic", name): future for name, future in futures.items()}
+
+
 def _member(description: Any) -> Member:
     def pairs(assignment: Any) -> tuple[TopicPartition, ...]:
         return tuple(sorted((tp.topic, tp.partition) for tp in (assignment.topic_partitions if assignment else [])))
@@ -230,9 +237,9 @@ def _what(key: Any) -> str:
         return "the group's description"
     if key == "committed":
         return "the committed offsets"
-    if isinstance(key, tuple):
-        return f"the {key[0]} offset of {key[1]}/{key[2]}"
-    return f"topic {key!r}"
+    if key[0] == "topic":
+        return f"topic {key[1]!r}"
+    return f"the {key[0]} offset of {key[1]}/{key[2]}"
 
 
 def _message(error: Any) -> str:

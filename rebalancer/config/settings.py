@@ -128,7 +128,9 @@ class Settings(BaseSettings):
 
 
 def environment_variables() -> set[str]:
-    """Every environment variable the function reads (Terraform must set none other)."""
+    """Every environment variable the function reads by itself (Terraform must set none other),
+    beside those a configuration names for Kafka passwords (``sasl.password_env``, which
+    Terraform's ``kafka_password_env`` sets)."""
     names = {"REBALANCER_CONFIG"}
     for name, field in Settings.model_fields.items():
         names.add(field.validation_alias if isinstance(field.validation_alias, str) else f"REBALANCER_{name.upper()}")

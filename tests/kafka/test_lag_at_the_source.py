@@ -17,6 +17,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -32,7 +33,7 @@ NO_METRICS = "http://127.0.0.1:9"
 
 def at_source(namespace: str, group: str, bootstrap: str, **kafka) -> dict:
     return {"name": "consumer", "namespace": namespace, "deployment": "consumer", "container": "consumer",
-            "min_pods": 3, "min_pod_age": "0s", "cooldown": "30s", "window": "10s",
+            "min_pods": 3, "min_pod_age": "0s", "cooldown": "30s", "settle": "10s", "window": "10s",
             "signals": {"lag": {"threshold": 0.5, "floor": 50, "source": "kafka",
                                 "kafka": {"bootstrap_servers": bootstrap, "group": group, "timeout": "3s", **kafka}}}}
 
@@ -69,7 +70,7 @@ def rules_of(running) -> str:
     return (running.workdir / "rules.yml").read_text()
 
 
-def test_a_slow_consumer_is_found_at_the_brokers_and_its_pod_evicted(scene, make_client, kube):
+def test_a_slow_consumer_is_found_at_the_brokers_its_pod_evicted_and_the_effect_judged_there(scene, make_client, kube):
     group = scene(partitions=8, replicas=4)
     slow = group.pods[1]
     group.slow(slow, 150)  # 6-7 messages a second, against 40 a second into its two partitions
@@ -92,6 +93,16 @@ def test_a_slow_consumer_is_found_at_the_brokers_and_its_pod_evicted(scene, make
     assert held == {m.client_id: sorted(m.partitions) for m in group.settled.members}, "attributed as the brokers assign"
     assert "the consumer is slow or stuck" in decision["reason"]
     assert slow in evictions(kube)
+
+    # The closed loop judges the action from the same source: the group at the brokers, settled.
+    wait_for(lambda: [m for m in group.broker.wait_for_group(group.group, 4, 8).members if m.client_id not in group.pods],
+             "the replacement to join the group", timeout=60)
+    wait_for(lambda: max(group.lag_at_brokers().values()) < 100, "the lag to drain at the brokers", timeout=60)
+    time.sleep(10)  # settle
+    status, body = verify(client)
+    (judged,) = body["decisions"]
+    assert status == 200 and judged["source"] == "kafka", judged
+    assert [e["effect"] for e in judged.get("effects", [])] == ["improved"], judged
 
 
 def test_a_hot_partition_at_the_brokers_is_not_chased(scene, make_client, kube):
@@ -147,6 +158,24 @@ def test_an_unknown_group_is_skipped_with_its_own_code(scene, make_client, kube)
     (decision,) = body["decisions"]
     assert status == 200 and decision["code"] == "unknown_group", decision
     assert "know no consumer group 'no-such-group'" in decision["reason"] and decision["group"]["state"] == "DEAD"
+    assert nothing_done(kube)
+
+
+def test_configured_topics_are_read_whole_and_one_that_does_not_exist_is_named(scene, make_client, kube):
+    group = scene(partitions=4, replicas=3)
+    other = group.broker.create_topic(f"never-consumed-{uuid.uuid4().hex[:6]}", 3)  # every partition of it: uncommitted, from the earliest offset
+    client = make_client(NO_METRICS, [at_source(kube.namespace, group.group, group.broker.bootstrap,
+                                                topics=[group.topic, other])])
+    status, body = verify(client)
+    (decision,) = body["decisions"]
+    assert status == 200 and decision["partitions"]["count"] == 4, decision
+    assert decision["group"]["partitions_unowned"] == [f"{other}/0", f"{other}/1", f"{other}/2"]
+
+    client = make_client(NO_METRICS, [at_source(kube.namespace, group.group, group.broker.bootstrap,
+                                                topics=[group.topic, "no-such-topic"])], env_rebalancer_dry_run="false")
+    status, body = verify(client)
+    (decision,) = body["decisions"]
+    assert status == 200 and decision["code"] == "kafka_error" and "topic 'no-such-topic'" in decision["reason"], decision
     assert nothing_done(kube)
 
 
