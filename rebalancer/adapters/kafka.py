@@ -98,7 +98,11 @@ class GroupReader:
     # -- the client ------------------------------------------------------------------------------
 
     def _admin(self) -> Any:
-        password = self.connection.password() if self.connection.password else None
+        try:
+            password = self.connection.password() if self.connection.password else None
+        except OSError as e:  # a mounted Secret mid-rotation, or its file removed: never its content
+            raise KafkaAccessError(f"cannot read the Kafka password for {self.connection.bootstrap_servers}: "
+                                   f"{e.strerror} ({e.filename})") from e
         digest = hashlib.sha256(password.encode()).digest() if password is not None else None
         if self._client is None or digest != self._password_digest:
             from confluent_kafka.admin import AdminClient  # here, not at import: the cold start

@@ -8,7 +8,9 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    BaseModel,
     BeforeValidator,
+    ConfigDict,
     Field,
 )
 
@@ -83,3 +85,9 @@ Dns1123Subdomain = Annotated[str, BeforeValidator(_dns1123_subdomain)]
 StrictBool = Annotated[bool, BeforeValidator(_strict_bool)]
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 
+
+
+class Strict(BaseModel):
+    """A part of the configuration: unknown keys are refused (a typo is never ignored), values frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)

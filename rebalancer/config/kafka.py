@@ -10,19 +10,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from rebalancer.config.fields import PositiveDuration
+from rebalancer.config.fields import PositiveDuration, Strict
 from rebalancer.core import promql
 
 # Kafka's own rule for a topic name (org.apache.kafka.common.internals.Topic).
 _TOPIC = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _topic(name: str) -> str:
@@ -41,7 +37,7 @@ ReadableFile = Annotated[Path, AfterValidator(_readable_file)]
 TopicName = Annotated[str, AfterValidator(_topic)]
 
 
-class KafkaTls(_Strict):
+class KafkaTls(Strict):
     """TLS to the brokers. ``ca_file``: the CA that signed their certificates (else the system's);
     ``cert_file`` and ``key_file``: a client certificate, for brokers that ask for one (mTLS)."""
 
@@ -56,7 +52,7 @@ class KafkaTls(_Strict):
         return self
 
 
-class KafkaSasl(_Strict):
+class KafkaSasl(Strict):
     """SASL to the brokers: PLAIN or SCRAM. The password comes from ``password_env`` (the name of
     an environment variable) or ``password_file`` (re-read whenever it changes, as a mounted
     Secret is rotated); never from this file."""
@@ -91,7 +87,7 @@ class KafkaSasl(_Strict):
         return self.password_file.read_text(encoding="utf-8").rstrip("\r\n")
 
 
-class KafkaSource(_Strict):
+class KafkaSource(Strict):
     """Lag measured at the brokers: ``bootstrap_servers`` (host:port, comma-separated), the
     consumer ``group`` the target's pods form, and how a member maps to a pod: ``client_id`` (its
     client.id is the pod's name) or ``host`` (its address is the pod's IP)."""

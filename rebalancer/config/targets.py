@@ -7,8 +7,6 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     field_validator,
     model_validator,
@@ -26,6 +24,7 @@ from rebalancer.config.fields import (
     MeasuredSignal,
     PositiveDuration,
     SignalName,
+    Strict,
     StrictBool,
 )
 from rebalancer.config.kafka import KafkaSource
@@ -34,13 +33,7 @@ from rebalancer.core.windows import DAYS, Schedule, Window
 from rebalancer.core.workload import DELAY_SPREAD, Assignor, Mode, Rules, Selection
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-
-
-class SignalSpec(_Strict):
+class SignalSpec(Strict):
     """One signal of a target: how skew is judged, and the per-pod query.
 
     ``mode: cv`` (the default) acts when the coefficient of variation exceeds ``threshold``.
@@ -119,7 +112,7 @@ class SignalSpec(_Strict):
         return self
 
 
-class CompositeSpec(_Strict):
+class CompositeSpec(Strict):
     """A composite load: each pod's score is the weighted sum of its signals' values, each
     normalised by that signal's mean over the pods; the CV is taken over the scores."""
 
@@ -127,7 +120,7 @@ class CompositeSpec(_Strict):
     threshold: float = Field(gt=0.0, description="the CV of the scores to exceed")
 
 
-class WindowSpec(_Strict):
+class WindowSpec(Strict):
     """A maintenance (or blackout) window: days, HH:MM start and end, an IANA time zone."""
 
     days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(min_length=1)
@@ -156,7 +149,7 @@ class WindowSpec(_Strict):
                       ZoneInfo(self.timezone))
 
 
-class Target(_Strict):
+class Target(Strict):
     """A Deployment the function may act on. Alerts can only select among these."""
 
     name: Dns1123Label

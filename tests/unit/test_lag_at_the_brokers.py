@@ -268,3 +268,18 @@ def test_the_kafka_client_is_imported_only_when_a_group_is_read_so_the_cold_star
                            timeout=60, cwd=Path(__file__).resolve().parents[2])
     assert found.returncode == 0, found.stderr
     assert found.stdout.strip().splitlines()[-1] == expected
+
+
+def test_a_password_file_gone_mid_rotation_is_a_clear_refusal_that_names_the_file_not_its_content(tmp_path):
+    from rebalancer.adapters.kafka import Connection, GroupReader
+
+    missing = tmp_path / "password"
+
+    def password() -> str:
+        return missing.read_text()
+
+    reader = GroupReader(Connection("127.0.0.1:9", 1.0, "SASL_PLAINTEXT", sasl_mechanism="PLAIN", username="u",
+                                    password=password), "g")
+    with pytest.raises(KafkaAccessError, match=f"cannot read the Kafka password for 127.0.0.1:9: No such file or "
+                                               f"directory \\({missing}\\)"):
+        reader.read_group()
