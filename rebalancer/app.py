@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
 from rebalancer import service
 from rebalancer.acting import Actor
-from rebalancer.adapters.kafka import Connection, GroupReader
 from rebalancer.adapters.kube import KubeGateway, api_client
 from rebalancer.adapters.metrics_auth import metrics_session
 from rebalancer.adapters.metrics_source import MetricsSource
@@ -24,6 +24,9 @@ from rebalancer.config.kafka import KafkaSource
 from rebalancer.cooldown import StateStore
 from rebalancer.telemetry import Telemetry, configure_logging
 from rebalancer.timing import timed
+
+if TYPE_CHECKING:
+    from rebalancer.adapters.kafka import GroupReader
 
 
 def utc_now() -> datetime:
@@ -42,7 +45,10 @@ class AppState:
 
 
 def group_reader(kafka: KafkaSource) -> GroupReader:
-    """The brokers' side of ``signals.lag.kafka``; the password is read when a client is made."""
+    """The brokers' side of ``signals.lag.kafka``; the password is read when a client is made.
+    Imported here: a configuration without a target measured at the brokers never loads it."""
+    from rebalancer.adapters.kafka import Connection, GroupReader
+
     tls, sasl = kafka.tls, kafka.sasl
     connection = Connection(
         kafka.bootstrap_servers, kafka.timeout.total_seconds(), kafka.security_protocol,

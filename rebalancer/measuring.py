@@ -11,14 +11,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from rebalancer.adapters.kube import DeploymentPods
 from rebalancer.adapters.metrics_source import PartitionValues, PodValues
 from rebalancer.config import SignalName, Target
-from rebalancer.core import groups
 from rebalancer.core.composite import Composite, composite
 from rebalancer.core.partitions import ByPartition
 from rebalancer.ports import GroupReader, MetricsReader
+
+if TYPE_CHECKING:  # imported when a group is read: configurations without one start without it
+    from rebalancer.core import groups
 
 
 @dataclass(frozen=True)
@@ -82,14 +85,14 @@ class Measurer:
         return self.answers[signal]
 
     def _at_brokers(self, signal: SignalName, found: DeploymentPods) -> _AtBrokers:
+        from rebalancer.core import groups
+
         kafka = self.target.kafka_source(signal)
         assert kafka is not None and self.group is not None, "app.build gives every kafka-source target its reader"
         snapshot = self.group.read_group()
         refused = groups.refusal(snapshot)
         if refused is not None:
-            report = groups.GroupReport(snapshot.group, snapshot.state, snapshot.protocol, snapshot.assignor,
-                                        len(snapshot.members), kafka.pod_from, snapshot.read_seconds)
-            return _AtBrokers(report, None, refused)
+            return _AtBrokers(groups.report_of(snapshot, kafka.pod_from), None, refused)
         pods = [pod.name for pod in found.pods]
         attributed = groups.attribute(snapshot, pods, found.pod_ips or {}, kafka.pod_from, self._inflow(signal))
         return _AtBrokers(attributed.report, attributed, None)

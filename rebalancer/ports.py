@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from rebalancer.adapters.kube import ConfigMapState, DeploymentPods, EventNote, PodAction
 from rebalancer.adapters.metrics_source import PartitionValues, PodValues
-from rebalancer.core.groups import GroupSnapshot
+
+if TYPE_CHECKING:  # only a target measured at the brokers imports it (the cold start)
+    from rebalancer.core.groups import GroupSnapshot
 
 
 class PodReader(Protocol):

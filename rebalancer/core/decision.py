@@ -5,11 +5,13 @@ decision log line are both made from it (docs/http-api.md, "The answer")."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rebalancer.core.composite import Composite
-from rebalancer.core.groups import GroupReport
 from rebalancer.core.measurement import PodNote, SelectedPod, Verdict
+
+if TYPE_CHECKING:  # imported where a group is read (measuring): the cold start of the rest does not pay for it
+    from rebalancer.core.groups import GroupReport
 
 # Every decision code, the stable word that says why (docs/http-api.md, "The answer"). A test keeps the
 # table in docs/http-api.md and this list the same.

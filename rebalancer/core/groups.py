@@ -11,7 +11,7 @@ that is the backlog it faces). A member is mapped to a pod of the target by its 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from rebalancer.core.partitions import ByPartition, PartitionLag
@@ -127,6 +127,12 @@ def refusal(snapshot: GroupSnapshot) -> Refusal | None:
     return None
 
 
+def report_of(snapshot: GroupSnapshot, pod_from: PodFrom) -> GroupReport:
+    """The group as read, before anything is attributed (a group refused as it stands)."""
+    return GroupReport(snapshot.group, snapshot.state, snapshot.protocol, snapshot.assignor, len(snapshot.members),
+                       pod_from, snapshot.read_seconds)
+
+
 def attribute(snapshot: GroupSnapshot, pods: Sequence[str], pod_ips: Mapping[str, str], pod_from: PodFrom,
               inflow: Mapping[tuple[str, str], float] | None = None) -> Attributed:
     """Each member's partitions under its pod. Members that map to no pod of the target, or to
@@ -144,10 +150,9 @@ def attribute(snapshot: GroupSnapshot, pods: Sequence[str], pod_ips: Mapping[str
             PartitionLag(topic, str(partition), float(snapshot.offsets[(topic, partition)].lag))
             for topic, partition in sorted(member.assigned) if (topic, partition) in snapshot.offsets)
     owned = {tp for m in snapshot.members for tp in m.assigned}
-    report = GroupReport(
-        snapshot.group, snapshot.state, snapshot.protocol, snapshot.assignor, len(snapshot.members), pod_from,
-        snapshot.read_seconds, tuple(unmapped), tuple(sorted(p for p in pods if p not in members)),
-        tuple(f"{t}/{p}" for t, p in sorted(set(snapshot.offsets) - owned)))
+    report = replace(report_of(snapshot, pod_from), unmapped_members=tuple(unmapped),
+                     pods_without_member=tuple(sorted(p for p in pods if p not in members)),
+                     partitions_unowned=tuple(f"{t}/{p}" for t, p in sorted(set(snapshot.offsets) - owned)))
     samples = ByPartition(held, inflow, frozenset(members))
     values = {pod: float(sum(p.lag for p in partitions)) for pod, partitions in held.items()}
     return Attributed(samples, report, values)
