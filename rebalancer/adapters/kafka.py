@@ -181,10 +181,14 @@ class GroupReader:
             if pending and deadline.left() <= 0:
                 for future in pending:
                     future.cancel()
-                last = f" (last error: {_message(self._errors[-1])})" if self._errors else ""
-                raise KafkaUnavailableError(f"the brokers at {self.connection.bootstrap_servers} did not answer with "
-                                            f"{what} within {deadline.seconds:g}s{last}")
-        return {key: self._result(key, future) for key, future in futures.items()}
+                raise self._unanswered(what, deadline)
+        return {key: self._result(key, future, what, deadline) for key, future in futures.items()}
+
+    def _unanswered(self, what: str, deadline: _Deadline) -> KafkaUnavailableError:
+        """No answer in time, with the last error librdkafka reported (a refused connection, say)."""
+        last = f" (last error: {_message(self._errors[-1])})" if self._errors else ""
+        return KafkaUnavailableError(f"the brokers at {self.connection.bootstrap_servers} did not answer with {what} "
+                                     f"within {deadline.seconds:g}s{last}")
 
     def _refused(self) -> None:
         refusal = next((e for e in self._errors if e.code() in (_AUTHENTICATION, _SSL)), None)
@@ -192,7 +196,7 @@ class GroupReader:
             raise KafkaAccessError(f"the brokers at {self.connection.bootstrap_servers} refused the connection: "
                                    f"{_message(refusal)}")
 
-    def _result(self, key: Any, future: concurrent.futures.Future[Any]) -> Any:
+    def _result(self, key: Any, future: concurrent.futures.Future[Any], what: str, deadline: _Deadline) -> Any:
         try:
             return future.result(timeout=0)
         except Exception as e:
@@ -200,6 +204,9 @@ class GroupReader:
             name = error.name() if error is not None else type(e).__name__
             if key == "group" and name in _GROUP_UNKNOWN:
                 return None
+            if name == "_TIMED_OUT":  # the request's own timeout, a moment before ours: the same answer
+                self._refused()
+                raise self._unanswered(what, deadline) from e
             if name in _COORDINATOR_MOVING:
                 raise _CoordinatorMovingError() from e
             if name in _REFUSALS:

@@ -161,6 +161,25 @@ def test_an_unknown_group_is_skipped_with_its_own_code(scene, make_client, kube)
     assert nothing_done(kube)
 
 
+def test_members_whose_address_is_no_pod_ip_are_never_guessed(scene, make_client, kube):
+    """pod_from: host on this machine: every consumer reaches the broker from 127.0.0.1, while the
+    simulated pods' IPs are 127.x addresses of their own (as behind a NAT). No member maps, every
+    one is listed with why, and the pods count as without data: nothing is decided on a guess."""
+    group = scene(partitions=4, replicas=3)
+    client = make_client(NO_METRICS, [at_source(kube.namespace, group.group, group.broker.bootstrap, pod_from="host")],
+                         env_rebalancer_dry_run="false")
+
+    status, body = verify(client)
+
+    (decision,) = body["decisions"]
+    assert status == 200 and decision["code"] == "incomplete_data", decision
+    unmapped = decision["group"]["unmapped_members"]
+    assert sorted(m["client_id"] for m in unmapped) == group.pods
+    assert {m["why"] for m in unmapped} == {"host 127.0.0.1 is no pod IP of the target"}
+    assert decision["group"]["pods_without_member"] == group.pods and decision["missing_pods"] == group.pods
+    assert nothing_done(kube)
+
+
 def test_configured_topics_are_read_whole_and_one_that_does_not_exist_is_named(scene, make_client, kube):
     group = scene(partitions=4, replicas=3)
     other = group.broker.create_topic(f"never-consumed-{uuid.uuid4().hex[:6]}", 3)  # every partition of it: uncommitted, from the earliest offset
