@@ -36,9 +36,11 @@ def on_sigterm(*_) -> None:
         threading.Thread(target=server.shutdown).start()
 
 
-with (RECORD / f"{POD}.started").open("a") as f:
-    f.write(json.dumps({"pid": os.getpid(), **{k: os.environ.get(k) for k in ("POD_NAME", "POD_NAMESPACE", "POD_IP")}}) + "\n")
 server = ThreadingHTTPServer((os.environ["POD_IP"], 8080), Handler)
 signal.signal(signal.SIGTERM, on_sigterm)
+# Recorded only once SIGTERM is handled: a test that deletes the pod as soon as it sees this record
+# must find the signal recorded (written first, a SIGTERM in between killed the process unrecorded).
+with (RECORD / f"{POD}.started").open("a") as f:
+    f.write(json.dumps({"pid": os.getpid(), **{k: os.environ.get(k) for k in ("POD_NAME", "POD_NAMESPACE", "POD_IP")}}) + "\n")
 server.serve_forever(poll_interval=0.1)
 sys.exit(0)
