@@ -31,7 +31,6 @@ class Measured:
     values: Mapping[str, float]  # per pod, as the backend answered (for the series it had for other pods)
     series_without_pod: int = 0
     composite: Composite | None = None
-    source: str = "metrics"  # or "kafka": the brokers
     group: groups.GroupReport | None = None  # source kafka: the group as read, and what mapped to no pod
     refusal: groups.Refusal | None = None  # source kafka: a group that cannot be judged now
 
@@ -104,7 +103,7 @@ class Measurer:
         answer = self._answer(signal, found)
         if isinstance(answer, _AtBrokers):
             samples: Mapping[str, float] | ByPartition = answer.attributed.samples if answer.attributed else {}
-            return Measured(self.query(signal), samples, answer.values, source="kafka", group=answer.report,
+            return Measured(self.query(signal), samples, answer.values, group=answer.report,
                             refusal=answer.refusal)
         samples = ByPartition(answer.held, self._inflow(signal)) if isinstance(answer, PartitionValues) else answer.values
         return Measured(self.query(signal), samples, answer.values, answer.series_without_pod)
@@ -125,7 +124,7 @@ class Measurer:
         answers = {s: self._answer(s, found) for s in spec.weights}
         refused = next((a for a in answers.values() if isinstance(a, _AtBrokers) and a.refusal is not None), None)
         if refused is not None:  # a component that cannot be judged now: neither can the composite
-            return Measured(self.query("composite"), {}, {}, source="kafka", group=refused.report, refusal=refused.refusal)
+            return Measured(self.query("composite"), {}, {}, group=refused.report, refusal=refused.refusal)
         weights = {str(s): w for s, w in spec.weights.items()}
         scored = composite({s: a.values for s, a in answers.items()}, weights, {s: self.target.floor(s) for s in spec.weights})
         values = {pod: v for a in answers.values() for pod, v in a.values.items()}
