@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
-.PHONY: deps system-deps controlplane kafka helm schemaprovider test lint unit demo try backtest bench bench-effects bench-sources backtest-example rules test-real-cluster clean
+.PHONY: deps system-deps proto controlplane baseline kafka helm schemaprovider test lint unit demo try backtest bench bench-effects bench-sources backtest-example rules test-real-cluster clean
 
 # Independent steps run side by side: on a new machine the control plane compiles (the longest
 # step, minutes) while the system packages, the venvs and the Kafka jars are fetched.
@@ -25,6 +25,12 @@ system-deps:
 # changed: the binary is cached in ~/.cache by the hash of its sources, .build/controlplane links it.
 controlplane: | $(GO_WAITS_FOR)
 	@scripts/build-controlplane
+
+# make bench's client-go baseline (tests/controlplane/baseline), from the control plane's Go module
+# and module cache, built after it (so from its build cache, not beside it); a small run of the
+# bench is part of make test.
+baseline: controlplane
+	@scripts/build-baseline
 
 # The tests' Kafka broker (tests/kafka/pom.xml), its jars fetched from Maven Central once per
 # content of the pom into ~/.cache; .build/kafka-libs links them.
@@ -59,12 +65,17 @@ lint: deps
 	$(BIN)/mypy
 	$(BIN)/python scripts/check-function-length
 
-test: lint controlplane kafka helm schemaprovider $(CHECKOV_STAMP)
+test: lint controlplane baseline kafka helm schemaprovider $(CHECKOV_STAMP)
 	$(BIN)/python -m pytest
 
 # The README's backtest example and docs/backtest.png, from a synthetic day in a real VictoriaMetrics.
 backtest-example: deps
 	$(BIN)/python scripts/backtest_example.py
+
+# Regenerate the Kubernetes adapter's protobuf code from rebalancer/adapters/kube/wire.proto (a test
+# fails when it is stale, another when wire.proto drifts from the Kubernetes .proto files).
+proto: deps
+	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. rebalancer/adapters/kube/wire.proto
 
 # Regenerate the alerting rules from the example configuration (a test fails when they are stale).
 rules: deps
@@ -83,11 +94,12 @@ try: deps controlplane kafka
 backtest: deps
 	$(BIN)/python -m rebalancer backtest $(ARGS)
 
-# Cost per invocation at 10 to 10,000 pods, cold start and memory, then what evictions really do
+# Cost per invocation at 10 to 10,000 pods, cold start and memory, beside the function before
+# issue 24 and a client-go baseline, then what evictions really do
 # to a real consumer group's lag against the projection, then lag at the brokers beside lag through
 # VictoriaMetrics; rewrites the tables in docs/benchmarks.md.
 # Not part of `make test` (a small run of each is): it takes about forty minutes.
-bench: deps controlplane kafka
+bench: deps controlplane baseline kafka
 	$(BIN)/python bench/run.py --write
 	$(BIN)/python bench/effects.py --write
 	$(BIN)/python bench/sources.py --write

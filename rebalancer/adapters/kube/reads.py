@@ -1,28 +1,13 @@
-"""The read side: the target Deployment with its pods, and the state ConfigMap."""
+"""The read side: the target Deployment with its pods, and the state ConfigMap. Each answer is
+read by the codec of the media type the server chose (protobuf, or JSON from a server without it)."""
 
 from __future__ import annotations
 
 from rebalancer.adapters.kube.connection import KubeConnection
-from rebalancer.adapters.kube.decoding import (
-    DEPLOYMENT,
-    HPAS,
-    OBJECT,
-    OBJECTS,
-    PODS,
-    PODS_WITH_REQUESTS,
-    LabelSelector,
-    controller_of,
-    decode,
-    pod_states,
-    selector_string,
-    workload_status,
-)
+from rebalancer.adapters.kube.decoding import workload_status
 from rebalancer.adapters.kube.failures import CLIENT_FAILURES, translate
 from rebalancer.adapters.kube.records import ConfigMapState, DeploymentPods
-from rebalancer.errors import (
-    KubeError,
-    KubeNotFoundError,
-)
+from rebalancer.errors import KubeError, KubeNotFoundError
 
 
 class KubeReads(KubeConnection):
@@ -31,39 +16,32 @@ class KubeReads(KubeConnection):
         ``container``, each pod's CPU request for it (hpa mode)."""
         doing = f"read deployment {namespace}/{deployment}"
         try:
-            found = decode(self._request("GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/{deployment}"),
-                            DEPLOYMENT, doing)
-            selector = selector_string(found.spec.selector if found.spec and found.spec.selector else LabelSelector())
-            if not selector:
+            answer = self._read(f"/apis/apps/v1/namespaces/{namespace}/deployments/{deployment}")
+            found = answer.codec.deployment(answer.body, doing)
+            if not found.selector:
                 raise KubeError(f"deployment {namespace}/{deployment} has an empty selector", status=0)
-            by_selector = [("labelSelector", selector)]
+            by_selector = [("labelSelector", found.selector)]
             doing = f"list replicasets of {namespace}/{deployment}"
-            replica_sets = decode(self._request("GET", f"/apis/apps/v1/namespaces/{namespace}/replicasets",
-                                                 query=by_selector), OBJECTS, doing).items or []
+            answer = self._read(f"/apis/apps/v1/namespaces/{namespace}/replicasets", by_selector)
+            owned_replica_sets = answer.codec.owned_replica_sets(answer.body, found.uid, doing)
             doing = f"list pods of {namespace}/{deployment}"
-            pods = decode(self._request("GET", f"/api/v1/namespaces/{namespace}/pods", query=by_selector),
-                           PODS_WITH_REQUESTS if container else PODS, doing).items or []
+            answer = self._read(f"/api/v1/namespaces/{namespace}/pods", by_selector)
+            pods = answer.codec.pods(answer.body, owned_replica_sets, container, doing)
+            del answer  # the largest answer: not held while the autoscalers are read
             doing = f"list horizontalpodautoscalers in {namespace}"
-            autoscalers = decode(self._request("GET", f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers"),
-                                  HPAS, doing).items or []
+            answer = self._read(f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers")
+            autoscalers = answer.codec.autoscalers(answer.body, doing)
         except CLIENT_FAILURES as e:
             raise translate(e, doing) from e
-        targeting = [h for h in autoscalers
-                     if h.spec and h.spec.scaleTargetRef and h.spec.scaleTargetRef.kind == "Deployment"
-                     and h.spec.scaleTargetRef.name == deployment]
-
-        uid = found.metadata.uid
-        owned_replica_sets = {rs.metadata.uid for rs in replica_sets
-                              if (ref := controller_of(rs.metadata)) is not None and ref.kind == "Deployment" and ref.uid == uid}
         return DeploymentPods(
             namespace=namespace,
             deployment=deployment,
-            uid=uid,
-            selector=selector,
-            pods=tuple(pod_states(pods, owned_replica_sets, container)),
-            workload=workload_status(found, targeting),
-            pod_uids={pod.metadata.name: pod.metadata.uid for pod in pods},
-            pod_ips={pod.metadata.name: pod.status.podIP for pod in pods if pod.status and pod.status.podIP},
+            uid=found.uid,
+            selector=found.selector,
+            pods=pods.states,
+            workload=workload_status(found, autoscalers, deployment),
+            pod_uids=pods.uids,
+            pod_ips=pods.ips,
         )
 
     # -- the state ConfigMap ---------------------------------------------------------------------
@@ -71,11 +49,10 @@ class KubeReads(KubeConnection):
     def read_configmap(self, namespace: str, name: str) -> ConfigMapState:
         doing = f"read configmap {namespace}/{name}"
         try:
-            found = decode(self._request("GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}"), OBJECT, doing)
+            answer = self._read(f"/api/v1/namespaces/{namespace}/configmaps/{name}")
+            return answer.codec.configmap(answer.body, doing)
         except CLIENT_FAILURES as e:
             error = translate(e, doing)
             if isinstance(error, KubeNotFoundError):
                 return ConfigMapState({}, None)
             raise error from e
-        return ConfigMapState(dict(found.metadata.annotations or {}), found.metadata.resourceVersion)
-

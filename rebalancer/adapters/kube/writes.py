@@ -9,8 +9,8 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from rebalancer.adapters.kube.connection import KubeConnection
-from rebalancer.adapters.kube.decoding import OBJECT, decode
 from rebalancer.adapters.kube.failures import CLIENT_FAILURES, status_causes, status_message, translate
+from rebalancer.adapters.kube.json_codec import JSON
 from rebalancer.adapters.kube.records import EVENT_SOURCE, MERGE_PATCH, EventNote, PodAction
 from rebalancer.core.timestamps import stamp
 
@@ -32,7 +32,7 @@ class KubeWrites(KubeConnection):
                 patch = {"metadata": {"resourceVersion": resource_version, "annotations": annotations}}
                 written = self._request("PATCH", f"/api/v1/namespaces/{namespace}/configmaps/{name}", body=patch,
                                         content_type=MERGE_PATCH)
-            return decode(written, OBJECT, doing).metadata.resourceVersion or ""
+            return JSON.resource_version(written, doing)
         except CLIENT_FAILURES as e:
             raise translate(e, doing) from e
 
