@@ -4,14 +4,19 @@ many decisions (a signal, and a composite that uses it) read it.
 
 The lag signal may be measured at the brokers instead (``source: kafka``): the group's members,
 their partitions and the offsets, read now, attributed to the target's pods (``core.groups``).
-A group that cannot be judged (unknown, empty, rebalancing) is a refusal with its own code."""
+A group that cannot be judged (unknown, empty, rebalancing) is a refusal with its own code.
+
+None of these reads needs the pods: ``start`` sends them all before the Kubernetes read, and
+``measure`` waits for each where it is used, raising there what the read raised."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rebalancer.adapters.kube import DeploymentPods
 from rebalancer.adapters.metrics_source import PartitionValues, PodValues
@@ -21,7 +26,10 @@ from rebalancer.core.partitions import ByPartition
 from rebalancer.ports import GroupReader, MetricsReader
 
 if TYPE_CHECKING:  # imported when a group is read: configurations without one start without it
+    from rebalancer.background import BackgroundReads
     from rebalancer.core import groups
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,41 @@ class Measurer:
     group: GroupReader | None = None  # the target's consumer group, when its lag is measured at the brokers
     answers: dict[str, _Answer] = field(default_factory=dict)
     inflows: dict[str, dict[tuple[str, str], float]] = field(default_factory=dict)
+    started: dict[tuple[str, str], Future[Any]] = field(default_factory=dict)  # (what, signal) -> its read
+
+    def start(self, signals: Iterable[SignalName], background: BackgroundReads) -> None:
+        """Send every read these signals need (a composite's components too), to be answered
+        while Kubernetes is read."""
+        for signal in signals:
+            components = list(self.target.composite.weights) if signal == "composite" and self.target.composite else [signal]
+            for component in components:
+                self._start(("answer", component), partial(self._fetch, component), background)
+                if self.target.inflow_query(component) is not None:
+                    self._start(("inflow", component), partial(self._fetch_inflow, component), background)
+
+    def _start(self, key: tuple[str, str], read: Callable[[], Any], background: BackgroundReads) -> None:
+        if key not in self.started:
+            self.started[key] = background.submit(read)
+
+    def _waited(self, key: tuple[str, str], read: Callable[[], T]) -> T:
+        """The read started for ``key``, waited for; else made now."""
+        future = self.started.pop(key, None)
+        return future.result() if future is not None else read()
+
+    def _fetch(self, signal: SignalName) -> PodValues | PartitionValues | groups.GroupSnapshot:
+        """One signal's read, which needs no pods: the query, or the group at its brokers."""
+        if self.target.kafka_source(signal) is not None:
+            assert self.group is not None, "app.build gives every kafka-source target its reader"
+            return self.group.read_group()
+        partitions_query = self.target.partitions_query(signal)
+        if partitions_query:
+            return self.metrics.query_partitions(partitions_query, self.now)
+        return self.metrics.query_by_pod(self.target.query_for(signal), self.now)
+
+    def _fetch_inflow(self, signal: SignalName) -> dict[tuple[str, str], float]:
+        inflow_query = self.target.inflow_query(signal)
+        assert inflow_query is not None
+        return self.metrics.query_by_partition(inflow_query, self.now)
 
     def query(self, signal: SignalName) -> str:
         if signal == "composite":
@@ -74,21 +117,18 @@ class Measurer:
 
     def _answer(self, signal: SignalName, found: DeploymentPods) -> _Answer:
         if signal not in self.answers:
-            partitions_query = self.target.partitions_query(signal)
-            if self.target.kafka_source(signal) is not None:
-                self.answers[signal] = self._at_brokers(signal, found)
-            elif partitions_query:
-                self.answers[signal] = self.metrics.query_partitions(partitions_query, self.now)
-            else:
-                self.answers[signal] = self.metrics.query_by_pod(self.target.query_for(signal), self.now)
+            fetched = self._waited(("answer", signal), lambda: self._fetch(signal))
+            if isinstance(fetched, PodValues | PartitionValues):
+                self.answers[signal] = fetched
+            else:  # the group as read at the brokers, attributed to the pods now that they are known
+                self.answers[signal] = self._at_brokers(signal, fetched, found)
         return self.answers[signal]
 
-    def _at_brokers(self, signal: SignalName, found: DeploymentPods) -> _AtBrokers:
+    def _at_brokers(self, signal: SignalName, snapshot: groups.GroupSnapshot, found: DeploymentPods) -> _AtBrokers:
         from rebalancer.core import groups
 
         kafka = self.target.kafka_source(signal)
-        assert kafka is not None and self.group is not None, "app.build gives every kafka-source target its reader"
-        snapshot = self.group.read_group()
+        assert kafka is not None
         refused = groups.refusal(snapshot)
         if refused is not None:
             return _AtBrokers(groups.report_of(snapshot, kafka.pod_from), None, refused)
@@ -111,11 +151,10 @@ class Measurer:
     def _inflow(self, signal: SignalName) -> dict[tuple[str, str], float] | None:
         """Each partition's inflow, when the signal has an inflow query: what tells a hot
         partition from a slow consumer."""
-        inflow_query = self.target.inflow_query(signal)
-        if inflow_query is None:
+        if self.target.inflow_query(signal) is None:
             return None
         if signal not in self.inflows:
-            self.inflows[signal] = self.metrics.query_by_partition(inflow_query, self.now)
+            self.inflows[signal] = self._waited(("inflow", signal), lambda: self._fetch_inflow(signal))
         return self.inflows[signal]
 
     def _composite(self, found: DeploymentPods) -> Measured:

@@ -16,6 +16,7 @@ from typing import Any, cast, get_args
 
 from rebalancer.acting import Actor, Observed
 from rebalancer.alerts import Plan, Refusal, WorkItem
+from rebalancer.background import BackgroundReads
 from rebalancer.config import Settings, SignalName, Target
 from rebalancer.cooldown import decode_proposals
 from rebalancer.core.decision import Decision, VerdictDetails, Verified
@@ -43,6 +44,7 @@ class Dependencies:
     logger: logging.Logger
     actor: Actor
     groups: Mapping[str, GroupReader] = field(default_factory=dict)  # target name -> its group at the brokers
+    background: BackgroundReads = field(default_factory=BackgroundReads)  # the reads beside the Kubernetes read
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,9 @@ def _effects_said(observed: Observed) -> str:
 
 
 def _verify(item: WorkItem, deps: Dependencies, call: _Call) -> list[Decision]:
-    """All decisions of one target: one pod read, one query per signal, at most one action."""
+    """All decisions of one target: one pod read, one query per signal, at most one action. The
+    queries go out first and are answered while the pods are read; each is waited for where its
+    signal is measured, so an error answers exactly as it would have one after the other."""
     target, now = item.target, call.now
     closed = target.schedule().why_closed(now)
     if closed is not None:  # nothing can be done now, so nothing is asked of Kubernetes or the backend
@@ -148,6 +152,7 @@ def _verify(item: WorkItem, deps: Dependencies, call: _Call) -> list[Decision]:
     # CPU requests are read only when a signal asked about needs them (hpa mode; a composite uses values only).
     hpa = any(s != "composite" and target.signals[s].mode == "hpa" for s in item.signals)
     container = target.container if hpa else None
+    call.measurer.start(item.signals, deps.background)
     try:
         found = deps.kube.deployment_pods(target.namespace, target.deployment, container)
     except KubeError as e:

@@ -81,7 +81,8 @@ def test_every_answer_says_where_its_time_went(make_client, kube, victoria_metri
 
     timing = server_timing(decided.headers["Server-Timing"])
     assert set(timing) == {"total", "cpu", "kubernetes", "metrics"}
-    assert 0 < timing["kubernetes"] + timing["metrics"] <= timing["total"]
+    # The queries run beside the Kubernetes read: each within the total, not necessarily their sum.
+    assert 0 < timing["kubernetes"] <= timing["total"] and 0 < timing["metrics"] <= timing["total"]
     assert 0 < timing["cpu"] <= timing["total"] * 1.05  # CPU and wall clocks tick apart by a rounding
     assert set(server_timing(health.headers["Server-Timing"])) == {"total", "cpu"}  # no upstream call
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from rebalancer.core.decision import CODES
 from rebalancer.core.history import ActionRecord, TargetState
 from rebalancer.core.partitions import PartitionLag
 from rebalancer.core.timestamps import stamp
-from rebalancer.errors import KubeUnavailableError, MetricsQueryError
+from rebalancer.errors import KubeNotFoundError, KubeUnavailableError, MetricsQueryError, MetricsUnavailableError
 from rebalancer.telemetry import Telemetry
 from tests.fakes import FakeKube, FakeMetrics
 
@@ -111,6 +112,46 @@ def test_a_missing_deployment_is_a_skipped_decision_not_an_error():
     (decision,) = outcome.body["decisions"]
     assert outcome.status == 200 and decision["outcome"] == "skipped" and decision["code"] == "kubernetes_error"
     assert 'deployments.apps "consumer" not found' in decision["reason"]
+
+
+def test_the_queries_are_answered_while_kubernetes_is_read(kube):
+    """Side by side: the pods' read waits here until both signals' queries have been asked,
+    which one after the other would never happen (the read comes first)."""
+    both_asked = threading.Event()
+
+    class Asked(FakeMetrics):
+        def query_by_pod(self, query, at):
+            answer = super().query_by_pod(query, at)
+            if len(self.queries) == 2:
+                both_asked.set()
+            return answer
+
+    class WaitsForTheQueries(FakeKube):
+        def deployment_pods(self, namespace, deployment, container=None):
+            assert both_asked.wait(10), "the queries were not sent before the Kubernetes read finished"
+            return super().deployment_pods(namespace, deployment, container)
+
+    waiting = WaitsForTheQueries(deployments=kube.deployments)
+    outcome = run(settings(dry_run=True, signals=BOTH_SIGNALS), waiting, Asked(SKEWED))
+
+    assert [d["code"] for d in outcome.body["decisions"]] == ["skew_verified", "skew_verified"]
+
+
+@pytest.mark.parametrize("kube_error, status, code", [
+    (KubeUnavailableError("Kubernetes API unreachable"), 503, None),
+    (KubeNotFoundError('deployments.apps "consumer" not found', status=404, reason="NotFound"), 200, "kubernetes_error"),
+])
+def test_a_failed_kubernetes_read_answers_as_alone_when_the_query_beside_it_fails_too(kube_error, status, code):
+    class Failing(FakeKube):
+        def deployment_pods(self, namespace, deployment, container=None):
+            raise kube_error
+
+    outcome = run(settings(), Failing(), FakeMetrics(error=MetricsUnavailableError("VictoriaMetrics unreachable")))
+
+    assert outcome.status == status
+    assert [d["code"] for d in outcome.body["decisions"]] == ([code] if code else [])
+    assert "Kubernetes API" in outcome.body["reason"] or 'deployments.apps "consumer" not found' in outcome.body["reason"]
+    assert "VictoriaMetrics" not in json.dumps(outcome.body)
 
 
 def test_a_query_the_backend_rejects_is_a_query_error_and_no_action(kube):
