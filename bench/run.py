@@ -1,11 +1,19 @@
-"""`make bench`: what one invocation costs as a Deployment grows, cold start, and memory.
+"""`make bench`: what one invocation costs as a Deployment grows, cold start, and memory, beside
+the function as it was before (``--before``) and a client-go baseline, all in one run.
 
 For each size (10, 100, 1,000, 10,000 pods) it creates a Deployment of realistic pods on the real
 control plane (tests/realcluster.py: the controllers make the pods, the node simulator makes them
 Ready; the API server serves them with managedFields and all) and per-pod CPU and lag series in
-a real VictoriaMetrics, starts a fresh `functions-framework` process (dry-run, JSON
-logs, as deployed), and sends the same webhook (one cpu and one lag alert for the target)
-several times. It prints one table and, with --write, writes it into docs/benchmarks.md.
+a real VictoriaMetrics. Then, interleaved round by round, the same work is timed six ways:
+- after / before: a fresh `functions-framework` process (dry-run, JSON logs, as deployed) of this
+  checkout and of the ``--before`` commit, each sent the same webhook (one cpu and one lag alert);
+- client-go, run once: tests/controlplane/baseline as a new process per alert, the way a CronJob
+  runs a Go rebalancer's binary (process start to exit);
+- client-go, in process: the same program kept running, its own time for the reads and the pick
+  alone (a warm Go service's best case);
+- the pod list alone (protobuf, as the function asks, read and inflated, not decoded) and the two
+  queries alone (sent together): the two reads the function waits for side by side.
+It prints the tables and, with --write, writes them into docs/benchmarks.md.
 
 What each column is, and where it comes from:
 - latency: at the client, request sent to response read, after one warm-up invocation.
@@ -18,7 +26,7 @@ What each column is, and where it comes from:
 - peak RSS: VmHWM of the gunicorn worker that served the runs, plus the private memory of the
   arbiter it was forked from (shared pages are counted once, as the container's memory counts them).
 Cold start: ``Popen`` to the first 200 answer to the webhook, polling every 10 ms; import time:
-``import main`` in a fresh interpreter, with the same configuration.
+``import main`` in a fresh interpreter, with the same configuration; before and after alternate.
 """
 
 from __future__ import annotations
@@ -33,7 +41,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import requests
@@ -43,6 +53,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.report import publish  # noqa: E402
+from rebalancer.adapters.kube import KubeGateway, api_client  # noqa: E402
+from rebalancer.adapters.metrics_source import MetricsSource  # noqa: E402
+from rebalancer.config import Settings, Target  # noqa: E402
 from tests.metricsdata import consumer_records_lag, cpu_usage, to_victoriametrics_import  # noqa: E402
 from tests.realcluster import Cluster, ControlPlane  # noqa: E402
 from tests.samples import sample  # noqa: E402
@@ -144,21 +157,36 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
+BEFORE = "5f040af"  # the function before protobuf reads and reads side by side (issue 24)
+VARIANTS = ("after", "before", "client-go, run once", "client-go, in process", "pod list alone", "queries alone")
+
+
+@dataclass
+class Timings:
+    """One variant's runs at one size. Server-Timing fields are empty for what is not the function."""
+
+    latency_ms: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)
+    kube_ms: list[float] = field(default_factory=list)
+    metrics_ms: list[float] = field(default_factory=list)
+    windows: list[tuple[float, float]] = field(default_factory=list)  # epoch seconds, for the audit log
+    apiserver_ms: float = 0.0  # the API server's own time per run, from its audit log
+    kube_requests: float = 0.0
+    peak_rss_mib: float = 0.0
+    arbiter_private_mib: float = 0.0
+    selected: dict[str, list[str]] = field(default_factory=dict)  # signal -> pods picked (the last run)
+    outcome: str = ""
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.latency_ms)
+
+
 @dataclass
 class SizeResult:
     case: Case
     runs: int
-    latency_ms: list[float]
-    cpu_ms: list[float]
-    kube_ms: list[float]
-    apiserver_ms: float  # the API server's own time per invocation, from its audit log
-    metrics_ms: list[float]
-    kube_requests: float
-    metrics_requests: float
-    response_bytes: int
-    peak_rss_mib: float
-    arbiter_private_mib: float
-    outcome: str
+    timings: dict[str, Timings]
 
 
 def function_env(workdir: Path, config: dict, plane: ControlPlane) -> dict[str, str]:
@@ -169,85 +197,177 @@ def function_env(workdir: Path, config: dict, plane: ControlPlane) -> dict[str, 
             "KUBECONFIG": str(plane.write_function_kubeconfig(workdir / "kubeconfig"))}
 
 
-def measure_size(case: Case, runs: int, env: dict[str, str], workdir: Path, plane: ControlPlane,
-                 vm: VictoriaMetrics) -> SizeResult:
-    function = FunctionProcess(workdir / f"fn-{case.name}", env, name=f"function-{case.name}").start(timeout=60)
-    try:
-        session = requests.Session()
-        body = json.dumps(webhook(case)).encode()
+class Invoker:
+    """One running function (this checkout or the ``--before`` one), invoked with the webhook."""
+
+    def __init__(self, function: FunctionProcess, case: Case) -> None:
+        self.function, self.case = function, case
+        self.session = requests.Session()
+        self.body = json.dumps(webhook(case)).encode()
+
+    def __call__(self, into: Timings) -> None:
         headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+        began, started = time.time(), time.perf_counter()
+        response = self.session.post(f"{self.function.url}/", data=self.body, headers=headers, timeout=120)
+        into.latency_ms.append((time.perf_counter() - started) * 1000)
+        into.windows.append((began, time.time()))
+        if response.status_code != 200:
+            raise SystemExit(f"{self.case.label} pods: HTTP {response.status_code}: {response.text[:500]}")
+        timing = server_timing(response.headers.get("Server-Timing", ""))
+        into.cpu_ms.append(timing["cpu"])
+        into.kube_ms.append(timing.get("kubernetes", 0.0))
+        into.metrics_ms.append(timing.get("metrics", 0.0))
+        decisions = response.json()["decisions"]
+        into.outcome = ", ".join(f"{d['signal']}: {d['outcome']} ({d.get('code')})" for d in decisions)
+        into.selected = {d["signal"]: sorted(s["pod"] for s in d.get("selected") or []) for d in decisions}
 
-        def invoke() -> requests.Response:
-            response = session.post(f"{function.url}/", data=body, headers=headers, timeout=120)
-            if response.status_code != 200:
-                raise SystemExit(f"{case.label} pods: HTTP {response.status_code}: {response.text[:500]}")
-            return response
 
-        invoke()  # warm-up: the first call also opens the connections
-        latency, cpu, kube, metrics, sizes = [], [], [], [], []
+class GoBaseline:
+    """tests/controlplane/baseline with the function's own queries and thresholds."""
+
+    def __init__(self, case: Case, target: Target, vm: VictoriaMetrics, kubeconfig: str) -> None:
+        self.argv = [str(REPO / ".build" / "baseline"), "-kubeconfig", kubeconfig, "-namespace", case.namespace,
+                     "-deployment", case.name, "-metrics", vm.url]
+        for signal in ("cpu", "lag"):
+            self.argv += ["-query", f"{signal}={target.query_for(signal)}", "-threshold", f"{signal}={target.threshold(signal)}"]
+        self.serving = subprocess.Popen([*self.argv, "-serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def run_once(self, into: Timings) -> None:
+        began, started = time.time(), time.perf_counter()
+        done = subprocess.run(self.argv, capture_output=True, text=True)
+        into.latency_ms.append((time.perf_counter() - started) * 1000)
+        into.windows.append((began, time.time()))
+        self._read(done.stdout if done.returncode == 0 else "", done.stderr, into)
+
+    def in_process(self, into: Timings) -> None:
+        assert self.serving.stdin and self.serving.stdout
+        began = time.time()
+        self.serving.stdin.write("\n")
+        self.serving.stdin.flush()
+        line = self.serving.stdout.readline()
+        into.windows.append((began, time.time()))
+        into.latency_ms.append(self._read(line, "the serving baseline exited", into)["total_ms"])
+
+    @staticmethod
+    def _read(line: str, error: str, into: Timings) -> dict:
+        if not line.strip():
+            raise SystemExit(f"client-go baseline: {error.strip()}")
+        found = json.loads(line)
+        into.selected = {signal: sorted(pods) for signal, pods in found["selected"].items()}
+        return found
+
+    def stop(self) -> None:
+        self.serving.kill()
+        self.serving.wait()
+
+
+class ReadsAlone:
+    """The two reads the function waits for, each alone: the pod list as the function asks for it
+    (protobuf, gzip; read and inflated, not decoded) and the two queries, sent together."""
+
+    def __init__(self, case: Case, target: Target, vm: VictoriaMetrics, kubeconfig: str) -> None:
+        self.gateway = KubeGateway(api_client(kubeconfig=Path(kubeconfig), in_cluster=False), 60)
+        self.metrics = MetricsSource(vm.url, timeout_seconds=60)
+        self.queries = [target.query_for(signal) for signal in ("cpu", "lag")]
+        self.case = case
+
+    def pod_list(self, into: Timings) -> None:
+        began, started = time.time(), time.perf_counter()
+        self.gateway._read(f"/api/v1/namespaces/{self.case.namespace}/pods", [("labelSelector", f"app={self.case.name}")])
+        into.latency_ms.append((time.perf_counter() - started) * 1000)
+        into.windows.append((began, time.time()))
+
+    def queries_together(self, into: Timings) -> None:
+        now = datetime.now(timezone.utc)
+        with ThreadPoolExecutor(2) as pool:
+            started = time.perf_counter()
+            list(pool.map(lambda query: self.metrics.query_by_pod(query, now), self.queries))
+            into.latency_ms.append((time.perf_counter() - started) * 1000)
+
+
+def measure_size(case: Case, runs: int, env: dict[str, str], workdir: Path, plane: ControlPlane,
+                 vm: VictoriaMetrics, before: Path | None, target: Target) -> SizeResult:
+    """Every variant ``runs`` times after one warm-up each, interleaved round by round, the order
+    rotated each round so that none always follows the same neighbour."""
+    timings = {variant: Timings() for variant in VARIANTS if before is not None or variant != "before"}
+    functions = {"after": FunctionProcess(workdir / f"fn-{case.name}", env, name=f"function-{case.name}")}
+    if before is not None:
+        functions["before"] = FunctionProcess(workdir / f"before-{case.name}", env, name=f"before-{case.name}", source=before)
+    started = [f.start(timeout=60) for f in functions.values()]
+    baseline = GoBaseline(case, target, vm, env["KUBECONFIG"])
+    alone = ReadsAlone(case, target, vm, env["KUBECONFIG"])
+    try:
+        steps = {"client-go, run once": baseline.run_once, "client-go, in process": baseline.in_process,
+                 "pod list alone": alone.pod_list, "queries alone": alone.queries_together,
+                 **{variant: Invoker(function, case) for variant, function in functions.items()}}
+        for step in steps.values():  # warm-up: the first call also opens the connections
+            step(Timings())
         cluster = Cluster(plane, case.namespace)
         cluster.forget_requests()
-        metrics_before = vm_queries(vm)
-        outcome = ""
-        for _ in range(runs):
-            started = time.perf_counter()
-            response = invoke()
-            latency.append((time.perf_counter() - started) * 1000)
-            timing = server_timing(response.headers.get("Server-Timing", ""))
-            cpu.append(timing["cpu"])
-            kube.append(timing.get("kubernetes", 0.0))
-            metrics.append(timing.get("metrics", 0.0))
-            sizes.append(len(response.content))
-            outcome = ", ".join(f"{d['signal']}: {d['outcome']} ({d.get('code')})" for d in response.json()["decisions"])
-        made = cluster.requests()  # the function's, from the API server's audit log
-        kube_requests = len(made) / runs
-        apiserver_ms = sum(r.server_seconds for r in made) * 1000 / runs
-        metrics_requests = (vm_queries(vm) - metrics_before) / runs
-        peak, tree = peak_rss_mib(function.process.pid)
+        order = list(timings)
+        for round_ in range(runs):
+            for variant in order[round_ % len(order):] + order[:round_ % len(order)]:
+                steps[variant](timings[variant])
+        attribute_audit(timings, cluster.requests(), runs)
+        for variant, function in functions.items():
+            timings[variant].peak_rss_mib, timings[variant].arbiter_private_mib = peak_rss_mib(function.process.pid)
     finally:
-        function.stop()
-    return SizeResult(case, runs, latency, cpu, kube, apiserver_ms, metrics, kube_requests, metrics_requests,
-                      max(sizes), peak, tree, outcome)
-
-
-def measure_cold_start(env: dict[str, str], workdir: Path, attempts: int) -> list[float]:
-    """Process start to the first answered webhook, for the smallest target."""
-    body = json.dumps(webhook(Case(SIZES[0]))).encode()
-    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
-    results = []
-    for attempt in range(attempts):
-        function = FunctionProcess(workdir / f"cold-{attempt}", env, name=f"cold-{attempt}")
-        started = time.perf_counter()
-        process = function.launch()
-        try:
-            while True:
-                if process.poll() is not None:
-                    raise SystemExit(f"cold start: the function exited with {process.returncode}; see {function.log_path}")
-                if time.perf_counter() - started > 60:
-                    raise SystemExit(f"cold start: no answer within 60 s; see {function.log_path}")
-                try:
-                    response = requests.post(f"{function.url}/", data=body, headers=headers, timeout=30)
-                    if response.status_code == 200:
-                        results.append((time.perf_counter() - started) * 1000)
-                        break
-                    raise SystemExit(f"cold start: HTTP {response.status_code}: {response.text[:300]}")
-                except requests.ConnectionError:
-                    time.sleep(0.01)
-        finally:
+        baseline.stop()
+        for function in started:
             function.stop()
+    return SizeResult(case, runs, timings)
+
+
+def attribute_audit(timings: dict[str, Timings], made: list, runs: int) -> None:
+    """The API server's requests (its audit log), each given to the variant whose run it fell in."""
+    for timing in timings.values():
+        mine = [r for r in made if any(start <= r.at <= end for start, end in timing.windows)]
+        timing.kube_requests = len(mine) / runs if timing.windows else 0.0
+        timing.apiserver_ms = sum(r.server_seconds for r in mine) * 1000 / runs if timing.windows else 0.0
+
+
+def measure_cold_starts(env: dict[str, str], workdir: Path, attempts: int, sources: dict[str, Path]) -> dict[str, list[float]]:
+    """Process start to the first answered webhook, for the smallest target; the checkouts alternate."""
+    results: dict[str, list[float]] = {name: [] for name in sources}
+    for attempt in range(attempts):
+        for name, source in sources.items():
+            results[name].append(measure_cold_start(env, workdir / f"cold-{name}-{attempt}", source))
     return results
 
 
-def measure_import(env: dict[str, str], attempts: int) -> tuple[list[float], list[tuple[str, float]]]:
+def measure_cold_start(env: dict[str, str], workdir: Path, source: Path) -> float:
+    body = json.dumps(webhook(Case(SIZES[0]))).encode()
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    function = FunctionProcess(workdir, env, name="cold", source=source)
+    started = time.perf_counter()
+    process = function.launch()
+    try:
+        while True:
+            if process.poll() is not None:
+                raise SystemExit(f"cold start: the function exited with {process.returncode}; see {function.log_path}")
+            if time.perf_counter() - started > 60:
+                raise SystemExit(f"cold start: no answer within 60 s; see {function.log_path}")
+            try:
+                response = requests.post(f"{function.url}/", data=body, headers=headers, timeout=30)
+                if response.status_code == 200:
+                    return (time.perf_counter() - started) * 1000
+                raise SystemExit(f"cold start: HTTP {response.status_code}: {response.text[:300]}")
+            except requests.ConnectionError:
+                time.sleep(0.01)
+    finally:
+        function.stop()
+
+
+def measure_import(env: dict[str, str], attempts: int, source: Path) -> tuple[list[float], list[tuple[str, float]]]:
     """``import main`` in a fresh interpreter (ms), and where that time goes: each module's own
     import time (``-X importtime``, self column) summed by package, the six largest."""
     code = "import time; t = time.perf_counter(); import main; print((time.perf_counter() - t) * 1000)"
     run_env = {**os.environ, **env}
     times = []
     for _ in range(attempts):
-        out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=run_env, capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, "-c", code], cwd=source, env=run_env, capture_output=True, text=True, check=True)
         times.append(float(out.stdout.strip().splitlines()[-1]))
-    trace = subprocess.run([sys.executable, "-X", "importtime", "-c", "import main"], cwd=REPO, env=run_env,
+    trace = subprocess.run([sys.executable, "-X", "importtime", "-c", "import main"], cwd=source, env=run_env,
                            capture_output=True, text=True, check=True).stderr
     by_package: dict[str, float] = {}
     for line in trace.splitlines():
@@ -270,52 +390,91 @@ def machine() -> str:
             f"VictoriaMetrics {vm_version}, functions-framework (gunicorn, 1 worker)")
 
 
-def render(results: list[SizeResult], cold: list[float], imports: list[float], costly: list[tuple[str, float]]) -> str:
+def ratio(value: float, other: float) -> str:
+    return f"{value / other:.2f}×"
+
+
+def render(results: list[SizeResult], cold: dict[str, list[float]], imports: dict[str, list[float]],
+           costly: list[tuple[str, float]], before: str | None) -> str:
+    was = f"`{before}`" if before else "(not measured)"
     lines = [
         f"Measured by `make bench` on {time.strftime('%Y-%m-%d')}: {machine()}.",
         "Dry-run webhook with one cpu and one lag alert, against the real control plane (kube-apiserver "
         "v1.37.2, pods created through the API by the controllers; realistic pods carry env, probes, ports "
-        "and resources). kube ms: wall time in the Kubernetes adapter; of it, API server ms: the API "
-        "server's own time (its audit log, received to response complete).",
+        f"and resources). after: this checkout; before: commit {was}, JSON reads one after the other. "
+        "client-go: tests/controlplane/baseline (protobuf, the reads one after the other), as a new process per "
+        "alert (run once) and kept running (in process, its own time). The variants interleave round by round. "
+        "kube ms: wall time in the Kubernetes adapter; of it, API server ms: the API server's own time (its audit "
+        "log, received to response complete).",
         "",
-        "| pods | runs | median ms | p95 ms | own CPU ms (share of median) | kube ms | API server ms | metrics ms "
-        "| kube requests | metrics queries | response bytes | peak RSS MiB (worker + arbiter's own) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| pods | variant | median ms | p95 ms | own CPU ms | kube ms | API server ms | metrics ms | kube requests "
+        "| peak RSS MiB (worker + arbiter's own) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
-        median = statistics.median(r.latency_ms)
-        cpu = statistics.median(r.cpu_ms)
-        lines.append(
-            f"| {r.case.label} | {r.runs} | {median:.0f} | {percentile(r.latency_ms, 0.95):.0f} | {cpu:.0f} ({cpu / median:.0%}) "
-            f"| {statistics.median(r.kube_ms):.0f} | {r.apiserver_ms:.0f} | {statistics.median(r.metrics_ms):.0f} "
-            f"| {r.kube_requests:g} "
-            f"| {r.metrics_requests:g} | {r.response_bytes:,} | {r.peak_rss_mib:.0f} + {r.arbiter_private_mib:.0f} |"
-        )
+        for variant, t in r.timings.items():
+            server = f"{t.apiserver_ms:.0f}" if t.kube_requests else ""
+            cells = [f"{statistics.median(t.cpu_ms):.0f}", f"{statistics.median(t.kube_ms):.0f}", server,
+                     f"{statistics.median(t.metrics_ms):.0f}"] if t.cpu_ms else ["", "", server, ""]
+            memory = f"{t.peak_rss_mib:.0f} + {t.arbiter_private_mib:.0f}" if t.peak_rss_mib else ""
+            lines.append(f"| {r.case.label} | {variant} | {t.median:.0f} | {percentile(t.latency_ms, 0.95):.0f} | "
+                         + " | ".join(cells) + f" | {t.kube_requests:g} | {memory} |")
     lines += [
         "",
-        f"Cold start (process start to the first answered webhook, {len(cold)} starts): median {statistics.median(cold):.0f} ms, "
-        f"max {max(cold):.0f} ms. `import main`: median {statistics.median(imports):.0f} ms; the largest shares "
-        "(own import time by package, under -X importtime): " + ", ".join(f"{name} {ms:.0f} ms" for name, ms in costly) + ".",
+        "Ratios of the medians (below 1: the function is faster), and the function against the slower of its two "
+        "reads alone:",
         "",
-        "Decisions at each size: " + "; ".join(f"{r.case.label}: {r.outcome}" for r in results) + ".",
+        "| pods | after / before | after / client-go run once | after / client-go in process "
+        "| pod list alone ms | queries alone ms | after / slower read | same picks as client-go |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in results:
+        t = r.timings
+        after, slower = t["after"].median, max(t["pod list alone"].median, t["queries alone"].median)
+        same = "yes" if t["after"].selected == t["client-go, run once"].selected else (
+            f"no: {t['after'].selected} against {t['client-go, run once'].selected}")
+        lines.append(f"| {r.case.label} | {ratio(after, t['before'].median) if 'before' in t else ''} "
+                     f"| {ratio(after, t['client-go, run once'].median)} | {ratio(after, t['client-go, in process'].median)} "
+                     f"| {t['pod list alone'].median:.0f} | {t['queries alone'].median:.0f} | {ratio(after, slower)} | {same} |")
+    starts = "; ".join(f"{name}: median {statistics.median(v):.0f} ms, max {max(v):.0f} ms" for name, v in cold.items())
+    imported = "; ".join(f"{name}: median {statistics.median(v):.0f} ms" for name, v in imports.items())
+    lines += [
+        "",
+        f"Cold start (process start to the first answered webhook, {len(cold['after'])} starts each, alternating): {starts}. "
+        f"`import main`: {imported}; the largest shares after (own import time by package, under -X importtime): "
+        + ", ".join(f"{name} {ms:.0f} ms" for name, ms in costly) + ".",
+        "",
+        "Decisions at each size (after): " + "; ".join(f"{r.case.label}: {r.timings['after'].outcome}" for r in results) + ".",
     ]
     return "\n".join(lines)
+
+
+def before_checkout(ref: str, into: Path) -> Path:
+    """The function's files at ``ref`` (git archive: no worktree to clean up)."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "main.py", "rebalancer"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
-    parser.add_argument("--lean", type=int, nargs="*", default=[SIZES[-1]],
-                        help="sizes to measure again with lean pods, to show what the JSON volume costs")
-    parser.add_argument("--runs", type=int, default=10, help="timed invocations per size (after one warm-up)")
+    parser.add_argument("--lean", type=int, nargs="*", default=[],
+                        help="sizes to measure again with lean pods, to show what the volume of each pod costs")
+    parser.add_argument("--runs", type=int, default=10, help="timed invocations per size and variant (after one warm-up)")
+    parser.add_argument("--before", default=BEFORE, help="the commit to measure as 'before' ('none': skip it)")
     parser.add_argument("--cold-starts", type=int, default=5)
     parser.add_argument("--imports", type=int, default=5, help="fresh interpreters timing `import main`")
-    parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
+    parser.add_argument("--write", action="store_true", help="write the tables into docs/benchmarks.md")
     args = parser.parse_args(argv)
+    if not (REPO / ".build" / "baseline").exists():
+        raise SystemExit("the client-go baseline is not built: make bench builds it (scripts/build-baseline)")
 
     # Stopping: every server stops on Ctrl-C, SIGTERM or SIGHUP too, a second signal ignored.
     with tempfile.TemporaryDirectory(prefix="rebalancer-bench-") as tmp, Stopping() as stopping:
         workdir = Path(tmp)
+        before = before_checkout(args.before, workdir / "before") if args.before != "none" else None
         vm = stopping.add(VictoriaMetrics(workdir / "vm")).start()
         plane = stopping.add(ControlPlane(workdir / "kubernetes")).start()
         now = time.time() // 15 * 15
@@ -333,16 +492,21 @@ def main(argv: list[str] | None = None) -> int:
              "signals": {"cpu": {"threshold": 0.3}, "lag": {"threshold": 0.5}}}
             for case in seeded
         ]
-        env = function_env(workdir, {"metrics_url": vm.url, "dry_run": True, "log_format": "json",
-                                     "targets": targets}, plane)
+        config = {"metrics_url": vm.url, "dry_run": True, "log_format": "json", "targets": targets}
+        env = function_env(workdir, config, plane)
+        settings = Settings(**config)
         results = []
         for case in cases:
             print(f"timing {case.label} pods ...", flush=True)
-            results.append(measure_size(case, args.runs, env, workdir, plane, vm))
+            target = settings.target(case.name)
+            assert target is not None
+            results.append(measure_size(case, args.runs, env, workdir, plane, vm, before, target))
         print("cold starts ...", flush=True)
-        cold = measure_cold_start(env, workdir, args.cold_starts)
-        imports, costly = measure_import(env, args.imports)
-    publish(render(results, cold, imports, costly), "bench", args.write)
+        sources = {"after": REPO, **({"before": before} if before else {})}
+        cold = measure_cold_starts(env, workdir, args.cold_starts, sources)
+        measured = {name: measure_import(env, args.imports, source) for name, source in sources.items()}
+    imports = {name: times for name, (times, _) in measured.items()}
+    publish(render(results, cold, imports, measured["after"][1], args.before if before else None), "bench", args.write)
     return 0
 
 

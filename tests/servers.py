@@ -317,12 +317,13 @@ class FunctionProcess(ServerProcess):
     (gunicorn, one worker, several threads), with the given environment."""
 
     def __init__(self, workdir: Path, env: dict[str, str], name: str = "function", in_cluster: Path | None = None,
-                 port: int | None = None) -> None:
+                 port: int | None = None, source: Path | None = None) -> None:
+        """``source``: another checkout of the function to serve (make bench's "before")."""
         import sys
 
         port = port or free_port()
         self.url = f"http://127.0.0.1:{port}"
-        repo = Path(__file__).resolve().parents[1]
+        repo = source or Path(__file__).resolve().parents[1]
         clean = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
         argv = [str(Path(sys.executable).parent / "functions-framework"), "--source", str(repo / "main.py"),
                 "--target", "rebalance", "--host", "127.0.0.1", "--port", str(port)]
