@@ -17,6 +17,7 @@ from google.protobuf.descriptor_pool import DescriptorPool
 from grpc_tools import protoc
 
 from rebalancer.adapters.kube import wire_pb2
+from rebalancer.adapters.kube.protobuf_codec import LIST_ITEMS, UNKNOWN_CONTENT_ENCODING, UNKNOWN_RAW
 
 REPO = Path(__file__).resolve().parents[2]
 MODULE = REPO / "tests" / "controlplane"
@@ -24,8 +25,8 @@ UPSTREAM_FILES = ("k8s.io/api/core/v1/generated.proto", "k8s.io/api/apps/v1/gene
                   "k8s.io/api/autoscaling/v2/generated.proto")
 # Our message -> Kubernetes' message; fields are then matched by number, from these roots down.
 ROOTS = {
-    "PodList": "k8s.io.api.core.v1.PodList",
-    "PodWithRequestsList": "k8s.io.api.core.v1.PodList",
+    "Pod": "k8s.io.api.core.v1.Pod",
+    "PodWithRequests": "k8s.io.api.core.v1.Pod",
     "ConfigMap": "k8s.io.api.core.v1.ConfigMap",
     "Deployment": "k8s.io.api.apps.v1.Deployment",
     "ReplicaSetList": "k8s.io.api.apps.v1.ReplicaSetList",
@@ -118,11 +119,28 @@ def test_every_field_read_has_the_number_name_and_type_kubernetes_gives_it(upstr
 
 def test_every_envelope_is_runtime_unknown_holding_the_object_it_names(upstream):
     envelopes = [m for name, m in wire_pb2.DESCRIPTOR.message_types_by_name.items() if name.endswith("Envelope")]
-    assert len(envelopes) == 7
+    assert len(envelopes) == 5
     problems = [p for envelope in envelopes for p in envelope_mismatches(envelope, upstream)]
     assert problems == []
     # Each holds a root that the test above compares with Kubernetes.
-    assert {e.fields_by_name["raw"].message_type.name for e in envelopes} == set(ROOTS)
+    assert {e.fields_by_name["raw"].message_type.name for e in envelopes} == set(ROOTS) - {"Pod", "PodWithRequests"}
+
+
+def test_the_pod_list_is_framed_by_kubernetes_field_numbers(upstream):
+    """The pod list is read pod by pod as it arrives, by field numbers of our own code: runtime.
+    Unknown's raw and contentEncoding, and the list's items, which are pods."""
+    unknown = upstream.FindMessageTypeByName(UNKNOWN)
+    pod_list = upstream.FindMessageTypeByName("k8s.io.api.core.v1.PodList")
+
+    assert unknown.fields_by_number[UNKNOWN_RAW].name == "raw"
+    assert unknown.fields_by_number[UNKNOWN_CONTENT_ENCODING].name == "contentEncoding"
+    items = pod_list.fields_by_number[LIST_ITEMS]
+    assert (items.name, items.is_repeated, items.message_type.full_name) == ("items", True, "k8s.io.api.core.v1.Pod")
+    # Every other field of both is length-delimited, as the framing expects.
+    others = [f for f in (*unknown.fields, *pod_list.fields) if f.type not in (FieldDescriptor.TYPE_BYTES,
+                                                                                 FieldDescriptor.TYPE_STRING,
+                                                                                 FieldDescriptor.TYPE_MESSAGE)]
+    assert others == []
 
 
 def test_the_comparison_catches_a_renumbered_or_retyped_field(upstream):
@@ -136,9 +154,9 @@ def test_the_comparison_catches_a_renumbered_or_retyped_field(upstream):
             next(f for f in message.field if f.name == "generation").type = FieldDescriptor.TYPE_INT32
     pool = DescriptorPool()
     pool.Add(file)
-    drifted = pool.FindMessageTypeByName("rebalancer.kube.PodList")
+    drifted = pool.FindMessageTypeByName("rebalancer.kube.Pod")
 
-    problems = mismatches(drifted, upstream.FindMessageTypeByName(ROOTS["PodList"]))
+    problems = mismatches(drifted, upstream.FindMessageTypeByName(ROOTS["Pod"]))
 
     assert any("PodStatus.podIP = 7" in p for p in problems), problems
     assert any("ObjectMeta.generation" in p and "type" in p for p in problems), problems

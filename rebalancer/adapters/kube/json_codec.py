@@ -5,6 +5,7 @@ building it. The fallback for a server that does not answer protobuf, and the co
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -233,10 +234,10 @@ class JsonCodec:
         return {rs.metadata.uid for rs in listed.items or ()
                 if (ref := _controller_of(rs.metadata)) is not None and ref.kind == "Deployment" and ref.uid == deployment_uid}
 
-    def pods(self, data: bytes, owned_replica_sets: set[str], container: str | None, doing: str) -> PodFacts:
+    def pods(self, pieces: Iterable[bytes], owned_replica_sets: set[str], container: str | None, doing: str) -> PodFacts:
         """The decision core's view of each pod; owned means its controller is one of the
-        Deployment's ReplicaSets (by UID)."""
-        listed = _decode(data, _PODS_WITH_REQUESTS if container else _PODS, doing)
+        Deployment's ReplicaSets (by UID). JSON is decoded whole (one piece: no copy)."""
+        listed = _decode(b"".join(pieces), _PODS_WITH_REQUESTS if container else _PODS, doing)
         pods: list[_Pod] = listed.items or []
         states = []
         for pod in pods:  # a plain loop: this runs once per pod, 10,000 times for a large Deployment

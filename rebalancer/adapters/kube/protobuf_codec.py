@@ -12,6 +12,7 @@ and maps are read with ``get`` (indexing a missing key would insert it).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any, cast
 
@@ -32,6 +33,9 @@ from rebalancer.errors import KubeUnavailableError
 
 MEDIA_TYPE = "application/vnd.kubernetes.protobuf"
 MAGIC = b"k8s\x00"
+# The field numbers the pod list's framing is read by (tests/controlplane/test_wire_schema.py holds
+# them to Kubernetes' .proto files): runtime.Unknown's raw and contentEncoding, a List's items.
+UNKNOWN_RAW, UNKNOWN_CONTENT_ENCODING, LIST_ITEMS = 2, 3, 2
 
 
 def _unwrap(data: bytes, envelope: type[Message], doing: str) -> Any:
@@ -47,13 +51,6 @@ def _unwrap(data: bytes, envelope: type[Message], doing: str) -> Any:
     if encoding:  # never set by the API server today; an encoding we cannot read must not pass as empty
         raise KubeUnavailableError(f"Kubernetes API answered an object in content encoding {encoding!r} while trying to {doing}")
     return found.raw
-
-
-def _time(meta: wire.ObjectMeta, field: str) -> datetime | None:
-    """Whole seconds, as the JSON form has them: both wires give the same answer."""
-    if not meta.HasField(field):
-        return None
-    return datetime.fromtimestamp(getattr(meta, field).seconds, tz=timezone.utc)
 
 
 def _controller_of(meta: wire.ObjectMeta) -> wire.OwnerReference | None:
@@ -108,27 +105,36 @@ class ProtobufCodec:
         return {rs.metadata.uid for rs in listed.items
                 if (ref := _controller_of(rs.metadata)) is not None and ref.kind == "Deployment" and ref.uid == deployment_uid}
 
-    def pods(self, data: bytes, owned_replica_sets: set[str], container: str | None, doing: str) -> PodFacts:
-        """As ``JsonCodec.pods``: the same states from the same pods."""
-        listed = _unwrap(data, wire.PodWithRequestsListEnvelope if container else wire.PodListEnvelope, doing)
+    def pods(self, pieces: Iterable[bytes], owned_replica_sets: set[str], container: str | None, doing: str) -> PodFacts:
+        """As ``JsonCodec.pods``: the same states from the same pods. Each pod is decoded as soon
+        as it has arrived whole, while the rest of the list is still on its way."""
+        message = wire.PodWithRequests if container else wire.Pod
         states, uids, ips = [], {}, {}
-        for pod in listed.items:  # a plain loop: this runs once per pod, 10,000 times for a large Deployment
-            meta, status = pod.metadata, pod.status
-            name = meta.name
-            ref = _controller_of(meta)
-            states.append(PodState(
-                name=name,
-                ready=_is_ready(status),
-                owned=ref is not None and ref.kind == "ReplicaSet" and ref.uid in owned_replica_sets,
-                created_at=_time(meta, "creationTimestamp"),
-                terminating=meta.HasField("deletionTimestamp"),
-                phase=status.phase or "Unknown",
-                excluded=meta.annotations.get(EXCLUDE_ANNOTATION, "").lower() == "true",
-                cpu_request=_cpu_request(pod, container) if container else None,
-            ))
-            uids[name] = meta.uid
-            if status.podIP:
-                ips[name] = status.podIP
+        created: dict[int, datetime] = {}  # pods made in the same second share one datetime
+        try:
+            for item in _list_items(pieces, doing):  # a plain loop: 10,000 times for a large Deployment
+                pod = message.FromString(item)
+                meta, status = pod.metadata, pod.status
+                name = meta.name
+                ref = _controller_of(meta)
+                seconds = meta.creationTimestamp.seconds if meta.HasField("creationTimestamp") else None
+                if seconds is not None and seconds not in created:
+                    created[seconds] = datetime.fromtimestamp(seconds, tz=timezone.utc)
+                states.append(PodState(
+                    name=name,
+                    ready=_is_ready(status),
+                    owned=ref is not None and ref.kind == "ReplicaSet" and ref.uid in owned_replica_sets,
+                    created_at=created[seconds] if seconds is not None else None,
+                    terminating=meta.HasField("deletionTimestamp"),
+                    phase=status.phase or "Unknown",
+                    excluded=meta.annotations.get(EXCLUDE_ANNOTATION, "").lower() == "true",
+                    cpu_request=_cpu_request(cast("wire.PodWithRequests", pod), container) if container else None,
+                ))
+                uids[name] = meta.uid
+                if status.podIP:
+                    ips[name] = status.podIP
+        except DecodeError as e:
+            raise KubeUnavailableError(f"Kubernetes API answered a malformed object while trying to {doing}: {e}") from e
         return PodFacts(tuple(states), uids, ips)
 
     def autoscalers(self, data: bytes, doing: str) -> list[AutoscalerFacts]:
@@ -145,6 +151,102 @@ class ProtobufCodec:
         found: wire.ConfigMap = _unwrap(data, wire.ConfigMapEnvelope, doing)
         version = found.metadata.resourceVersion if found.metadata.HasField("resourceVersion") else None
         return ConfigMapState(dict(found.metadata.annotations), version)
+
+
+class _Pieces:
+    """The bytes of a body that arrives in pieces, read from the front: what has been read is
+    dropped as the reading goes on, so the whole body is never held at once."""
+
+    def __init__(self, pieces: Iterable[bytes], doing: str) -> None:
+        self.pieces, self.doing = iter(pieces), doing
+        self.buffer = bytearray()
+        self.position = 0  # in the buffer
+        self.dropped = 0  # bytes dropped from the front of the buffer so far
+
+    @property
+    def offset(self) -> int:
+        return self.dropped + self.position
+
+    def has(self, count: int) -> bool:
+        while len(self.buffer) - self.position < count:
+            piece = next(self.pieces, None)
+            if piece is None:
+                return False
+            if self.position > _DROP_AFTER:
+                del self.buffer[:self.position]
+                self.dropped, self.position = self.dropped + self.position, 0
+            self.buffer += piece
+        return True
+
+    def take(self, count: int) -> bytes:
+        if not self.has(count):
+            raise self.malformed("it ends inside a field")
+        taken = bytes(self.buffer[self.position:self.position + count])
+        self.position += count
+        return taken
+
+    def varint(self) -> int | None:
+        """A base-128 varint (a field's key or length), or None where the body ends cleanly."""
+        value = shift = 0
+        for size in range(1, 11):
+            if not self.has(size):
+                if size == 1:
+                    return None
+                raise self.malformed("it ends inside a varint")
+            byte = self.buffer[self.position + size - 1]
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                self.position += size
+                return value
+        raise self.malformed("a varint longer than 10 bytes")
+
+    def length_delimited(self) -> tuple[int, int]:
+        """The next field's number and length; every field of runtime.Unknown and of a List is
+        length-delimited (wire type 2)."""
+        key = self.varint()
+        if key is None:
+            raise self.malformed("it ends before a field")
+        length = self.varint() if key & 7 == 2 else None
+        if length is None:
+            raise self.malformed(f"field {key >> 3} has wire type {key & 7}, not a length-delimited one")
+        return key >> 3, length
+
+    def malformed(self, why: str) -> KubeUnavailableError:
+        return KubeUnavailableError(f"Kubernetes API answered a malformed object while trying to {self.doing}: {why}")
+
+
+_DROP_AFTER = 1 << 20
+
+
+def _list_items(pieces: Iterable[bytes], doing: str) -> Iterator[bytes]:
+    """The bytes of each item of the List in a protobuf answer (magic, then runtime.Unknown whose
+    ``raw`` is the List: ``metadata`` = 1, ``items`` = 2), each as soon as it has arrived whole.
+    The framing is read here, not by the protobuf runtime, because the runtime parses only a whole
+    message; each item is then parsed by it."""
+    body = _Pieces(pieces, doing)
+    if not body.has(len(MAGIC)) or body.take(len(MAGIC)) != MAGIC:
+        raise KubeUnavailableError(f"Kubernetes API answered protobuf without its magic prefix while trying to {doing}")
+    encoding, listed = b"", False
+    while body.has(1):
+        field, length = body.length_delimited()
+        if field != UNKNOWN_RAW:  # typeMeta, contentEncoding, contentType
+            value = body.take(length)
+            encoding = value if field == UNKNOWN_CONTENT_ENCODING else encoding
+            continue
+        listed, end = True, body.offset + length
+        while body.offset < end:
+            field, length = body.length_delimited()
+            item = body.take(length)
+            if field == LIST_ITEMS:  # else the List's metadata
+                yield item
+        if body.offset != end:
+            raise body.malformed("an item runs past the end of the list")
+    if not listed:
+        raise body.malformed("the envelope holds no object")
+    if encoding:  # never set by the API server today; an encoding we cannot read must not pass as read
+        raise KubeUnavailableError(f"Kubernetes API answered an object in content encoding {encoding.decode(errors='replace')!r} "
+                                   f"while trying to {doing}")
 
 
 def status_of(data: bytes) -> StatusFacts | None:

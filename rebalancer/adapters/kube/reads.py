@@ -25,8 +25,8 @@ class KubeReads(KubeConnection):
             answer = self._read(f"/apis/apps/v1/namespaces/{namespace}/replicasets", by_selector)
             owned_replica_sets = answer.codec.owned_replica_sets(answer.body, found.uid, doing)
             doing = f"list pods of {namespace}/{deployment}"
-            answer = self._read(f"/api/v1/namespaces/{namespace}/pods", by_selector)
-            pods = answer.codec.pods(answer.body, owned_replica_sets, container, doing)
+            answer = self._read(f"/api/v1/namespaces/{namespace}/pods", by_selector, streamed=True)
+            pods = answer.codec.pods(answer.pieces(), owned_replica_sets, container, doing)
             del answer  # the largest answer: not held while the autoscalers are read
             doing = f"list horizontalpodautoscalers in {namespace}"
             answer = self._read(f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers")

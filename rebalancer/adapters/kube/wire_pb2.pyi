@@ -14,18 +14,6 @@ class TypeMeta(_message.Message):
     kind: str
     def __init__(self, apiVersion: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...
 
-class PodListEnvelope(_message.Message):
-    __slots__ = ("typeMeta", "raw", "contentEncoding", "contentType")
-    TYPEMETA_FIELD_NUMBER: _ClassVar[int]
-    RAW_FIELD_NUMBER: _ClassVar[int]
-    CONTENTENCODING_FIELD_NUMBER: _ClassVar[int]
-    CONTENTTYPE_FIELD_NUMBER: _ClassVar[int]
-    typeMeta: TypeMeta
-    raw: PodList
-    contentEncoding: str
-    contentType: str
-    def __init__(self, typeMeta: _Optional[_Union[TypeMeta, _Mapping]] = ..., raw: _Optional[_Union[PodList, _Mapping]] = ..., contentEncoding: _Optional[str] = ..., contentType: _Optional[str] = ...) -> None: ...
-
 class ReplicaSetListEnvelope(_message.Message):
     __slots__ = ("typeMeta", "raw", "contentEncoding", "contentType")
     TYPEMETA_FIELD_NUMBER: _ClassVar[int]
@@ -249,12 +237,6 @@ class Pod(_message.Message):
     status: PodStatus
     def __init__(self, metadata: _Optional[_Union[ObjectMeta, _Mapping]] = ..., status: _Optional[_Union[PodStatus, _Mapping]] = ...) -> None: ...
 
-class PodList(_message.Message):
-    __slots__ = ("items",)
-    ITEMS_FIELD_NUMBER: _ClassVar[int]
-    items: _containers.RepeatedCompositeFieldContainer[Pod]
-    def __init__(self, items: _Optional[_Iterable[_Union[Pod, _Mapping]]] = ...) -> None: ...
-
 class PodWithRequests(_message.Message):
     __slots__ = ("metadata", "spec", "status")
     METADATA_FIELD_NUMBER: _ClassVar[int]
@@ -264,24 +246,6 @@ class PodWithRequests(_message.Message):
     spec: PodSpec
     status: PodStatus
     def __init__(self, metadata: _Optional[_Union[ObjectMeta, _Mapping]] = ..., spec: _Optional[_Union[PodSpec, _Mapping]] = ..., status: _Optional[_Union[PodStatus, _Mapping]] = ...) -> None: ...
-
-class PodWithRequestsList(_message.Message):
-    __slots__ = ("items",)
-    ITEMS_FIELD_NUMBER: _ClassVar[int]
-    items: _containers.RepeatedCompositeFieldContainer[PodWithRequests]
-    def __init__(self, items: _Optional[_Iterable[_Union[PodWithRequests, _Mapping]]] = ...) -> None: ...
-
-class PodWithRequestsListEnvelope(_message.Message):
-    __slots__ = ("typeMeta", "raw", "contentEncoding", "contentType")
-    TYPEMETA_FIELD_NUMBER: _ClassVar[int]
-    RAW_FIELD_NUMBER: _ClassVar[int]
-    CONTENTENCODING_FIELD_NUMBER: _ClassVar[int]
-    CONTENTTYPE_FIELD_NUMBER: _ClassVar[int]
-    typeMeta: TypeMeta
-    raw: PodWithRequestsList
-    contentEncoding: str
-    contentType: str
-    def __init__(self, typeMeta: _Optional[_Union[TypeMeta, _Mapping]] = ..., raw: _Optional[_Union[PodWithRequestsList, _Mapping]] = ..., contentEncoding: _Optional[str] = ..., contentType: _Optional[str] = ...) -> None: ...
 
 class ConfigMap(_message.Message):
     __slots__ = ("metadata",)

@@ -194,9 +194,10 @@ func outliers(values map[string]float64, ready map[string]bool, threshold float6
 	if len(names) < 2 || sum == 0 {
 		return 0, []string{}
 	}
+	// Coldest first, ties broken by name, as the function ranks them.
 	sort.Slice(names, func(i, j int) bool {
 		if values[names[i]] != values[names[j]] {
-			return values[names[i]] > values[names[j]]
+			return values[names[i]] < values[names[j]]
 		}
 		return names[i] < names[j]
 	})
@@ -208,7 +209,7 @@ func outliers(values map[string]float64, ready map[string]bool, threshold float6
 	if cv <= threshold {
 		return cv, []string{}
 	}
-	return cv, []string{names[0], names[len(names)-1]}
+	return cv, []string{names[len(names)-1], names[0]}
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
