@@ -19,6 +19,7 @@ from rebalancer.adapters.kube import KubeGateway, api_client
 from rebalancer.adapters.metrics_auth import metrics_session
 from rebalancer.adapters.metrics_source import MetricsSource
 from rebalancer.adapters.pushing import MetricsPusher
+from rebalancer.background import BackgroundReads
 from rebalancer.config import Settings
 from rebalancer.config.kafka import KafkaSource
 from rebalancer.cooldown import StateStore
@@ -65,11 +66,14 @@ def build(settings: Settings, clock: Callable[[], datetime] = utc_now, registry:
     Tests pass their own clock and a fresh registry; nothing here talks to the network."""
     logger = configure_logging(settings.log_format, project=settings.gcp_project)
     registry = registry if registry is not None else CollectorRegistry()
+    # The reads that need not wait for each other run on these threads, the Kubernetes adapter's own
+    # lists and the service's queries alike.
+    background = BackgroundReads()
     # Both adapters are timed, for the Server-Timing header of every answer.
     kube = timed(KubeGateway(
         api_client(kubeconfig=settings.kubeconfig, in_cluster=bool(settings.kubernetes_service_host),
                    gke_endpoint=settings.gke_endpoint, gke_ca_cert=settings.gke_ca_cert),
-        timeout_seconds=settings.kube_timeout.total_seconds(),
+        timeout_seconds=settings.kube_timeout.total_seconds(), background=background,
     ), "kubernetes")
     session = metrics_session(settings)
     metrics = timed(
@@ -86,7 +90,7 @@ def build(settings: Settings, clock: Callable[[], datetime] = utc_now, registry:
     # A reader (and, on first use, a Kafka client) only for targets whose lag is measured at the brokers.
     groups = {t.name: timed(group_reader(kafka), "kafka") for t in settings.targets
               if (kafka := t.kafka_source("lag")) is not None}
-    deps = service.Dependencies(settings, kube, metrics, telemetry, logger, actor, groups)
+    deps = service.Dependencies(settings, kube, metrics, telemetry, logger, actor, groups, background)
     if settings.auth_token is None and not settings.allow_unauthenticated:
         logger.error(
             "REBALANCER_AUTH_TOKEN is not set: every POST will be refused with 401 "

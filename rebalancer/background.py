@@ -1,6 +1,7 @@
 """Reads that run beside the Kubernetes read: the metrics queries (and a group read at the
 brokers) do not need the pods, so they are sent first and answered while the pods are listed.
-An invocation then waits for the slower of the two, not their sum.
+An invocation then waits for the slower of the two, not their sum. The Kubernetes adapter sends
+its ReplicaSet and autoscaler lists here too, beside the pod list.
 
 One small pool per process, made on first use: functions-framework builds the app in gunicorn's
 arbiter and forks the worker, and threads started before a fork do not exist after it.
@@ -22,7 +23,7 @@ T = TypeVar("T")
 class BackgroundReads:
     """Submit a read; its ``Future`` raises what the read raised, where the caller waits for it."""
 
-    def __init__(self, workers: int = 4) -> None:
+    def __init__(self, workers: int = 8) -> None:
         self._workers = workers
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None

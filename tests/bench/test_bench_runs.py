@@ -9,7 +9,7 @@ from bench import run
 
 
 def test_the_benchmark_runs_and_reports_constant_upstream_requests(capsys):
-    assert run.main(["--sizes", "10", "100", "--runs", "2", "--cold-starts", "1", "--imports", "1"]) == 0
+    assert run.main(["--sizes", "10", "100", "--runs", "2", "--settle", "10", "--cold-starts", "1", "--imports", "1"]) == 0
     table = capsys.readouterr().out
 
     rows = {(m.group(1), m.group(2)): [c.strip() for c in m.group(0).strip("|").split("|")]

@@ -1,6 +1,8 @@
 """The Kubernetes adapter over the official client: the only door to the API server.
 
-``records`` is what it hands out (plain values), ``decoding`` turns API objects into them,
+``records`` is what it hands out (plain values); ``decoding`` holds what both wires share, and
+``protobuf_codec`` (the reads, as client-go makes them; ``wire.proto`` is its schema) and
+``json_codec`` (writes, and a server that answers only JSON) turn API objects into them;
 ``failures`` turns the client's errors into ours, ``connection`` holds the client and the raw
 request, and ``reads`` and ``writes`` are the two sides that ``KubeGateway`` puts together.
 """

@@ -18,6 +18,7 @@ from kubernetes.client.exceptions import ApiException
 from rebalancer.adapters.kube.json_codec import JSON, JsonCodec
 from rebalancer.adapters.kube.protobuf_codec import MEDIA_TYPE as PROTOBUF_MEDIA_TYPE
 from rebalancer.adapters.kube.protobuf_codec import PROTOBUF, ProtobufCodec, status_of
+from rebalancer.background import BackgroundReads
 from rebalancer.errors import ConfigError
 
 
@@ -72,9 +73,11 @@ class KubeConnection:
     """One API client with a timeout, and the raw request every read and write goes through.
     Reads ask for protobuf first (``protobuf=False``: JSON only, as before; the tests compare)."""
 
-    def __init__(self, api_client: ApiClient, timeout_seconds: float, *, protobuf: bool = True) -> None:
+    def __init__(self, api_client: ApiClient, timeout_seconds: float, *, protobuf: bool = True,
+                 background: BackgroundReads | None = None) -> None:
         self.client = api_client
         self.timeout = timeout_seconds
+        self.background = background  # where reads that do not wait for each other run at once
         # A server that cannot answer protobuf (an aggregated API, a proxy) answers JSON: both are read.
         self.read_accept = f"{PROTOBUF_MEDIA_TYPE}, application/json" if protobuf else "application/json"
 

@@ -3,7 +3,10 @@ read by the codec of the media type the server chose (protobuf, or JSON from a s
 
 from __future__ import annotations
 
-from rebalancer.adapters.kube.connection import KubeConnection
+from collections.abc import Callable
+from functools import partial
+
+from rebalancer.adapters.kube.connection import Answer, KubeConnection
 from rebalancer.adapters.kube.decoding import workload_status
 from rebalancer.adapters.kube.failures import CLIENT_FAILURES, translate
 from rebalancer.adapters.kube.records import ConfigMapState, DeploymentPods
@@ -21,16 +24,19 @@ class KubeReads(KubeConnection):
             if not found.selector:
                 raise KubeError(f"deployment {namespace}/{deployment} has an empty selector", status=0)
             by_selector = [("labelSelector", found.selector)]
+            # The three lists need only the selector: the ReplicaSets and the autoscalers are read
+            # beside the pods, and each answer is waited for in the order the pods need it.
+            replica_sets = self._beside(f"/apis/apps/v1/namespaces/{namespace}/replicasets", by_selector)
+            autoscalers = self._beside(f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers", [])
             doing = f"list replicasets of {namespace}/{deployment}"
-            answer = self._read(f"/apis/apps/v1/namespaces/{namespace}/replicasets", by_selector)
+            answer = replica_sets()
             owned_replica_sets = answer.codec.owned_replica_sets(answer.body, found.uid, doing)
             doing = f"list pods of {namespace}/{deployment}"
             answer = self._read(f"/api/v1/namespaces/{namespace}/pods", by_selector, streamed=True)
             pods = answer.codec.pods(answer.pieces(), owned_replica_sets, container, doing)
-            del answer  # the largest answer: not held while the autoscalers are read
             doing = f"list horizontalpodautoscalers in {namespace}"
-            answer = self._read(f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers")
-            autoscalers = answer.codec.autoscalers(answer.body, doing)
+            answer = autoscalers()
+            targeting = answer.codec.autoscalers(answer.body, doing)
         except CLIENT_FAILURES as e:
             raise translate(e, doing) from e
         return DeploymentPods(
@@ -39,10 +45,17 @@ class KubeReads(KubeConnection):
             uid=found.uid,
             selector=found.selector,
             pods=pods.states,
-            workload=workload_status(found, autoscalers, deployment),
+            workload=workload_status(found, targeting, deployment),
             pod_uids=pods.uids,
             pod_ips=pods.ips,
         )
+
+    def _beside(self, path: str, query: list[tuple[str, str]]) -> Callable[[], Answer]:
+        """A read sent now, on the background threads when there are some; the returned call
+        gives its answer, or raises what it raised."""
+        if self.background is None:
+            return lambda: self._read(path, query)
+        return self.background.submit(partial(self._read, path, query)).result
 
     # -- the state ConfigMap ---------------------------------------------------------------------
 
