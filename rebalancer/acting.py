@@ -64,7 +64,7 @@ class Actor:
     def _state(self, run: TargetRun) -> tuple[ConfigMapState, history.TargetState]:
         """The target's state ConfigMap, read once per invocation, and its decoded state."""
         if run.snapshot is None:
-            run.snapshot = self.state.read(run.target.namespace)
+            run.snapshot = run.reading.result() if run.reading is not None else self.state.read(run.target.namespace)
         return run.snapshot, run.unwritten or decode_state(run.snapshot.annotations, run.target.name)
 
     def observe(self, run: TargetRun, attempt: Attempt) -> Observed:

@@ -3,6 +3,7 @@ read once and acted on at most once, and one signal's verdict that wants to act.
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -20,6 +21,8 @@ class TargetRun:
     target: Target
     found: DeploymentPods
     snapshot: ConfigMapState | None = None
+    # The state ConfigMap's read, sent beside the pods' (the snapshot, once it is needed).
+    reading: Future[ConfigMapState] | None = None
     acted_by: str | None = None  # the signal whose action took the lock in this invocation
     lock_lost: bool = False  # another invocation's write won: every signal of the target stands down
     # A dry run's measured effects, which it does not write but its cooldown check must see.

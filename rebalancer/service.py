@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import partial
 from typing import Any, cast, get_args
 
 from rebalancer.acting import Actor, Observed
@@ -153,12 +154,14 @@ def _verify(item: WorkItem, deps: Dependencies, call: _Call) -> list[Decision]:
     hpa = any(s != "composite" and target.signals[s].mode == "hpa" for s in item.signals)
     container = target.container if hpa else None
     call.measurer.start(item.signals, deps.background)
+    # The cooldown state too: almost every verification reads it, to judge earlier actions' effects.
+    reading = deps.background.submit(partial(deps.actor.state.read, target.namespace))
     try:
         found = deps.kube.deployment_pods(target.namespace, target.deployment, container)
     except KubeError as e:
         deps.telemetry.upstream_errors.labels("kubernetes", "permanent").inc()
         return [_decision(target, s, item.alerts, code="kubernetes_error", reason=f"cannot verify: {e}") for s in item.signals]
-    run = TargetRun(target, found)
+    run = TargetRun(target, found, reading=reading)
     return [_verify_signal(run, signal, item, deps, call) for signal in item.signals]
 
 

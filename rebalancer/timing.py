@@ -1,4 +1,5 @@
-"""Where one request's time went: the function's own CPU, and the wall time spent in each backend.
+"""Where one request's time went: the function's own CPU, and the wall time spent in each backend
+(the time at least one call to it was under way: calls that overlap count once).
 
 The answer carries it as a ``Server-Timing`` header (W3C Server Timing), so ``curl -v`` shows
 whether a slow answer was Kubernetes, the metrics backend or the function itself, and
@@ -24,13 +25,27 @@ T = TypeVar("T")
 class RequestTiming:
     started_wall: float = field(default_factory=time.perf_counter)
     started_cpu: float = field(default_factory=time.thread_time)
-    upstream_seconds: dict[str, float] = field(default_factory=dict)
+    calls: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # backend -> (start, end) of each call
     background_cpu: float = 0.0  # CPU seconds of the reads run beside the request thread
     lock: threading.Lock = field(default_factory=threading.Lock)  # those reads add from their threads
 
-    def add(self, backend: str, seconds: float) -> None:
+    def add(self, backend: str, started: float, ended: float) -> None:
         with self.lock:
-            self.upstream_seconds[backend] = self.upstream_seconds.get(backend, 0.0) + seconds
+            self.calls.setdefault(backend, []).append((started, ended))
+
+    def upstream_seconds(self) -> dict[str, float]:
+        """Per backend, the time at least one call to it was under way: calls that overlap (the
+        queries side by side, the state read beside the pods') count once."""
+        with self.lock:
+            calls = {backend: sorted(spans) for backend, spans in self.calls.items()}
+        busy = {}
+        for backend, spans in calls.items():
+            total, reached = 0.0, float("-inf")
+            for started, ended in spans:
+                total += max(0.0, ended - max(started, reached))
+                reached = max(reached, ended)
+            busy[backend] = total
+        return busy
 
     def add_cpu(self, seconds: float) -> None:
         with self.lock:
@@ -42,7 +57,7 @@ class RequestTiming:
             f"total;dur={(time.perf_counter() - self.started_wall) * 1000:.1f}",
             f"cpu;dur={(time.thread_time() - self.started_cpu + self.background_cpu) * 1000:.1f}",
         ]
-        entries += [f"{backend};dur={seconds * 1000:.1f}" for backend, seconds in sorted(self.upstream_seconds.items())]
+        entries += [f"{backend};dur={seconds * 1000:.1f}" for backend, seconds in sorted(self.upstream_seconds().items())]
         return ", ".join(entries)
 
 
@@ -102,6 +117,6 @@ class _TimedBackend:
                 return method(*args, **kwargs)
             finally:
                 if timing is not None:
-                    timing.add(self._backend, time.perf_counter() - started)
+                    timing.add(self._backend, started, time.perf_counter())
 
         return call

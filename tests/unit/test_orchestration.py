@@ -26,6 +26,7 @@ from rebalancer.core.partitions import PartitionLag
 from rebalancer.core.timestamps import stamp
 from rebalancer.errors import KubeNotFoundError, KubeUnavailableError, MetricsQueryError, MetricsUnavailableError
 from rebalancer.telemetry import Telemetry
+from rebalancer.timing import RequestTiming
 from tests.fakes import FakeKube, FakeMetrics
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
@@ -135,6 +136,15 @@ def test_the_queries_are_answered_while_kubernetes_is_read(kube):
     outcome = run(settings(dry_run=True, signals=BOTH_SIGNALS), waiting, Asked(SKEWED))
 
     assert [d["code"] for d in outcome.body["decisions"]] == ["skew_verified", "skew_verified"]
+
+
+def test_calls_to_one_backend_that_overlap_count_once_in_server_timing():
+    timing = RequestTiming()
+    for started, ended in ((0.0, 0.4), (0.1, 0.5), (0.7, 0.8)):  # two queries side by side, then a third
+        timing.add("metrics", started, ended)
+    timing.add("kubernetes", 0.0, 0.3)
+
+    assert timing.upstream_seconds() == {"metrics": pytest.approx(0.6), "kubernetes": pytest.approx(0.3)}
 
 
 @pytest.mark.parametrize("kube_error, status, code", [
