@@ -214,8 +214,6 @@ def _cpu_target_utilization(hpa: _Hpa) -> float | None:
 class JsonCodec:
     """Each read's answer as JSON (``application/json``)."""
 
-    name = "json"
-
     def deployment(self, data: bytes, doing: str) -> DeploymentFacts:
         found: _Deployment = _decode(data, _DEPLOYMENT, doing)
         spec, status = found.spec or _DeploymentSpec(), found.status or _DeploymentStatus()

@@ -87,8 +87,6 @@ def _cpu_target_utilization(hpa: wire.HorizontalPodAutoscaler) -> float | None:
 class ProtobufCodec:
     """Each read's answer as protobuf."""
 
-    name = "protobuf"
-
     def deployment(self, data: bytes, doing: str) -> DeploymentFacts:
         found: wire.Deployment = _unwrap(data, wire.DeploymentEnvelope, doing)
         spec, status, selector = found.spec, found.status, found.spec.selector
