@@ -135,12 +135,12 @@ def _inflated(data: bytes, encoding: str | None) -> bytes:
 
 
 def _arriving(response: urllib3.BaseHTTPResponse, encoding: str | None) -> Iterator[bytes]:
-    """The body's inflated pieces as the server sends them, read in pieces of up to 1 MiB (what
-    has arrived, not less), each inflated in one zlib call: the cost of one call for the whole
-    body, spread over the time the server takes to send it."""
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS) if _gzipped(encoding) else None
+    """The body's inflated pieces as the server sends them: each read takes what has arrived (up
+    to 1 MiB) and inflates it in one zlib call, so the inflating is done while the server is still
+    sending, not after it."""
     finished = False
     try:
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS) if _gzipped(encoding) else None
         while piece := response.read1(_PIECE, decode_content=False):
             yield inflater.decompress(piece) if inflater else piece
         if inflater is not None and not inflater.eof:
