@@ -312,10 +312,14 @@ def measure_size(case: Case, runs: int, env: dict[str, str], workdir: Path, plan
     functions = {"after": FunctionProcess(workdir / f"fn-{case.name}", env, name=f"function-{case.name}")}
     if before is not None:
         functions["before"] = FunctionProcess(workdir / f"before-{case.name}", env, name=f"before-{case.name}", source=before)
-    started = [f.start(timeout=60) for f in functions.values()]
-    baseline = GoBaseline(case, target, vm, env["KUBECONFIG"])
-    alone = ReadsAlone(case, target, vm, env["KUBECONFIG"])
-    try:
+    started: list[FunctionProcess] = []
+    baseline: GoBaseline | None = None
+    try:  # whatever fails to start, what did start is stopped
+        for function in functions.values():
+            started.append(function)
+            function.start(timeout=60)
+        baseline = GoBaseline(case, target, vm, env["KUBECONFIG"])
+        alone = ReadsAlone(case, target, vm, env["KUBECONFIG"])
         steps = {"client-go, run once": baseline.run_once, "client-go, in process": baseline.in_process,
                  "pod list alone": alone.pod_list, "queries alone": alone.queries_together,
                  **{variant: Invoker(function, case) for variant, function in functions.items()}}
@@ -331,7 +335,8 @@ def measure_size(case: Case, runs: int, env: dict[str, str], workdir: Path, plan
         for variant, function in functions.items():
             timings[variant].peak_rss_mib, timings[variant].arbiter_private_mib = peak_rss_mib(function.process.pid)
     finally:
-        baseline.stop()
+        if baseline is not None:
+            baseline.stop()
         for function in started:
             function.stop()
     return SizeResult(case, runs, timings)
