@@ -1,7 +1,7 @@
 """The Kubernetes reads in protobuf (as client-go makes them) against JSON, on the real API server:
 the same pods read both ways are the same values and give the same decision, and the server's
-error answers, which come back as a protobuf Status, say the same as its JSON ones. A stand-in
-that speaks only JSON could prove none of this: the real server chooses the wire."""
+error answers, which come back as a protobuf Status, say the same as its JSON ones. Only the
+real server can prove this (it chooses the wire), so nothing here runs on a test double."""
 
 from __future__ import annotations
 

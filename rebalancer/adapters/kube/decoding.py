@@ -14,8 +14,9 @@ can overlap.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from kubernetes.utils.quantity import parse_quantity
 
@@ -58,6 +59,40 @@ class StatusFacts:
     message: str
     reason: str
     causes: tuple[str, ...]
+
+
+class OwnerReference(Protocol):
+    """An ownerReference as either codec decodes it."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def uid(self) -> str: ...
+    @property
+    def controller(self) -> bool | None: ...
+
+
+class Condition(Protocol):
+    @property
+    def type(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+
+
+def controlled_by(references: Iterable[OwnerReference], kind: str, uids: Collection[str]) -> bool:
+    """Whether the object's controller (the one reference marked so) is a ``kind`` among ``uids``:
+    a pod is the Deployment's when its controller is one of the Deployment's ReplicaSets."""
+    for reference in references:
+        if reference.controller:
+            return reference.kind == kind and reference.uid in uids
+    return False
+
+
+def is_ready(conditions: Iterable[Condition]) -> bool:
+    for condition in conditions:
+        if condition.type == "Ready":
+            return condition.status == "True"
+    return False
 
 
 def selector_string(match_labels: Mapping[str, str], expressions: Iterable[tuple[str, str, Sequence[str]]]) -> str:

@@ -15,7 +15,9 @@ from rebalancer.adapters.kube.decoding import (
     AutoscalerFacts,
     DeploymentFacts,
     PodFacts,
+    controlled_by,
     cpu_cores,
+    is_ready,
     selector_string,
 )
 from rebalancer.adapters.kube.records import EXCLUDE_ANNOTATION, ConfigMapState
@@ -181,20 +183,6 @@ def _decode(data: bytes, decoder: msgspec.json.Decoder[Any], doing: str) -> Any:
         raise KubeUnavailableError(f"Kubernetes API answered a malformed object while trying to {doing}: {e}") from e
 
 
-def _controller_of(meta: _ObjectMeta) -> _OwnerReference | None:
-    for ref in meta.ownerReferences or ():
-        if ref.controller:
-            return ref
-    return None
-
-
-def _is_ready(pod: _Pod) -> bool:
-    for condition in (pod.status.conditions if pod.status else None) or ():
-        if condition.type == "Ready":
-            return condition.status == "True"
-    return False
-
-
 def _cpu_request(pod: _PodWithRequests, container: str) -> float | None:
     for candidate in (pod.spec.containers if pod.spec else None) or ():
         if candidate.name == container:
@@ -230,7 +218,7 @@ class JsonCodec:
     def owned_replica_sets(self, data: bytes, deployment_uid: str, doing: str) -> set[str]:
         listed: _ObjectList = _decode(data, _OBJECTS, doing)
         return {rs.metadata.uid for rs in listed.items or ()
-                if (ref := _controller_of(rs.metadata)) is not None and ref.kind == "Deployment" and ref.uid == deployment_uid}
+                if controlled_by(rs.metadata.ownerReferences or (), "Deployment", (deployment_uid,))}
 
     def pods(self, pieces: Iterable[bytes], owned_replica_sets: set[str], container: str | None, doing: str) -> PodFacts:
         """The decision core's view of each pod; owned means its controller is one of the
@@ -240,12 +228,11 @@ class JsonCodec:
         states = []
         for pod in pods:  # a plain loop: this runs once per pod, 10,000 times for a large Deployment
             meta, status = pod.metadata, pod.status
-            ref = _controller_of(meta)
             annotations = meta.annotations
             states.append(PodState(
                 name=meta.name,
-                ready=_is_ready(pod),
-                owned=ref is not None and ref.kind == "ReplicaSet" and ref.uid in owned_replica_sets,
+                ready=is_ready((status.conditions if status else None) or ()),
+                owned=controlled_by(meta.ownerReferences or (), "ReplicaSet", owned_replica_sets),
                 created_at=meta.creationTimestamp,
                 terminating=meta.deletionTimestamp is not None,
                 phase=(status.phase if status else None) or "Unknown",

@@ -24,7 +24,9 @@ from rebalancer.adapters.kube.decoding import (
     DeploymentFacts,
     PodFacts,
     StatusFacts,
+    controlled_by,
     cpu_cores,
+    is_ready,
     selector_string,
 )
 from rebalancer.adapters.kube.records import EXCLUDE_ANNOTATION, ConfigMapState
@@ -51,20 +53,6 @@ def _unwrap(data: bytes, envelope: type[Message], doing: str) -> Any:
     if encoding:  # never set by the API server today; an encoding we cannot read must not pass as empty
         raise KubeUnavailableError(f"Kubernetes API answered an object in content encoding {encoding!r} while trying to {doing}")
     return found.raw
-
-
-def _controller_of(meta: wire.ObjectMeta) -> wire.OwnerReference | None:
-    for ref in meta.ownerReferences:
-        if ref.controller:
-            return ref
-    return None
-
-
-def _is_ready(status: wire.PodStatus) -> bool:
-    for condition in status.conditions:
-        if condition.type == "Ready":
-            return condition.status == "True"
-    return False
 
 
 def _cpu_request(pod: wire.PodWithRequests, container: str) -> float | None:
@@ -101,7 +89,7 @@ class ProtobufCodec:
     def owned_replica_sets(self, data: bytes, deployment_uid: str, doing: str) -> set[str]:
         listed: wire.ReplicaSetList = _unwrap(data, wire.ReplicaSetListEnvelope, doing)
         return {rs.metadata.uid for rs in listed.items
-                if (ref := _controller_of(rs.metadata)) is not None and ref.kind == "Deployment" and ref.uid == deployment_uid}
+                if controlled_by(rs.metadata.ownerReferences, "Deployment", (deployment_uid,))}
 
     def pods(self, pieces: Iterable[bytes], owned_replica_sets: set[str], container: str | None, doing: str) -> PodFacts:
         """As ``JsonCodec.pods``: the same states from the same pods. Each pod is decoded as soon
@@ -114,14 +102,13 @@ class ProtobufCodec:
                 pod = message.FromString(item)
                 meta, status = pod.metadata, pod.status
                 name = meta.name
-                ref = _controller_of(meta)
                 seconds = meta.creationTimestamp.seconds if meta.HasField("creationTimestamp") else None
                 if seconds is not None and seconds not in created:
                     created[seconds] = datetime.fromtimestamp(seconds, tz=timezone.utc)
                 states.append(PodState(
                     name=name,
-                    ready=_is_ready(status),
-                    owned=ref is not None and ref.kind == "ReplicaSet" and ref.uid in owned_replica_sets,
+                    ready=is_ready(status.conditions),
+                    owned=controlled_by(meta.ownerReferences, "ReplicaSet", owned_replica_sets),
                     created_at=created[seconds] if seconds is not None else None,
                     terminating=meta.HasField("deletionTimestamp"),
                     phase=status.phase or "Unknown",
