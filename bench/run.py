@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -180,6 +181,44 @@ BEFORE = "5f040af"  # the function before protobuf reads and reads side by side 
 VARIANTS = ("after", "before", "client-go, run once", "client-go, in process", "pod list alone", "queries alone")
 
 
+@dataclass(frozen=True)
+class CpuSpent:
+    plane_s: float
+    vm_s: float
+    machine_s: float
+
+
+class CpuMeter:
+    """CPU time spent while one run is timed, read from /proc: the processes' utime + stime (all
+    their threads) and the machine's busy ticks. What the servers and the client spend together
+    bounds how fast the run can be on this machine's cores, whatever the client does."""
+
+    TICK = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, plane_pid: int, vm_pid: int) -> None:
+        self.pids = (plane_pid, vm_pid)
+
+    def _process_s(self, pid: int) -> float:
+        """The process and its children's, recursively (the control plane runs etcd in its own
+        process and the API server, the controller manager and the node simulator as children)."""
+        # after the command's closing parenthesis (it may hold spaces): utime and stime, 12th and 13th
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+                    for child in (task / "children").read_text().split()]
+        return (int(fields[11]) + int(fields[12])) / self.TICK + sum(self._process_s(child) for child in children)
+
+    def _sample(self) -> tuple[float, float, float]:
+        ticks = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:8]]
+        busy = sum(ticks) - ticks[3] - ticks[4]  # all but idle and iowait
+        return self._process_s(self.pids[0]), self._process_s(self.pids[1]), busy / self.TICK
+
+    def around(self, step: Callable[[Timings], None], into: Timings) -> None:
+        before = self._sample()
+        step(into)
+        after = self._sample()
+        into.cpu_during.append(CpuSpent(*(b - a for a, b in zip(before, after, strict=True))))
+
+
 @dataclass
 class Timings:
     """One variant's runs at one size. Server-Timing fields are empty for what is not the function."""
@@ -194,6 +233,9 @@ class Timings:
     peak_rss_mib: float = 0.0
     arbiter_private_mib: float = 0.0
     selected: dict[str, list[str]] = field(default_factory=dict)  # signal -> pods picked (the last run)
+    # CPU seconds spent during each run: by the control plane's process, by VictoriaMetrics, and by
+    # the whole machine (both, the function or the Go program, and the bench's own client)
+    cpu_during: list[CpuSpent] = field(default_factory=list)
     outcome: str = ""
 
     @property
@@ -327,10 +369,11 @@ def measure_size(case: Case, runs: int, env: dict[str, str], workdir: Path, plan
             step(Timings())
         cluster = Cluster(plane, case.namespace)
         cluster.forget_requests()
+        meter = CpuMeter(plane.process.pid, vm.process.pid)
         order = list(timings)
         for round_ in range(runs):
             for variant in order[round_ % len(order):] + order[:round_ % len(order)]:
-                steps[variant](timings[variant])
+                meter.around(steps[variant], timings[variant])
         attribute_audit(timings, cluster.requests(), runs)
         for variant, function in functions.items():
             timings[variant].peak_rss_mib, timings[variant].arbiter_private_mib = peak_rss_mib(function.process.pid)
@@ -460,6 +503,7 @@ def render(results: list[SizeResult], cold: dict[str, list[float]], imports: dic
         lines.append(f"| {r.case.label} | {ratio(after, t['before'].median) if 'before' in t else ''} "
                      f"| {ratio(after, t['client-go, run once'].median)} | {ratio(after, t['client-go, in process'].median)} "
                      f"| {t['pod list alone'].median:.0f} | {t['queries alone'].median:.0f} | {ratio(after, slower)} | {same} |")
+    lines += cpu_table(results)
     starts = "; ".join(f"{name}: median {statistics.median(v):.0f} ms, max {max(v):.0f} ms" for name, v in cold.items())
     imported = "; ".join(f"{name}: median {statistics.median(v):.0f} ms" for name, v in imports.items())
     lines += [
@@ -471,6 +515,31 @@ def render(results: list[SizeResult], cold: dict[str, list[float]], imports: dic
         "Decisions at each size (after): " + "; ".join(f"{r.case.label}: {r.timings['after'].outcome}" for r in results) + ".",
     ]
     return "\n".join(lines)
+
+
+def cpu_table(results: list[SizeResult]) -> list[str]:
+    """Where the machine's CPU went during the runs, and the floor it sets: what every process
+    spent during a run, spread over all the cores, is as fast as the run could be here."""
+    cores = os.cpu_count() or 1
+    lines = [
+        "",
+        f"CPU spent on the machine during a run (median ms of CPU time), and the floor it sets on {cores} cores "
+        "(all of it spread evenly over every core); the rest is the function or the Go program, and the bench's client:",
+        "",
+        "| pods | variant | median ms | control plane CPU ms | VictoriaMetrics CPU ms | the rest CPU ms "
+        f"| machine CPU ms | floor on {cores} cores ms | median / floor |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        for variant in ("after", "client-go, run once", "pod list alone", "queries alone"):
+            t = r.timings[variant]
+            plane, vm, machine = (statistics.median(getattr(c, part) * 1000 for c in t.cpu_during)
+                                  for part in ("plane_s", "vm_s", "machine_s"))
+            rest = statistics.median((c.machine_s - c.plane_s - c.vm_s) * 1000 for c in t.cpu_during)
+            floor = machine / cores
+            lines.append(f"| {r.case.label} | {variant} | {t.median:.0f} | {plane:.0f} | {vm:.0f} | {rest:.0f} "
+                         f"| {machine:.0f} | {floor:.0f} | {ratio(t.median, floor) if floor else ''} |")
+    return lines
 
 
 def before_checkout(ref: str, into: Path) -> Path:

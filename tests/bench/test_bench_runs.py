@@ -3,6 +3,7 @@ the table checked for the counts that do not depend on the machine (never for du
 
 from __future__ import annotations
 
+import os
 import re
 
 from bench import run
@@ -12,16 +13,28 @@ def test_the_benchmark_runs_and_reports_constant_upstream_requests(capsys):
     assert run.main(["--sizes", "10", "100", "--runs", "2", "--settle", "10", "--cold-starts", "1", "--imports", "1"]) == 0
     table = capsys.readouterr().out
 
-    rows = {(m.group(1), m.group(2)): [c.strip() for c in m.group(0).strip("|").split("|")]
-            for m in re.finditer(r"^\| ([\d,]+) \| ([a-z][a-z ,-]*?) \|.*\|$", table, re.M)}
+    timings, rest = table.split("Ratios of the medians")
+    ratio_part, cpu_part = rest.split("CPU spent on the machine during a run")
+    rows, cpu = (
+        {(m.group(1), m.group(2)): [c.strip() for c in m.group(0).strip("|").split("|")]
+         for m in re.finditer(r"^\| ([\d,]+) \| ([a-z][a-z ,-]*?) \|.*\|$", part, re.M)}
+        for part in (timings, cpu_part))
     assert {variant for _, variant in rows} == set(run.VARIANTS)
+    assert set(cpu) == {(pods, variant) for pods in ("10", "100")
+                        for variant in ("after", "client-go, run once", "pod list alone", "queries alone")}
+    for cells in cpu.values():  # the floor is the machine's CPU over its cores, and the ratio the median's to it
+        machine, floor = float(cells[6]), float(cells[7])
+        assert abs(floor - machine / os.cpu_count()) <= 1, cells
+        if floor > 1:  # the cells are rounded: the median and the floor to 1 ms, the ratio to 0.01
+            median, shown = float(cells[2]), float(cells[8].rstrip("×"))
+            assert (median - 0.5) / (floor + 0.5) - 0.006 <= shown <= (median + 0.5) / (floor - 0.5) + 0.006, cells
     for pods in ("10", "100"):
         # Kubernetes requests per run, from the API server's audit log, the same at every size: the
         # function's five reads (before and after), client-go's two, the pod list's one.
         requests = {variant: rows[(pods, variant)][8] for variant in run.VARIANTS}
         assert requests == {"after": "5", "before": "5", "client-go, run once": "2", "client-go, in process": "2",
                             "pod list alone": "1", "queries alone": "0"}, requests
-    ratios = {m.group(1): m.group(0) for m in re.finditer(r"^\| ([\d,]+) \| [\d.]+× \|.*\|$", table, re.M)}
+    ratios = {m.group(1): m.group(0) for m in re.finditer(r"^\| ([\d,]+) \| [\d.]+× \|.*\|$", ratio_part, re.M)}
     assert set(ratios) == {"10", "100"} and all(row.rstrip("| ").endswith("yes") for row in ratios.values()), ratios
     assert "Cold start (process start to the first answered webhook, 1 starts each, alternating): after:" in table
     assert "lag: dry_run (skew_verified)" in table
