@@ -35,6 +35,17 @@ def status_causes(error: ApiException) -> str:
         return ""
 
 
+def from_a_disruption_budget(error: ApiException) -> bool:
+    """Whether a 429 is a PodDisruptionBudget's refusal: the eviction subresource gives every one
+    a ``DisruptionBudget`` cause. A 429 without it is the API server throttling (API Priority and
+    Fairness, whose body is not even a Status) or an admission webhook's denial: not a budget."""
+    try:
+        causes = (json.loads(error.body or "").get("details") or {}).get("causes") or []
+        return any(c.get("reason") == "DisruptionBudget" for c in causes)
+    except (ValueError, AttributeError):
+        return False
+
+
 def translate(error: Exception, doing: str) -> Exception:
     """Turn a client-library failure into one of our errors; ``doing`` says what was tried."""
     if isinstance(error, ApiException):

@@ -9,7 +9,13 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from rebalancer.adapters.kube.connection import KubeConnection
-from rebalancer.adapters.kube.failures import CLIENT_FAILURES, status_causes, status_message, translate
+from rebalancer.adapters.kube.failures import (
+    CLIENT_FAILURES,
+    from_a_disruption_budget,
+    status_causes,
+    status_message,
+    translate,
+)
 from rebalancer.adapters.kube.json_codec import JSON
 from rebalancer.adapters.kube.records import EVENT_SOURCE, MERGE_PATCH, EventNote, PodAction
 from rebalancer.core.timestamps import stamp
@@ -39,7 +45,8 @@ class KubeWrites(KubeConnection):
     # -- acting on pods ---------------------------------------------------------------------------
 
     def evict_pod(self, namespace: str, name: str, uid: str | None) -> PodAction:
-        """policy/v1 Eviction: PodDisruptionBudgets decide. 429 is ``blocked``, never retried here."""
+        """policy/v1 Eviction: PodDisruptionBudgets decide. Their 429 is ``blocked``; any other
+        refusal (a 429 that is not a budget's included) is ``failed``. Never retried here."""
         body: dict[str, Any] = {"apiVersion": "policy/v1", "kind": "Eviction",
                                 "metadata": {"name": name, "namespace": namespace}}
         if uid:
@@ -49,7 +56,7 @@ class KubeWrites(KubeConnection):
         except ApiException as e:
             message, _ = status_message(e)
             causes = status_causes(e)
-            if e.status == 429:
+            if e.status == 429 and from_a_disruption_budget(e):
                 return PodAction(name, "blocked", causes or message or "the disruption budget allows no eviction now")
             return PodAction(name, "failed", f"HTTP {e.status}: {causes or message}")
         except CLIENT_FAILURES as e:
