@@ -1,6 +1,6 @@
 """A self-signed certificate for 127.0.0.1: the stand-in serves HTTPS with it, as GKE does, and the GKE
 mode tests use it as a CA the cluster was not signed by. And a throw-away CA with a leaf it signed,
-for the real Kafka broker's TLS listener."""
+for the real Kafka broker's TLS listener and the tests' admission webhook."""
 
 from __future__ import annotations
 
@@ -45,9 +45,10 @@ def certificate_authority_and_leaf(common_name: str) -> tuple[str, str, str]:
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{common_name}-test-ca")])
 
     def issued(subject: x509.Name, key: ec.EllipticCurvePrivateKey, *extensions: tuple[x509.ExtensionType, bool]) -> x509.Certificate:
+        # A day either side: a test may run the clock (freezegun) ahead of the servers that check it.
         builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_name).public_key(key.public_key())
-                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-                   .not_valid_after(now + datetime.timedelta(days=1)))
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+                   .not_valid_after(now + datetime.timedelta(days=2)))
         for extension, critical in extensions:
             builder = builder.add_extension(extension, critical=critical)
         return builder.sign(ca_key, hashes.SHA256())

@@ -11,70 +11,23 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 
-from rebalancer.cooldown import annotation_keys
 from rebalancer.core.timestamps import parse_stamp, stamp
-from tests.conftest import AUTH, aligned_now, target
-from tests.metricsdata import cpu_usage, to_victoriametrics_import
+from tests.acting import (
+    HISTORY,
+    INVOCATION,
+    LAST,
+    decision,
+    fire,
+    history,
+    replacements_report_like_the_rest,
+)
+from tests.conftest import target
 from tests.realcluster import READY_ANNOTATION
-from tests.samples import sample_in_namespace
 from tests.terraform_rbac import role_rules
-
-FIRING = "alertmanager-0.25-firing-cpu-two-deployments.json"
-LAST, INVOCATION, HISTORY = annotation_keys("ingestion-consumer")
-RATES = [0.1, 0.5, 0.5, 0.5, 1.9, 1.6]  # after the hot and cold pods go, 1.6 stands out among 0.5s
-AHEAD = 1200  # how far the function's clock runs ahead of the pods' creation
-
-
-@pytest.fixture
-def scene(kube, victoria_metrics, clock):
-    """Six Ready pods of posthog's ingestion-consumer (their names, sorted), skewed as RATES."""
-
-    def build(rates=RATES, grace_seconds: int = 30) -> list[str]:
-        pods = kube.deployment("ingestion-consumer", replicas=len(rates), grace_seconds=grace_seconds)
-        now = aligned_now()
-        clock.at(datetime.fromtimestamp(now + AHEAD, timezone.utc))
-        victoria_metrics.import_prometheus(to_victoriametrics_import(
-            cpu_usage(kube.namespace, "ingestion-consumer", dict(zip(pods, rates, strict=True)), now - 1200, now + 2 * AHEAD)))
-        return pods
-
-    return build
-
-
-@pytest.fixture
-def live(scene, make_client, victoria_metrics, kube):
-    pods = scene()
-
-    def build(**overrides):
-        return make_client(victoria_metrics.url, [target("ingestion-consumer", kube.namespace, **overrides)],
-                           env_rebalancer_dry_run="false")
-
-    return pods, build
-
-
-def fire(client, kube):
-    return client.post("/", json=sample_in_namespace(FIRING, kube.namespace), headers=AUTH)
-
-
-def decision(response):
-    return next(d for d in response.get_json()["decisions"] if d["target"] == "ingestion-consumer")
-
-
-def replacements_report_like_the_rest(kube, victoria_metrics, pods) -> list[str]:
-    """Wait for the ReplicaSet's replacements, and give them series as balanced as most pods:
-    on a real cluster they are scraped within a minute of starting."""
-    replacements = sorted(set(kube.wait_for_ready_pods("ingestion-consumer", 6)) - set(pods))
-    now = aligned_now()
-    victoria_metrics.import_prometheus(to_victoriametrics_import(cpu_usage(
-        kube.namespace, "ingestion-consumer", dict.fromkeys(replacements, 0.5), now - 1200, now + 2 * AHEAD)))
-    return replacements
-
-
-def history(kube):
-    return json.loads(kube.annotations("configmaps", "pod-rebalancer-state")[HISTORY])
 
 
 def test_skewed_cpu_evicts_the_hottest_and_coldest_and_leaves_the_audit_trail(live, kube, clock):
