@@ -35,7 +35,7 @@ from kubernetes.client.exceptions import ApiException
 from tests.certificates import certificate_authority_and_leaf
 from tests.realcluster import FUNCTION_USER, ControlPlane
 
-WEBHOOK_TIMEOUT_SECONDS = 2  # how long the API server waits for the webhook (1 to 30)
+WEBHOOK_TIMEOUT_SECONDS = 2  # how long the API server waits for the webhook by default (1 to 30)
 PROBE = "admission-probe"  # a dry-run ConfigMap of this name is always denied: how the fixture knows it is in force
 
 
@@ -69,8 +69,9 @@ class Fault:
 class AdmissionFaults:
     """The webhook for one namespace (``with AdmissionFaults(plane, namespace) as faults``)."""
 
-    def __init__(self, plane: ControlPlane, namespace: str, workdir: Path) -> None:
-        self.namespace, self.workdir = namespace, workdir
+    def __init__(self, plane: ControlPlane, namespace: str, workdir: Path,
+                 timeout_seconds: int = WEBHOOK_TIMEOUT_SECONDS) -> None:
+        self.namespace, self.workdir, self.timeout_seconds = namespace, workdir, timeout_seconds
         self.admission = AdmissionregistrationV1Api(plane.admin)
         self.core = CoreV1Api(plane.admin)
         self.name = f"faults.{namespace}.pod-rebalancer.test"
@@ -119,7 +120,7 @@ class AdmissionFaults:
         if seen.name == PROBE:
             result = {"uid": request["uid"], "allowed": False, "status": {"code": 403, "message": "in force"}}
         elif fault is not None and fault.code == 0:
-            time.sleep(WEBHOOK_TIMEOUT_SECONDS + 2)  # past the API server's patience
+            time.sleep(self.timeout_seconds + 2)  # past the API server's patience
         elif fault is not None and fault.code == 409:  # the other writer's create is reviewed too, on another thread
             self.core.create_namespaced_config_map(self.namespace, {"metadata": {"name": seen.name,
                                                                                  "annotations": fault.annotations}})
@@ -129,6 +130,7 @@ class AdmissionFaults:
 
     def _serve(self) -> tuple[int, str]:
         ca, leaf, key = certificate_authority_and_leaf("admission-webhook")
+        self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "leaf.pem").write_text(leaf)
         (self.workdir / "leaf.key").write_text(key)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -166,7 +168,7 @@ class AdmissionFaults:
             "metadata": {"name": self.name},
             "webhooks": [{
                 "name": self.name, "admissionReviewVersions": ["v1"], "sideEffects": "None",
-                "failurePolicy": "Fail", "timeoutSeconds": WEBHOOK_TIMEOUT_SECONDS, "rules": rules,
+                "failurePolicy": "Fail", "timeoutSeconds": self.timeout_seconds, "rules": rules,
                 "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": self.namespace}},
                 "clientConfig": {"url": f"https://127.0.0.1:{port}/validate", "caBundle": base64.b64encode(ca.encode()).decode()},
             }],

@@ -217,9 +217,10 @@ def standin_client(make_standin_client, victoria_metrics, standin):
     return make_standin_client(victoria_metrics.url, [target("ingestion-consumer", "posthog")])
 
 
-@pytest.mark.parametrize("status", [500, 503, 429])
+@pytest.mark.parametrize("status", [500, 503])
 def test_kubernetes_api_failure_on_the_pod_list_gets_503(standin_client, standin, status):
-    """Stand-in because: a 5xx or 429 on one chosen request."""
+    """Stand-in because: a 5xx on one chosen read (an admission webhook sees only writes). The
+    real server's 429 on reads is test_kube_faults.py (API Priority and Fairness)."""
     standin.fail("list", "pods", status)
     response = standin_client.post("/", json=sample(FIRING_SAMPLE), headers=AUTH)
     assert response.status_code == 503 and "Kubernetes API" in response.get_json()["reason"]

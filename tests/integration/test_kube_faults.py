@@ -10,14 +10,24 @@ twice (the API server's audit log)."""
 from __future__ import annotations
 
 import json
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
+import kubernetes
 import pytest
+import requests
+from kubernetes.client import CoreV1Api
+from kubernetes.client.exceptions import ApiException
 
 from rebalancer.core.timestamps import stamp
-from tests.acting import AHEAD, INVOCATION, LAST, decision, fire, history, replacements_report_like_the_rest
+from tests.acting import AHEAD, FIRING, INVOCATION, LAST, decision, fire, history, replacements_report_like_the_rest
 from tests.admission import AdmissionFaults
-from tests.conftest import AUTH, aligned_now
+from tests.conftest import AUTH, TOKEN, aligned_now
+from tests.fleet import skewed_consumer, start_live_functions
+from tests.flowcontrol import Throttled
 from tests.metricsdata import consumer_records_lag, to_victoriametrics_import
+from tests.realcluster import Cluster
+from tests.samples import sample_in_namespace
 
 
 @pytest.fixture
@@ -174,3 +184,91 @@ def test_losing_the_lock_to_another_writer_stands_down_every_signal_of_the_targe
     assert {(d["signal"], d["code"]) for d in again.get_json()["decisions"]} == {
         ("cpu", "cooldown"), ("lag", "cooldown")}
     assert evictions(kube) == []
+
+
+# -- the API server throttling the function (API Priority and Fairness) ---------------------------------
+
+@pytest.fixture
+def throttled(control_plane, kube, tmp_path):
+    """``throttled(shares)``: the function's ServiceAccount on a priority level of its own that
+    rejects what finds no free seat (tests/flowcontrol.py)."""
+    return lambda shares: Throttled(control_plane, shares, str(kube.write_kubeconfig(tmp_path / "throttled-kubeconfig")))
+
+
+def test_a_throttled_function_sends_each_rejected_request_again_then_answers_503_and_moves_nothing(
+        live, kube, throttled, control_plane, tmp_path):
+    """The function's priority level has no seats of its own: APF then runs one of its requests at
+    a time. A request of the same identity holds that seat for ten seconds (an admission webhook
+    stalls it), so every request of the invocation is rejected: each is sent again twice, a second
+    apart as Retry-After asks, then the invocation gives up with a 503, having moved nothing. Once
+    the seat is free, Alertmanager's retry acts once."""
+    pods, build = live
+    client = build()
+    function = CoreV1Api(kubernetes.config.new_client_from_config(config_file=str(kube.write_kubeconfig(tmp_path / "hog"))))
+    hog = {"metadata": {"name": "seat-hog"}}
+
+    with throttled(0), AdmissionFaults(control_plane, kube.namespace, tmp_path / "webhook", timeout_seconds=10) as webhook, \
+            ThreadPoolExecutor(1) as background:
+        webhook.stall("configmaps", name="seat-hog")
+        holding = background.submit(function.create_namespaced_config_map, kube.namespace, hog, dry_run="All")
+        Cluster.wait_for(lambda: webhook.reviewed("configmaps"), "the seat hog under review", timeout=10)
+        kube.forget_requests()
+        response = fire(client, kube)
+        with pytest.raises(ApiException):  # the hog's own end: the webhook's timeout, a 500
+            holding.result()
+
+    said = json.dumps(response.get_json())
+    assert response.status_code == 503, said
+    assert "HTTP 429" in said and "throttled before it was handled" in said and "Retry-After" in said
+    made = [r for r in kube.requests() if r.name != "seat-hog"]  # (the hog's own 500 is audited when it ends)
+    assert made and {r.code for r in made} == {429}  # the API server's own rejections, audited
+    sent = Counter((r.verb, r.resource, r.subresource, r.name) for r in made)
+    assert set(sent.values()) == {3}, sent  # each request sent again twice, then given up
+    assert evictions(kube) == [] and kube.annotations("configmaps", "pod-rebalancer-state") is None
+    assert ours(kube.events()) == []
+
+    retried = fire(client, kube)
+    body = decision(retried)
+    assert retried.status_code == 200 and body["outcome"] == "acted", body
+    assert evictions(kube) == [(pods[4], 201), (pods[0], 201)]
+
+
+DELIVERIES = 20
+
+
+def test_concurrent_deliveries_the_api_server_throttles_never_act_twice(victoria_metrics, kube, tmp_path, throttled):
+    """Twenty copies of one notification at once, over two processes, with the function's
+    ServiceAccount given about three seats: the API server rejects many of their requests. Each
+    answer is a 200 or a 503 that says it was throttled; at most one lock is taken; no pod is
+    evicted twice; and once the throttling is lifted the next delivery finishes the job or is
+    held by the cooldown."""
+    pods = skewed_consumer(kube, victoria_metrics)
+    functions = start_live_functions(tmp_path, kube, victoria_metrics.url, 2)
+    notification = sample_in_namespace(FIRING, kube.namespace)
+
+    def deliver(i: int) -> requests.Response:
+        return requests.post(f"{functions[i % 2].url}/alertmanager", json=notification,
+                             headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+
+    try:
+        with throttled(1), ThreadPoolExecutor(max_workers=DELIVERIES) as pool:
+            answers = list(pool.map(deliver, range(DELIVERIES)))
+        after = deliver(0)
+    finally:
+        for function in functions:
+            function.stop()
+
+    assert {a.status_code for a in answers} <= {200, 503}, [a.text for a in answers]
+    assert all("throttled before it was handled" in a.text for a in answers if a.status_code == 503)
+    assert any(r.code == 429 for r in kube.requests()), "the API server throttled nothing: the test proved nothing"
+    decided = [next(d for d in a.json()["decisions"] if d["target"] == "ingestion-consumer")
+               for a in [*answers, after] if a.status_code == 200]
+    acted = [d for d in decided if d["outcome"] == "acted"]
+    assert len(acted) == 1, Counter((d["outcome"], d.get("code")) for d in decided)
+    evicted = [name for name, code in evictions(kube) if code == 201]
+    assert sorted(evicted) == sorted({a["pod"] for a in acted[0]["actions"] if a["result"] == "evicted"})
+    assert len(evicted) == len(set(evicted)) and set(evicted) <= {pods[4], pods[0]}
+    (entry,) = history(kube)
+    assert entry["outcome"] == "acted" and [(p["pod"], p["result"]) for p in entry["pods"]] == [
+        (a["pod"], a["result"]) for a in acted[0]["actions"]]
+    assert after.status_code == 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -48,8 +49,18 @@ def api_client(*, kubeconfig: Path | None, in_cluster: bool, gke_endpoint: str |
     except kubernetes.config.ConfigException as e:
         raise ConfigError(f"cannot load Kubernetes configuration: {e}") from e
     # One quick retry on a refused connection; anything longer is Alertmanager's retry to make.
-    configuration.retries = retries
+    # urllib3 would also sleep out any Retry-After (up to 32 s from API Priority and Fairness) on a
+    # read: the connection's own rule for a throttled request (THROTTLED_RETRIES) replaces that.
+    configuration.retries = urllib3.Retry(total=retries, respect_retry_after_header=False)
     return ApiClient(configuration)
+
+
+# A request the API server throttled before handling it (API Priority and Fairness, or the
+# max-in-flight filter) was never carried out, so sending it again is safe, even an eviction or the
+# lock's write. It is sent again at most this many times, and only when the wait it asks for is
+# short; a longer one is Alertmanager's retry to make (the answer is a 503).
+THROTTLED_RETRIES = 2
+THROTTLED_WAIT_LIMIT = 2.0  # seconds of Retry-After waited for at most, each time
 
 
 @dataclass(frozen=True)
@@ -104,15 +115,33 @@ class KubeConnection:
             method=method, resource_path=path, query_params=list(query), header_params=headers,
             body=body, auth_settings=["BearerToken"],
         )
-        response = self.client.call_api(*request, _request_timeout=self.timeout)
+        for attempt in range(THROTTLED_RETRIES + 1):
+            response = self.client.call_api(*request, _request_timeout=self.timeout)
+            wait = _throttled_before_handling(response)
+            if wait is None or wait > THROTTLED_WAIT_LIMIT or attempt == THROTTLED_RETRIES:
+                break
+            response.response.drain_conn()
+            time.sleep(wait)
         media_type = (response.headers.get("Content-Type") or "").split(";")[0].strip()
         encoding = response.headers.get("Content-Encoding")
         if streamed and media_type == PROTOBUF_MEDIA_TYPE and 200 <= response.status <= 299:
             return Answer(media_type, stream=_arriving(response.response, encoding))
         data = _inflated(response.response.read(decode_content=False), encoding)
         if not 200 <= response.status <= 299:
-            ApiException.from_response(http_resp=response, body=_status_text(data, media_type), data=None)
+            ApiException.from_response(http_resp=response, body=_error_text(response, data, media_type), data=None)
         return Answer(media_type, data)
+
+
+def _throttled_before_handling(response: Any) -> float | None:
+    """The Retry-After of a 429 the API server answered before handling the request, else None.
+    Those come from its filters (API Priority and Fairness, max-in-flight) as plain text with a
+    Retry-After; a 429 from a handler (a disruption budget's) or an admission webhook is a Status."""
+    if response.status != 429 or not (response.headers.get("Content-Type") or "").startswith("text/plain"):
+        return None
+    try:
+        return max(0.0, float(response.headers.get("Retry-After") or ""))
+    except ValueError:
+        return None
 
 
 def _gzipped(encoding: str | None) -> bool:
@@ -165,6 +194,17 @@ def _status_text(data: bytes, media_type: str) -> str:
             return json.dumps({"kind": "Status", "message": status.message, "reason": status.reason,
                                "details": {"causes": [{"message": m} for m in status.causes]}})
     return data.decode("utf-8", "replace")
+
+
+def _error_text(response: Any, data: bytes, media_type: str) -> str:
+    """The error answer as a JSON Status; a throttled request's plain text says so, and for how long."""
+    wait = _throttled_before_handling(response)
+    if wait is not None:
+        said = data.decode("utf-8", "replace").strip() or "Too many requests"
+        return json.dumps({"kind": "Status", "reason": "TooManyRequests",
+                           "message": f"{said} (throttled before it was handled: API Priority and Fairness; "
+                                      f"Retry-After {wait:g} s)"})
+    return _status_text(data, media_type)
 
 
 Codec = JsonCodec | ProtobufCodec
