@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
-.PHONY: deps system-deps proto controlplane baseline kafka helm schemaprovider test lint unit demo try backtest bench bench-effects bench-sources backtest-example rules test-real-cluster clean
+.PHONY: deps system-deps proto controlplane baseline kafka helm toxiproxy schemaprovider test lint unit demo try backtest bench bench-effects bench-sources backtest-example rules test-real-cluster clean
 
 # Independent steps run side by side: on a new machine the control plane compiles (the longest
 # step, minutes) while the system packages, the venvs and the Kafka jars are fetched.
@@ -41,6 +41,10 @@ kafka: system-deps
 helm: | $(GO_WAITS_FOR)
 	@scripts/build-helm
 
+# toxiproxy, the TCP fault proxy of the fault tests, pinned as a Go module (tests/toxiproxy) and built the same way.
+toxiproxy: | $(GO_WAITS_FOR)
+	@scripts/build-toxiproxy
+
 # A Terraform provider plugin that serves only the vendored provider schemas (../shared/terraform-schemas),
 # built the same way, so that the tests run a real `terraform validate` of terraform/ offline.
 schemaprovider: | $(GO_WAITS_FOR)
@@ -65,7 +69,7 @@ lint: deps
 	$(BIN)/mypy
 	$(BIN)/python scripts/check-function-length
 
-test: lint controlplane baseline kafka helm schemaprovider $(CHECKOV_STAMP)
+test: lint controlplane baseline kafka helm toxiproxy schemaprovider $(CHECKOV_STAMP)
 	$(BIN)/python -m pytest
 
 # The README's backtest example and docs/backtest.png, from a synthetic day in a real VictoriaMetrics.

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from freezegun import freeze_time
 
+from tests.faultproxy import FaultProxy
 from tests.kafkabroker import KafkaBroker
 from tests.metricsdata import Series, to_openmetrics, to_victoriametrics_import
 from tests.realcluster import Cluster, ControlPlane, drop_namespace, new_namespace
@@ -108,6 +109,14 @@ def kube(control_plane) -> Iterator[Cluster]:
     cluster.grant()
     yield cluster
     drop_namespace(cluster)
+
+
+@pytest.fixture(scope="session")
+def fault_proxy(tmp_path_factory) -> Iterator[FaultProxy]:
+    """toxiproxy (tests/faultproxy.py), started once per test session; each test makes its own routes."""
+    proxy = FaultProxy(tmp_path_factory.mktemp("toxiproxy")).start()
+    yield proxy
+    proxy.stop()
 
 
 @pytest.fixture

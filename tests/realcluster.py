@@ -107,11 +107,12 @@ class ControlPlane(ServerProcess):
     def server(self) -> str:
         return self.info["server"]
 
-    def write_function_kubeconfig(self, path: Path) -> Path:
-        """A kubeconfig as an operator would hand the function: the server, its CA, the token."""
+    def write_function_kubeconfig(self, path: Path, server: str | None = None) -> Path:
+        """A kubeconfig as an operator would hand the function: the server (``server``: another
+        address of it, such as a fault proxy's), its CA, the token."""
         path.write_text(yaml.safe_dump({
             "apiVersion": "v1", "kind": "Config", "current-context": "function",
-            "clusters": [{"name": "controlplane", "cluster": {"server": self.server,
+            "clusters": [{"name": "controlplane", "cluster": {"server": server or self.server,
                                                                "certificate-authority": self.info["ca_file"]}}],
             "users": [{"name": IDENTITY, "user": {"token": self.function_token}}],
             "contexts": [{"name": "function", "context": {"cluster": "controlplane", "user": IDENTITY}}],
@@ -363,8 +364,8 @@ class Cluster(Namespace):
                                             "subresource": subresource, "verb": verb}}})
         return bool(review.status.allowed)
 
-    def write_kubeconfig(self, path: Path) -> Path:
-        return self.plane.write_function_kubeconfig(path)
+    def write_kubeconfig(self, path: Path, server: str | None = None) -> Path:
+        return self.plane.write_function_kubeconfig(path, server)
 
     # -- what the function asked, from the API server's audit log ---------------------------
 

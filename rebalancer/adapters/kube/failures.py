@@ -63,7 +63,21 @@ def translate(error: Exception, doing: str) -> Exception:
         return KubeError(text, status=status, reason=reason)
     if isinstance(error, google.auth.exceptions.GoogleAuthError):
         return KubeUnavailableError(f"cannot obtain a Google access token to {doing}: {type(error).__name__}")
-    return KubeUnavailableError(f"Kubernetes API unreachable while trying to {doing}: {type(error).__name__}")
+    return KubeUnavailableError(f"Kubernetes API unreachable while trying to {doing}: {_what_broke(error)}")
+
+
+def _what_broke(error: Exception) -> str:
+    """The connection failure in words an operator can act on, with the client's own name for it."""
+    cause = error.reason if isinstance(error, urllib3.exceptions.MaxRetryError) and error.reason else error
+    if isinstance(cause, urllib3.exceptions.TimeoutError):
+        said = "no answer within kube_timeout"
+    elif isinstance(cause, urllib3.exceptions.ProtocolError):
+        said = "the connection broke in the middle of an answer"
+    elif isinstance(cause, urllib3.exceptions.NewConnectionError):
+        said = "the connection was refused"
+    else:
+        return type(error).__name__
+    return f"{said} ({type(cause).__name__})"
 
 
 CLIENT_FAILURES = (ApiException, urllib3.exceptions.HTTPError, OSError, google.auth.exceptions.GoogleAuthError)
