@@ -101,6 +101,9 @@ class MetricsSource:
             response = self.session.post(url, data=form, timeout=self.timeout_seconds)
         except requests.Timeout as e:
             raise MetricsUnavailableError(f"metrics backend did not answer within {self.timeout_seconds:g}s") from e
+        except requests.exceptions.ChunkedEncodingError as e:
+            raise MetricsUnavailableError(f"metrics backend unreachable: the connection broke in the middle of an answer "
+                                          f"({type(e).__name__})") from e
         except requests.RequestException as e:
             raise MetricsUnavailableError(f"metrics backend unreachable: {type(e).__name__}") from e
         if response.status_code >= 500:
@@ -194,7 +197,9 @@ def _api_data(response: requests.Response, expected: str) -> msgspec.Raw:
     except msgspec.ValidationError as e:
         raise MetricsUnavailableError("metrics backend answered something that is not a Prometheus API response") from e
     except msgspec.DecodeError as e:
-        raise MetricsUnavailableError("metrics backend answered something that is not JSON") from e
+        # An empty 200 is what Python's HTTP client makes of a connection closed inside the headers.
+        said = "an empty answer (the connection may have been cut)" if not response.content else "something that is not JSON"
+        raise MetricsUnavailableError(f"metrics backend answered {said}") from e
     if body.status != "success" or body.data is None:
         raise MetricsUnavailableError("metrics backend answered something that is not a Prometheus API response")
     if body.data.resultType != expected:

@@ -89,8 +89,12 @@ def test_a_broken_connection_to_the_api_server_gets_503_and_moves_nothing(routed
 
 
 METRICS_FAULTS = {
-    "reset mid-answer": (lambda proxy, route: proxy.reset(route, after_bytes=100), "metrics backend"),
-    "black hole": (lambda proxy, route: proxy.black_hole(route), "metrics backend"),
+    # 300 bytes: past VictoriaMetrics' headers, inside the body of the first query's answer.
+    "reset mid-answer": (lambda proxy, route: proxy.reset(route, after_bytes=300),
+                         "metrics backend unreachable: the connection broke in the middle of an answer"),
+    "reset inside the headers": (lambda proxy, route: proxy.reset(route, after_bytes=60),
+                                 "metrics backend answered an empty answer (the connection may have been cut)"),
+    "black hole": (lambda proxy, route: proxy.black_hole(route), "metrics backend did not answer within 2s"),
 }
 
 

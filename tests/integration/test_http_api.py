@@ -226,12 +226,6 @@ def test_kubernetes_api_failure_on_the_pod_list_gets_503(standin_client, standin
     assert response.status_code == 503 and "Kubernetes API" in response.get_json()["reason"]
 
 
-def test_kubernetes_connection_reset_gets_503(standin_client, standin):
-    """Stand-in because: a dropped connection on one chosen request."""
-    standin.fail("get", "deployments", 0, times=5)
-    assert standin_client.post("/", json=sample(FIRING_SAMPLE), headers=AUTH).status_code == 503
-
-
 def test_missing_deployment_is_a_skipped_decision_with_the_reason(make_client, victoria_metrics, kube, firing):
     client = make_client(victoria_metrics.url, [consumer(kube)])
     body = client.post("/", json=firing, headers=AUTH).get_json()
