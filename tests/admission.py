@@ -9,6 +9,8 @@ function's requests that a test asked it to fail:
   server gives up and answers 500 "failed calling webhook ... context deadline exceeded";
 - ``unreachable()``: the webhook's port is closed; the API server answers 500 "failed calling
   webhook ... connection refused";
+- ``when(resource, do=...)``: the test's own ``do()`` runs while the request is under review
+  (say, killing the API server in the middle of an eviction); then it is allowed;
 - ``race(configmap, annotations)``: while the function's create of that ConfigMap is reviewed,
   another writer creates it first; the webhook then allows the function's, and the API server
   answers it 409 AlreadyExists: the losing side of a race, on demand.
@@ -24,6 +26,7 @@ import json
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -60,6 +63,7 @@ class Fault:
     message: str
     times: int
     annotations: dict[str, str] | None = None  # what the other writer's object carries (409)
+    do: Callable[[], object] | None = None  # run while the request is under review, then allowed
 
     def matches(self, review: Review) -> bool:
         return (review.user == FUNCTION_USER and review.resource == self.resource and review.subresource == self.subresource
@@ -92,6 +96,11 @@ class AdmissionFaults:
         with self.lock:
             self.faults.append(Fault(resource, subresource, name, operation, 0, "", times))
 
+    def when(self, resource: str, *, do: Callable[[], object], subresource: str = "", name: str | None = None,
+             operation: str = "CREATE") -> None:
+        with self.lock:
+            self.faults.append(Fault(resource, subresource, name, operation, 200, "", 1, do=do))
+
     def race(self, configmap: str, annotations: dict[str, str]) -> None:
         with self.lock:
             self.faults.append(Fault("configmaps", "", configmap, "CREATE", 409, "", 1, annotations))
@@ -119,6 +128,8 @@ class AdmissionFaults:
         result: dict[str, Any] = {"uid": request["uid"], "allowed": True}
         if seen.name == PROBE:
             result = {"uid": request["uid"], "allowed": False, "status": {"code": 403, "message": "in force"}}
+        elif fault is not None and fault.do is not None:
+            fault.do()
         elif fault is not None and fault.code == 0:
             time.sleep(self.timeout_seconds + 2)  # past the API server's patience
         elif fault is not None and fault.code == 409:  # the other writer's create is reviewed too, on another thread

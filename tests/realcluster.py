@@ -15,6 +15,8 @@ log, filtered to that ServiceAccount, is the record of what the function asked.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 import urllib.parse
 import uuid
@@ -58,9 +60,10 @@ IMAGE = "registry.k8s.io/pause:3.9"
 class ControlPlane(ServerProcess):
     """`controlplane up`: ready once it has written ready.json (every part answered)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *flags: str) -> None:
+        """``flags``: more of `controlplane up`'s (``--etcd-port``, ``--etcd-via``)."""
         self.state_dir = workdir / "state"
-        super().__init__("controlplane", [str(BINARY), "up", "--dir", str(self.state_dir)], "", workdir)
+        super().__init__("controlplane", [str(BINARY), "up", "--dir", str(self.state_dir), *flags], "", workdir)
 
     def start(self, timeout: float = 120.0) -> ControlPlane:
         if not BINARY.exists():
@@ -86,6 +89,35 @@ class ControlPlane(ServerProcess):
         self.admin = kubernetes.config.new_client_from_config(config_file=self.info["admin_kubeconfig"])
         self.function_token = self._function_identity()
         return self
+
+    def apiserver_pid(self) -> int:
+        """The running kube-apiserver: a child process of the control plane (tests/controlplane/up.go)."""
+        assert self.process is not None
+        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+                if len(argv) > 1 and argv[1] == b"kube-apiserver":
+                    return int(child)
+        raise AssertionError("the control plane has no kube-apiserver running")
+
+    def kill_apiserver(self) -> int:
+        """SIGKILL kube-apiserver, as an OOM kill or a node failure would; the control plane's
+        supervisor starts it again a second later (``wait_ready``). Returns the killed PID."""
+        pid = self.apiserver_pid()
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until the API server answers /readyz again (after ``kill_apiserver``)."""
+        began = time.monotonic()
+        while time.monotonic() - began < timeout:
+            try:
+                if requests.get(f"{self.server}/readyz", verify=self.info["ca_file"], timeout=2).text == "ok":
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        self._fail(f"kube-apiserver was not ready again within {timeout:.0f}s{self._component_logs()}")
 
     def _component_logs(self) -> str:
         tails = []

@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -81,6 +82,9 @@ func up(args []string) {
 	nodeName := flags.String("node", "sim-node-0", "name of the simulated node")
 	verbosity := flags.Int("v", 0, "klog verbosity of the API server and the controller manager")
 	timeout := flags.Duration("timeout", 3*time.Minute, "how long to wait for every part to be ready")
+	etcdPort := flags.Int("etcd-port", 0, "etcd's client port (0: any free one)")
+	etcdVia := flags.String("etcd-via", "", "host:port kube-apiserver dials for etcd instead of etcd's own "+
+		"(a fault proxy in front of it: the fault tests stall etcd behind one)")
 	_ = flags.Parse(args)
 	if *dir == "" {
 		must(fmt.Errorf("--dir is required"), "usage")
@@ -90,8 +94,11 @@ func up(args []string) {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	etcdServer, etcdURL := startEtcd(*dir)
+	etcdServer, etcdURL := startEtcd(*dir, *etcdPort)
 	defer etcdServer.Close()
+	if *etcdVia != "" {
+		etcdURL = "http://" + *etcdVia
+	}
 
 	files := writeCredentials(*dir)
 	auditPolicy := filepath.Join(*dir, "audit-policy.yaml")
@@ -190,14 +197,20 @@ func up(args []string) {
 		Cadvisor:       fmt.Sprintf("http://127.0.0.1:%d/metrics/cadvisor", kubelet.port()),
 		StartedSeconds: time.Since(started).Seconds(),
 	}
+	// From here on a kube-apiserver that exits is started again, as a kubelet restarts a static
+	// pod: the fault tests kill it in the middle of an invocation (etcd, in this process, keeps
+	// the data). The deferred terminate above then finds the first one gone already.
+	apiserverKept := supervise(ctx, apiserver)
+	defer apiserverKept.terminate()
+
 	writeReady(*dir, info)
 	fmt.Printf("controlplane: ready in %.1fs at %s (%s)\n", info.StartedSeconds, server, info.Version)
 
-	// Run until told to stop, or until a child dies: a half control plane must not look whole.
+	// Run until told to stop, or until a child dies for good: a half control plane must not look whole.
 	select {
 	case <-ctx.Done():
-	case <-apiserver.done:
-		fmt.Fprintln(os.Stderr, "controlplane: kube-apiserver exited; see kube-apiserver.log")
+	case <-apiserverKept.gaveUp:
+		fmt.Fprintln(os.Stderr, "controlplane: kube-apiserver kept exiting; see kube-apiserver.log")
 	case <-controllerManager.done:
 		fmt.Fprintln(os.Stderr, "controlplane: kube-controller-manager exited; see kube-controller-manager.log")
 	}
@@ -226,9 +239,12 @@ func claimPodNetwork() (uint32, func(), error) {
 	return 0, nil, fmt.Errorf("every pod network 127.2.0.0/16 to 127.254.0.0/16 is claimed by another control plane")
 }
 
-func startEtcd(dir string) (*embed.Etcd, string) {
-	clientPort, err := freePort()
-	must(err, "pick a port for etcd")
+func startEtcd(dir string, clientPort int) (*embed.Etcd, string) {
+	var err error
+	if clientPort == 0 {
+		clientPort, err = freePort()
+		must(err, "pick a port for etcd")
+	}
 	peerPort, err := freePort()
 	must(err, "pick a peer port for etcd")
 	cfg := embed.NewConfig()
@@ -300,19 +316,79 @@ type child struct {
 	name string
 	cmd  *exec.Cmd
 	done chan struct{}
+	args []string // what it was started with, to start it again
+	dir  string
+	self string
+}
+
+// supervisor keeps one child running: when it exits while the control plane runs, it is started
+// again with the same flags a second later. More than five exits within a minute is a crash loop:
+// it gives up, and the control plane stops.
+type supervisor struct {
+	mu      sync.Mutex
+	current *child
+	gaveUp  chan struct{}
+}
+
+func supervise(ctx context.Context, first *child) *supervisor {
+	s := &supervisor{current: first, gaveUp: make(chan struct{})}
+	go func() {
+		var exits []time.Time
+		for {
+			s.mu.Lock()
+			c := s.current
+			s.mu.Unlock()
+			select {
+			case <-ctx.Done():
+				return
+			case <-c.done:
+			}
+			now := time.Now()
+			recent := exits[:0]
+			for _, at := range exits {
+				if now.Sub(at) < time.Minute {
+					recent = append(recent, at)
+				}
+			}
+			exits = append(recent, now)
+			if len(exits) > 5 {
+				close(s.gaveUp)
+				return
+			}
+			fmt.Fprintf(os.Stderr, "controlplane: %s exited (%v); starting it again\n", c.name, c.cmd.ProcessState)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			next := spawn(c.dir, c.name, c.self, c.args...)
+			s.mu.Lock()
+			s.current = next
+			s.mu.Unlock()
+		}
+	}()
+	return s
+}
+
+func (s *supervisor) terminate() {
+	s.mu.Lock()
+	c := s.current
+	s.mu.Unlock()
+	terminate(c)
 }
 
 // spawn runs one component as a child process of this same binary: the API server and the
 // controller manager each install process-wide signal handlers and logging, so they cannot
 // share a process. Pdeathsig ends them if this process dies without cleaning up.
 func spawn(dir, name, self string, args ...string) *child {
-	log, err := os.Create(filepath.Join(dir, name+".log"))
-	must(err, "create "+name+".log")
+	// Appended to: a component started again keeps what the one before it wrote.
+	log, err := os.OpenFile(filepath.Join(dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	must(err, "open "+name+".log")
 	cmd := exec.Command(self, append([]string{name}, args...)...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	must(cmd.Start(), "start "+name)
-	c := &child{name: name, cmd: cmd, done: make(chan struct{})}
+	c := &child{name: name, cmd: cmd, done: make(chan struct{}), args: args, dir: dir, self: self}
 	go func() { _ = cmd.Wait(); log.Close(); close(c.done) }()
 	return c
 }
