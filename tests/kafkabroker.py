@@ -140,6 +140,16 @@ class KafkaBroker(ServerProcess):
                                    capture_output=True, text=True, timeout=60)
         if formatted.returncode != 0:
             pytest.fail(f"formatting the broker's storage failed:\n{formatted.stdout}\n{formatted.stderr}", pytrace=False)
+        return self._run(timeout)
+
+    def restart(self, timeout: float = 60.0) -> KafkaBroker:
+        """Start it again after it stopped or was killed: the same listeners, the same data (its
+        topics, committed offsets and users), as a broker's pod restarted on its volume."""
+        if self.process is not None and self.process.poll() is None:
+            raise AssertionError("the broker is still running: stop or kill it before restarting it")
+        return self._run(timeout)
+
+    def _run(self, timeout: float) -> KafkaBroker:
         began = time.monotonic()
         self.launch()
         while not self._answers():

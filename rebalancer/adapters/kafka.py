@@ -34,6 +34,8 @@ from rebalancer.errors import KafkaAccessError, KafkaUnavailableError
 # librdkafka's codes (rdkafka.h): refusals that retrying cannot cure, and the coordinator's
 # passing states, retried within the timeout (a group's coordinator loads after a broker starts).
 _AUTHENTICATION, _SSL = -169, -181
+# The connections dropped, or every broker down: what a broker's restart reports.
+_TRANSPORT, _ALL_BROKERS_DOWN = -195, -187
 _REFUSALS = {"TOPIC_AUTHORIZATION_FAILED", "GROUP_AUTHORIZATION_FAILED", "CLUSTER_AUTHORIZATION_FAILED",
              "SASL_AUTHENTICATION_FAILED", "UNKNOWN_TOPIC_OR_PART", "_AUTHENTICATION", "_SSL", "_INVALID_ARG"}
 _COORDINATOR_MOVING = {"NOT_COORDINATOR", "COORDINATOR_LOAD_IN_PROGRESS", "COORDINATOR_NOT_AVAILABLE"}
@@ -90,9 +92,20 @@ class GroupReader:
         with self._lock:
             began = time.monotonic()
             admin = self._admin()
+            admin.poll(0)  # what librdkafka reported since the last read reaches the error callback
+            if any(e.code() in (_TRANSPORT, _ALL_BROKERS_DOWN) for e in self._errors):
+                # A client whose brokers went away is not kept: after a broker's restart, librdkafka's
+                # client went on timing out against the broker that answered a new client at once
+                # (tests/kafka, a broker restarted). A new one is made.
+                self._client = None
+                admin = self._admin()
             self._errors.clear()
             deadline = _Deadline(self.connection.timeout_seconds)
-            snapshot = self._read(admin, deadline)
+            try:
+                snapshot = self._read(admin, deadline)
+            except KafkaUnavailableError:
+                self._client = None  # the same: the next read starts with a new client
+                raise
             return GroupSnapshot(**{**snapshot.__dict__, "read_seconds": time.monotonic() - began})
 
     # -- the client ------------------------------------------------------------------------------

@@ -308,3 +308,54 @@ def test_a_broker_stopped_in_the_middle_of_a_verification_is_a_503_and_nothing_i
     finally:
         kube.apps.delete_namespaced_deployment("consumer", kube.namespace)
         broker.stop()
+
+
+def test_a_broker_restarted_in_the_middle_of_a_verification_is_a_503_and_the_next_reads_the_whole_group(
+        make_client, kube, tmp_path_factory):
+    """The broker is frozen while the function's group read is on the wire, killed, and started
+    again on its data (its topic, the group's committed offsets): that read fails (503, nothing
+    done). Once the consumers have rejoined, the very next verification reads the whole group, and
+    so it does after a second restart that no read saw. (librdkafka's client, kept from before,
+    went on timing out against the restarted broker: the function now makes a new one when its
+    brokers went away.)"""
+    broker = KafkaBroker(tmp_path_factory.mktemp("kafka-restarted")).start()
+    try:
+        topic = broker.create_topic("events", 4)
+        kube.deployment("consumer", replicas=3, pod_spec=consumer_pod_template(broker, topic, "restarted-group"))
+        before = broker.wait_for_group("restarted-group", 3, 4)
+        client = make_client(NO_METRICS, [at_source(kube.namespace, "restarted-group", broker.bootstrap, timeout="3s")],
+                             env_rebalancer_dry_run="false")
+        status, body = verify(client)
+        assert status == 200 and body["decisions"][0]["group"]["state"] == "STABLE", body
+
+        os.kill(broker.process.pid, signal.SIGSTOP)
+        answered: list = []
+        during = threading.Thread(target=lambda: answered.append(verify(client)))
+        during.start()
+        time.sleep(1)
+        os.kill(broker.process.pid, signal.SIGKILL)
+        broker.process.wait(timeout=10)
+        broker.restart()
+        during.join(timeout=30)
+
+        (status, body), = answered
+        assert status == 503 and body["outcome"] == "skipped", body
+        assert f"the brokers at {broker.bootstrap}" in body["reason"], body["reason"]
+        assert nothing_done(kube)
+
+        def reads_whole() -> None:
+            after = broker.wait_for_group("restarted-group", 3, 4)  # the consumers are back on the restarted broker
+            assert sorted(m.client_id for m in after.members) == sorted(m.client_id for m in before.members)
+            status, body = verify(client)
+            decisions = body.get("decisions") or []
+            assert status == 200 and decisions and decisions[0]["group"]["state"] == "STABLE", body
+            assert decisions[0]["outcome"] == "skipped" and nothing_done(kube), decisions  # balanced: nothing to move
+
+        reads_whole()
+        os.kill(broker.process.pid, signal.SIGKILL)  # a second restart, with no read while it is down
+        broker.process.wait(timeout=10)
+        broker.restart()
+        reads_whole()
+    finally:
+        kube.apps.delete_namespaced_deployment("consumer", kube.namespace)
+        broker.stop()
