@@ -44,10 +44,10 @@ SERVER_PROPERTIES = """\
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller}
-listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port},SASL_SSL://127.0.0.1:{tls_port},CONTROLLER://127.0.0.1:{controller}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port},SASL_SSL://127.0.0.1:{tls_port}
+listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port},SASL_SSL://127.0.0.1:{tls_port},PROXIED://127.0.0.1:{proxied_port},CONTROLLER://127.0.0.1:{controller}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port},SASL_SSL://127.0.0.1:{tls_port},PROXIED://{proxied_at}
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL,PROXIED:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 # SASL, in clear and over TLS (a certificate from a throw-away CA): PLAIN's users are listed here,
 # SCRAM's credentials are written into the storage when it is formatted (StorageTool --add-scram).
@@ -104,13 +104,18 @@ class Group:
 class KafkaBroker(ServerProcess):
     """Listeners: PLAINTEXT on ``port`` (``bootstrap``), SASL_PLAINTEXT on ``sasl_port`` and SASL_SSL
     on ``tls_port``, where ``user`` / ``password`` authenticate with PLAIN, SCRAM-SHA-256 or
-    SCRAM-SHA-512, and ``ca_file`` is the CA to trust."""
+    SCRAM-SHA-512, and ``ca_file`` is the CA to trust; and PROXIED (PLAINTEXT, behind a fault proxy)."""
 
     user = "rebalancer"
 
     def __init__(self, workdir: Path) -> None:
         self.port, self.controller, self.sasl_port, self.tls_port = free_port(), free_port(), free_port(), free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
+        # PROXIED: a PLAINTEXT listener that advertises ``proxied_at``; a test sets it to a fault
+        # proxy's route to ``proxied_port`` before start, so that a client bootstrapped there stays
+        # behind the proxy for every connection (the brokers' metadata names the proxy).
+        self.proxied_port = free_port()
+        self.proxied_at = f"127.0.0.1:{self.proxied_port}"
         self.password = f"kafka-{uuid.uuid4().hex[:12]}"
         self.ca_file = workdir / "ca.pem"
         self.properties = workdir / "server.properties"
@@ -131,6 +136,7 @@ class KafkaBroker(ServerProcess):
         keystore.write_text(key + leaf)
         self.properties.write_text(SERVER_PROPERTIES.format(
             port=self.port, controller=self.controller, sasl_port=self.sasl_port, tls_port=self.tls_port, data=data,
+            proxied_port=self.proxied_port, proxied_at=self.proxied_at,
             user=self.user, password=self.password, keystore=keystore))
         scram = [arg for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512")
                  for arg in ("--add-scram", f"{mechanism}=[name={self.user},password={self.password}]")]

@@ -359,3 +359,48 @@ def test_a_broker_restarted_in_the_middle_of_a_verification_is_a_503_and_the_nex
     finally:
         kube.apps.delete_namespaced_deployment("consumer", kube.namespace)
         broker.stop()
+
+
+def test_broken_connections_to_the_brokers_are_503s_and_the_next_verification_reads_the_whole_group(
+        make_client, kube, tmp_path_factory, fault_proxy):
+    """The function reaches the broker through toxiproxy (the broker's PROXIED listener advertises
+    the proxy, so every connection stays behind it); the consumers do not. A reset in the middle
+    of an answer and a black hole are 503s with nothing done; latency only slows the read; and
+    once the connection is whole, the next verification reads the whole group."""
+    broker = KafkaBroker(tmp_path_factory.mktemp("kafka-proxied"))
+    route = "kafka-" + kube.namespace
+    broker.proxied_at = fault_proxy.route(route, f"127.0.0.1:{broker.proxied_port}")
+    broker.start()
+    try:
+        topic = broker.create_topic("events", 4)
+        kube.deployment("consumer", replicas=3, pod_spec=consumer_pod_template(broker, topic, "proxied-group"))
+        broker.wait_for_group("proxied-group", 3, 4)
+        client = make_client(NO_METRICS, [at_source(kube.namespace, "proxied-group", broker.proxied_at, timeout="3s")],
+                             env_rebalancer_dry_run="false")
+
+        def reads_whole() -> dict:
+            status, body = verify(client)
+            decisions = body.get("decisions") or []
+            assert status == 200 and decisions and decisions[0]["group"]["state"] == "STABLE", body
+            assert decisions[0]["group"]["members"] == 3 and nothing_done(kube), decisions
+            return decisions[0]
+
+        reads_whole()
+        for fault, inject in (("reset mid-answer", lambda: fault_proxy.reset(route, after_bytes=200)),
+                              ("black hole", lambda: fault_proxy.black_hole(route))):
+            inject()
+            status, body = verify(client)
+            assert status == 503 and body["outcome"] == "skipped", (fault, body)
+            assert f"the brokers at {broker.proxied_at}" in body["reason"], (fault, body["reason"])
+            assert nothing_done(kube), fault
+            fault_proxy.clear(route)
+            reads_whole()
+
+        fault_proxy.latency(route, ms=200)
+        slowed = reads_whole()
+        assert slowed["group"]["read_seconds"] >= 0.2, slowed["group"]  # the latency was there, and only slowed it
+        fault_proxy.clear(route)
+    finally:
+        kube.apps.delete_namespaced_deployment("consumer", kube.namespace)
+        broker.stop()
+        fault_proxy.drop(route)
