@@ -15,8 +15,9 @@ function's requests that a test asked it to fail:
   another writer creates it first; the webhook then allows the function's, and the API server
   answers it 409 AlreadyExists: the losing side of a race, on demand.
 
-Either way the request was not carried out: admission runs before the object is stored. Every
-review the webhook saw is kept (``seen``), so a test can tell what the function asked for."""
+A denied, stalled or unreachable request was not carried out: admission runs before anything is
+stored. Every review the webhook saw is kept (``seen``), so a test can tell what the function
+asked for."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ class Fault:
     subresource: str
     name: str | None  # None: any name
     operation: str
-    code: int  # 0: stall past the timeout; 409: another writer creates the object first, then allowed
+    code: int  # the denial's; 0: stall past the timeout; 409: another writer first, then allowed; 200: allowed after do
     message: str
     times: int
     annotations: dict[str, str] | None = None  # what the other writer's object carries (409)

@@ -62,52 +62,36 @@ def acts_once_when_whole_again(routed: Routed, kube, fault_proxy) -> None:
     assert entry["outcome"] == "acted" and entry["invocation"] == retried.get_json()["invocation"]
 
 
-KUBE_FAULTS = {
-    # fault: (the toxic, what the answer says)
+FAULTS = {
+    # (backend, fault): (the toxic on that backend's route, what the answer says)
     # 6,000 bytes: past the TLS handshake and the Deployment's answer, inside the pod list's.
-    "reset mid-answer": (lambda proxy, route: proxy.reset(route, after_bytes=6000),
-                         "list pods of {namespace}/ingestion-consumer: the connection broke in the middle of an answer"),
-    "black hole": (lambda proxy, route: proxy.black_hole(route), "no answer within kube_timeout"),
-}
-
-
-@pytest.mark.parametrize("fault", list(KUBE_FAULTS))
-def test_a_broken_connection_to_the_api_server_gets_503_and_moves_nothing(routed, kube, fault_proxy, fault):
-    inject, said = KUBE_FAULTS[fault]
-    said = said.format(namespace=kube.namespace)
-    inject(fault_proxy, routed.kube)
-
-    response = fire(routed.client, kube)
-
-    answer = json.dumps(response.get_json())
-    assert response.status_code == 503, answer
-    assert said in answer, answer
-    # A reset cuts answers the API server gave (its audit log has the reads); a black hole lets nothing through.
-    assert bool(kube.requests()) == (fault == "reset mid-answer")
-    assert nothing_written(kube) and kube.terminating(routed.pods) == []
-    acts_once_when_whole_again(routed, kube, fault_proxy)
-
-
-METRICS_FAULTS = {
+    ("kubernetes", "reset mid-answer"): (
+        lambda proxy, route: proxy.reset(route, after_bytes=6000),
+        "list pods of {namespace}/ingestion-consumer: the connection broke in the middle of an answer"),
+    ("kubernetes", "black hole"): (lambda proxy, route: proxy.black_hole(route), "no answer within kube_timeout"),
     # 300 bytes: past VictoriaMetrics' headers, inside the body of the first query's answer.
-    "reset mid-answer": (lambda proxy, route: proxy.reset(route, after_bytes=300),
-                         "metrics backend unreachable: the connection broke in the middle of an answer"),
-    "reset inside the headers": (lambda proxy, route: proxy.reset(route, after_bytes=60),
-                                 "metrics backend answered an empty answer (the connection may have been cut)"),
-    "black hole": (lambda proxy, route: proxy.black_hole(route), "metrics backend did not answer within 2s"),
+    ("metrics", "reset mid-answer"): (lambda proxy, route: proxy.reset(route, after_bytes=300),
+                                      "metrics backend unreachable: the connection broke in the middle of an answer"),
+    ("metrics", "reset inside the headers"): (
+        lambda proxy, route: proxy.reset(route, after_bytes=60),
+        "metrics backend answered an empty answer (the connection may have been cut)"),
+    ("metrics", "black hole"): (lambda proxy, route: proxy.black_hole(route), "metrics backend did not answer within 2s"),
 }
 
 
-@pytest.mark.parametrize("fault", list(METRICS_FAULTS))
-def test_a_broken_connection_to_the_metrics_backend_gets_503_and_moves_nothing(routed, kube, fault_proxy, fault):
-    inject, said = METRICS_FAULTS[fault]
-    inject(fault_proxy, routed.metrics)
+@pytest.mark.parametrize(("backend", "fault"), list(FAULTS), ids=[f"{b}: {f}" for b, f in FAULTS])
+def test_a_broken_connection_gets_503_and_moves_nothing(routed, kube, fault_proxy, backend, fault):
+    inject, said = FAULTS[(backend, fault)]
+    inject(fault_proxy, routed.kube if backend == "kubernetes" else routed.metrics)
 
     response = fire(routed.client, kube)
 
     answer = json.dumps(response.get_json())
     assert response.status_code == 503, answer
-    assert said in answer, answer
+    assert said.format(namespace=kube.namespace) in answer, answer
+    if backend == "kubernetes":
+        # A reset cuts answers the API server gave (its audit log has the reads); a black hole lets nothing through.
+        assert bool(kube.requests()) == (fault == "reset mid-answer")
     assert nothing_written(kube) and kube.terminating(routed.pods) == []
     acts_once_when_whole_again(routed, kube, fault_proxy)
 

@@ -278,25 +278,40 @@ def test_a_certificate_from_another_ca_is_refused(scene, make_client, kube, tmp_
     assert nothing_done(kube)
 
 
+def three_consumers(broker: KafkaBroker, kube, make_client, group: str, bootstrap: str | None = None):
+    """A topic of four partitions, a Deployment of three consumers in ``group``, settled, and the
+    live function reading the group at ``bootstrap`` (the broker's own by default) within 3 s:
+    (the function's client, the group as the brokers first describe it)."""
+    topic = broker.create_topic("events", 4)
+    kube.deployment("consumer", replicas=3, pod_spec=consumer_pod_template(broker, topic, group))
+    settled = broker.wait_for_group(group, 3, 4)
+    client = make_client(NO_METRICS, [at_source(kube.namespace, group, bootstrap or broker.bootstrap, timeout="3s")],
+                         env_rebalancer_dry_run="false")
+    return client, settled
+
+
+def killed_during_a_verification(broker: KafkaBroker, client) -> tuple[list, threading.Thread]:
+    """A verification started on a thread while the broker is frozen (it takes the requests and
+    answers none), and the broker SIGKILLed a second later (its connections drop): the thread's
+    answer lands in the list."""
+    os.kill(broker.process.pid, signal.SIGSTOP)
+    answered: list = []
+    during = threading.Thread(target=lambda: answered.append(verify(client)))
+    during.start()
+    time.sleep(1)
+    os.kill(broker.process.pid, signal.SIGKILL)
+    return answered, during
+
+
 def test_a_broker_stopped_in_the_middle_of_a_verification_is_a_503_and_nothing_is_done(make_client, kube,
                                                                                       tmp_path_factory):
     broker = KafkaBroker(tmp_path_factory.mktemp("kafka-stopped")).start()
     try:
-        topic = broker.create_topic("events", 4)
-        kube.deployment("consumer", replicas=3, pod_spec=consumer_pod_template(broker, topic, "stopped-group"))
-        broker.wait_for_group("stopped-group", 3, 4)
-        client = make_client(NO_METRICS, [at_source(kube.namespace, "stopped-group", broker.bootstrap, timeout="3s")],
-                             env_rebalancer_dry_run="false")
+        client, _ = three_consumers(broker, kube, make_client, "stopped-group")
         status, body = verify(client)  # the client is connected, and the group read once
         assert status == 200 and body["decisions"][0]["group"]["state"] == "STABLE", body
 
-        # Frozen, the broker takes the next requests and answers none; killed, its connections drop.
-        os.kill(broker.process.pid, signal.SIGSTOP)
-        answered: list = []
-        during = threading.Thread(target=lambda: answered.append(verify(client)))
-        during.start()
-        time.sleep(1)
-        os.kill(broker.process.pid, signal.SIGKILL)
+        answered, during = killed_during_a_verification(broker, client)
         during.join(timeout=30)
 
         (status, body), = answered
@@ -320,20 +335,11 @@ def test_a_broker_restarted_in_the_middle_of_a_verification_is_a_503_and_the_nex
     brokers went away.)"""
     broker = KafkaBroker(tmp_path_factory.mktemp("kafka-restarted")).start()
     try:
-        topic = broker.create_topic("events", 4)
-        kube.deployment("consumer", replicas=3, pod_spec=consumer_pod_template(broker, topic, "restarted-group"))
-        before = broker.wait_for_group("restarted-group", 3, 4)
-        client = make_client(NO_METRICS, [at_source(kube.namespace, "restarted-group", broker.bootstrap, timeout="3s")],
-                             env_rebalancer_dry_run="false")
+        client, before = three_consumers(broker, kube, make_client, "restarted-group")
         status, body = verify(client)
         assert status == 200 and body["decisions"][0]["group"]["state"] == "STABLE", body
 
-        os.kill(broker.process.pid, signal.SIGSTOP)
-        answered: list = []
-        during = threading.Thread(target=lambda: answered.append(verify(client)))
-        during.start()
-        time.sleep(1)
-        os.kill(broker.process.pid, signal.SIGKILL)
+        answered, during = killed_during_a_verification(broker, client)
         broker.process.wait(timeout=10)
         broker.restart()
         during.join(timeout=30)
@@ -372,11 +378,7 @@ def test_broken_connections_to_the_brokers_are_503s_and_the_next_verification_re
     broker.proxied_at = fault_proxy.route(route, f"127.0.0.1:{broker.proxied_port}")
     broker.start()
     try:
-        topic = broker.create_topic("events", 4)
-        kube.deployment("consumer", replicas=3, pod_spec=consumer_pod_template(broker, topic, "proxied-group"))
-        broker.wait_for_group("proxied-group", 3, 4)
-        client = make_client(NO_METRICS, [at_source(kube.namespace, "proxied-group", broker.proxied_at, timeout="3s")],
-                             env_rebalancer_dry_run="false")
+        client, _ = three_consumers(broker, kube, make_client, "proxied-group", broker.proxied_at)
 
         def reads_whole() -> dict:
             status, body = verify(client)

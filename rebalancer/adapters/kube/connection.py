@@ -202,8 +202,8 @@ def _error_text(response: Any, data: bytes, media_type: str) -> str:
     if wait is not None:
         said = data.decode("utf-8", "replace").strip() or "Too many requests"
         return json.dumps({"kind": "Status", "reason": "TooManyRequests",
-                           "message": f"{said} (throttled before it was handled: API Priority and Fairness; "
-                                      f"Retry-After {wait:g} s)"})
+                           "message": f"{said} (throttled before it was handled, by API Priority and Fairness or "
+                                      f"the max-in-flight limit; Retry-After {wait:g} s)"})
     return _status_text(data, media_type)
 
 
