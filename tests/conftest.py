@@ -15,6 +15,7 @@ import pytest
 import yaml
 from freezegun import freeze_time
 
+from tests.certificates import self_signed_certificate
 from tests.faultproxy import FaultProxy
 from tests.kafkabroker import KafkaBroker
 from tests.metricsdata import Series, to_openmetrics, to_victoriametrics_import
@@ -39,6 +40,16 @@ def import_every_pydantic_model() -> None:
 
     for name in dir(kubernetes.client):
         getattr(kubernetes.client, name)
+    certificate_builder_sees_the_real_datetime()
+
+
+@functools.cache
+def certificate_builder_sees_the_real_datetime() -> None:
+    """cryptography's certificate builder looks datetime.datetime up once, at its first use, and
+    then holds every date to that class: a first certificate made while frozen (an admission
+    webhook's, say) would make every later one, made in real time (a Kafka broker's), fail with
+    "'datetime' object is not an instance of 'FakeDatetime'". One is made before any freeze."""
+    self_signed_certificate()
 
 
 class Clock:
