@@ -70,3 +70,8 @@ def replacements_report_like_the_rest(kube, victoria_metrics, pods) -> list[str]
 
 def history(kube):
     return json.loads(kube.annotations("configmaps", "pod-rebalancer-state")[HISTORY])
+
+
+def evictions(kube) -> list[tuple[str, int]]:
+    """(pod, the API server's answer) for each eviction the function asked for, oldest first (the audit log)."""
+    return [(r.name, r.code) for r in kube.requests("create", "pods") if r.subresource == "eviction"]

@@ -12,6 +12,7 @@ longer does."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import kubernetes
 from kubernetes.client import CoreV1Api, FlowcontrolApiserverV1Api
@@ -63,7 +64,7 @@ class Throttled:
             headers = e.headers or {}
         return str(headers.get(PRIORITY_LEVEL_HEADER, ""))
 
-    def _wait(self, until, what: str, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    def _wait(self, until: Callable[[str], bool], what: str, timeout: float = 30.0) -> None:
         began = time.monotonic()
         while time.monotonic() - began < timeout:
             if until(self._classified_under()):

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.acting import decision, fire, history
+from tests.acting import decision, evictions, fire, history
 from tests.conftest import client_builder, target
 
 
@@ -41,10 +41,6 @@ def routed(scene, fault_proxy, control_plane, victoria_metrics, kube, tmp_path, 
     yield Routed(pods, client, kube_route, metrics_route)
     fault_proxy.drop(kube_route)
     fault_proxy.drop(metrics_route)
-
-
-def evictions(kube) -> list[tuple[str, int]]:
-    return [(r.name, r.code) for r in kube.requests("create", "pods") if r.subresource == "eviction"]
 
 
 def nothing_written(kube) -> bool:

@@ -1,7 +1,12 @@
-"""The real API server failing a chosen request while the function acts, through a validating
-admission webhook (tests/admission.py): a denial with the code the webhook picks (403, 429, 500),
-a webhook that stalls past its timeout, and one that cannot be reached, both under
-``failurePolicy: Fail``. These are the API server's own answers; the request was not carried out.
+"""The real API server failing a chosen request while the function acts.
+
+- Through a validating admission webhook (tests/admission.py): a denial with the code the webhook
+  picks (403, 429, 500), a webhook that stalls past its timeout, and one that cannot be reached,
+  both under ``failurePolicy: Fail``; these are the API server's own answers, and the request was
+  not carried out. And the losing side of a race: another writer creates the state ConfigMap
+  while the function's create is under review.
+- Through API Priority and Fairness (tests/flowcontrol.py): the function's ServiceAccount on a
+  priority level that rejects what finds no free seat.
 
 For each fault: what the answer says and its status, what the history and the Events say, that
 the lock is consistent afterwards and the next invocation behaves, and that no pod was acted on
@@ -20,7 +25,17 @@ from kubernetes.client import CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
 from rebalancer.core.timestamps import stamp
-from tests.acting import AHEAD, FIRING, INVOCATION, LAST, decision, fire, history, replacements_report_like_the_rest
+from tests.acting import (
+    AHEAD,
+    FIRING,
+    INVOCATION,
+    LAST,
+    decision,
+    evictions,
+    fire,
+    history,
+    replacements_report_like_the_rest,
+)
 from tests.admission import AdmissionFaults
 from tests.conftest import AUTH, TOKEN, aligned_now
 from tests.fleet import skewed_consumer, start_live_functions
@@ -34,10 +49,6 @@ from tests.samples import sample_in_namespace
 def admission(control_plane, kube, tmp_path):
     with AdmissionFaults(control_plane, kube.namespace, tmp_path) as faults:
         yield faults
-
-
-def evictions(kube) -> list[tuple[str, int]]:
-    return [(r.name, r.code) for r in kube.requests("create", "pods") if r.subresource == "eviction"]
 
 
 def lock_of(kube) -> dict[str, str]:

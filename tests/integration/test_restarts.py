@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.acting import AHEAD, INVOCATION, RATES, decision, fire, history
+from tests.acting import AHEAD, INVOCATION, RATES, decision, evictions, fire, history
 from tests.admission import AdmissionFaults
 from tests.conftest import aligned_now, client_builder, target
 from tests.metricsdata import cpu_usage, to_victoriametrics_import
@@ -88,7 +88,7 @@ def test_kube_apiserver_killed_during_an_eviction_leaves_a_held_lock_and_the_run
     assert later["outcome"] == "acted", later
     assert "marked abandoned" in later["reason"]
     assert [(a["pod"], a["result"]) for a in later["actions"]] == [(pods[4], "evicted"), (pods[0], "evicted")]
-    succeeded = [r.name for r in cluster.requests("create", "pods") if r.subresource == "eviction" and r.code == 201]
+    succeeded = [pod for pod, code in evictions(cluster) if code == 201]
     assert sorted(succeeded) == sorted([pods[4], pods[0]])  # each pod evicted once, in all
     assert [e["outcome"] for e in history(cluster)] == ["abandoned", "acted"]
     drop_namespace(cluster)
@@ -116,7 +116,7 @@ def test_etcd_stalled_during_the_lock_write_gets_503_and_the_next_delivery_acts_
     retried = fire(client, cluster)  # Alertmanager's retry
     body = decision(retried)
     assert retried.status_code == 200 and body["outcome"] == "acted", body
-    succeeded = [r.name for r in cluster.requests("create", "pods") if r.subresource == "eviction" and r.code == 201]
+    succeeded = [pod for pod, code in evictions(cluster) if code == 201]
     assert succeeded == [pods[4], pods[0]]  # each pod once
     (entry,) = history(cluster)
     assert entry["outcome"] == "acted" and entry["invocation"] == retried.get_json()["invocation"]
