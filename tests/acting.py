@@ -24,17 +24,23 @@ RATES = [0.1, 0.5, 0.5, 0.5, 1.9, 1.6]  # after the hot and cold pods go, 1.6 st
 AHEAD = 1200  # how far the function's clock runs ahead of the pods' creation
 
 
+def skewed_pods(cluster, victoria_metrics, clock, rates=RATES, grace_seconds: int = 30, series_until: int = 2 * AHEAD) -> list[str]:
+    """Ready pods of posthog's ingestion-consumer on ``cluster`` (their names, sorted), skewed as
+    ``rates``, the function's clock AHEAD of their creation, their series to ``series_until`` past it."""
+    pods = cluster.deployment("ingestion-consumer", replicas=len(rates), grace_seconds=grace_seconds)
+    now = aligned_now()
+    clock.at(datetime.fromtimestamp(now + AHEAD, timezone.utc))
+    victoria_metrics.import_prometheus(to_victoriametrics_import(
+        cpu_usage(cluster.namespace, "ingestion-consumer", dict(zip(pods, rates, strict=True)), now - 1200, now + series_until)))
+    return pods
+
+
 @pytest.fixture
 def scene(kube, victoria_metrics, clock):
     """Six Ready pods of posthog's ingestion-consumer (their names, sorted), skewed as RATES."""
 
     def build(rates=RATES, grace_seconds: int = 30) -> list[str]:
-        pods = kube.deployment("ingestion-consumer", replicas=len(rates), grace_seconds=grace_seconds)
-        now = aligned_now()
-        clock.at(datetime.fromtimestamp(now + AHEAD, timezone.utc))
-        victoria_metrics.import_prometheus(to_victoriametrics_import(
-            cpu_usage(kube.namespace, "ingestion-consumer", dict(zip(pods, rates, strict=True)), now - 1200, now + 2 * AHEAD)))
-        return pods
+        return skewed_pods(kube, victoria_metrics, clock, rates, grace_seconds)
 
     return build
 

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 
-from tests.acting import AHEAD, INVOCATION, RATES, decision, evictions, fire, history
+from tests.acting import AHEAD, INVOCATION, decision, evictions, fire, history, skewed_pods
 from tests.admission import AdmissionFaults
-from tests.conftest import aligned_now, client_builder, target
-from tests.metricsdata import cpu_usage, to_victoriametrics_import
+from tests.conftest import client_builder, target
 from tests.realcluster import Cluster, ControlPlane, drop_namespace, new_namespace
 from tests.servers import free_port
 
@@ -48,11 +46,7 @@ def acting_scene(plane: ControlPlane, victoria_metrics, clock, tmp_path, monkeyp
     """The acting scene (tests/acting.py) on ``plane``: its namespace, the pods, the live function."""
     cluster = new_namespace(plane)
     cluster.grant()
-    pods = cluster.deployment("ingestion-consumer", replicas=len(RATES))
-    now = aligned_now()
-    clock.at(datetime.fromtimestamp(now + AHEAD, timezone.utc))
-    victoria_metrics.import_prometheus(to_victoriametrics_import(cpu_usage(
-        cluster.namespace, "ingestion-consumer", dict(zip(pods, RATES, strict=True)), now - 1200, now + 3 * AHEAD)))
+    pods = skewed_pods(cluster, victoria_metrics, clock, series_until=3 * AHEAD)
     client = client_builder(tmp_path, monkeypatch, cluster.write_kubeconfig)(
         victoria_metrics.url, [target("ingestion-consumer", cluster.namespace)], env_rebalancer_dry_run="false",
         kube_timeout="3s")
