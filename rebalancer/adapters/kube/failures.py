@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import google.auth.exceptions
 import urllib3
@@ -26,24 +27,25 @@ def status_message(error: ApiException) -> tuple[str, str]:
         return str(error.reason or ""), ""
 
 
-def status_causes(error: ApiException) -> str:
-    """The ``details.causes`` messages of a Status body (the PDB's own words on a 429)."""
+def _causes(error: ApiException) -> list[dict[str, Any]]:
+    """The ``details.causes`` of a Status body; none when the body is not a well-formed Status."""
     try:
         causes = (json.loads(error.body or "").get("details") or {}).get("causes") or []
-        return "; ".join(str(c.get("message", "")) for c in causes if c.get("message"))
     except (ValueError, AttributeError):
-        return ""
+        return []
+    return causes if isinstance(causes, list) and all(isinstance(c, dict) for c in causes) else []
+
+
+def status_causes(error: ApiException) -> str:
+    """The ``details.causes`` messages of a Status body (the PDB's own words on a 429)."""
+    return "; ".join(str(c["message"]) for c in _causes(error) if c.get("message"))
 
 
 def from_a_disruption_budget(error: ApiException) -> bool:
     """Whether a 429 is a PodDisruptionBudget's refusal: the eviction subresource gives every one
     a ``DisruptionBudget`` cause. A 429 without it is the API server throttling (API Priority and
     Fairness, whose body is not even a Status) or an admission webhook's denial: not a budget."""
-    try:
-        causes = (json.loads(error.body or "").get("details") or {}).get("causes") or []
-        return any(c.get("reason") == "DisruptionBudget" for c in causes)
-    except (ValueError, AttributeError):
-        return False
+    return any(c.get("reason") == "DisruptionBudget" for c in _causes(error))
 
 
 def translate(error: Exception, doing: str) -> Exception:
