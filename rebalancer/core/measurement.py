@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any
 
@@ -120,6 +120,9 @@ def selectable(pod: PodState, rules: Rules, now: datetime) -> str | None:
         return "creation time unknown"
     if starting(pod, rules, now):
         age = now - pod.created_at
+        if age < timedelta(0):  # the API server's clock runs ahead of ours: a pod that new is still starting
+            ahead = int(-age.total_seconds())
+            return f"created {ahead}s ahead of the function's clock (the API server's clock is ahead): taken as starting"
         return f"younger than min_pod_age ({int(age.total_seconds())}s < {int(rules.min_pod_age.total_seconds())}s)"
     return None
 

@@ -164,6 +164,15 @@ def test_pod_younger_than_min_pod_age_is_never_selected():
     assert verdict.passed_over[0].pod == "p1" and "younger than min_pod_age" in verdict.passed_over[0].why
 
 
+def test_pod_created_ahead_of_the_functions_clock_is_taken_as_starting_even_without_a_min_pod_age():
+    ahead = [*pods("p2", "p3", "p4", "p5"), PodState("p1", ready=True, owned=True, created_at=NOW + timedelta(seconds=4))]
+    verdict = decide("cpu", ahead, SKEWED, Rules(threshold=0.3, min_pod_age=timedelta(0)), NOW)
+    assert "p1" not in [s.pod for s in verdict.selected] and verdict.cold.pod == "p1"
+    assert verdict.passed_over[0].pod == "p1"
+    assert verdict.passed_over[0].why == ("created 4s ahead of the function's clock (the API server's clock is ahead): "
+                                          "taken as starting")
+
+
 def test_pod_annotated_exclude_is_never_selected():
     excluded = [*pods("p1", "p2", "p3", "p4"), PodState("p5", ready=True, owned=True, created_at=OLD, excluded=True)]
     verdict = decide("cpu", excluded, SKEWED, RULES, NOW)
