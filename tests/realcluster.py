@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 import urllib.parse
 import uuid
@@ -150,6 +151,16 @@ class ControlPlane(ServerProcess):
             "contexts": [{"name": "function", "context": {"cluster": "controlplane", "user": IDENTITY}}],
         }))
         return path
+
+    def backdate(self, namespace: str, pods: list[str], created: datetime) -> None:
+        """Give ``pods`` a creationTimestamp of ``created``, written in etcd (`controlplane backdate`):
+        the API server sets it to now on create and keeps it on update, so no API request can."""
+        keys = [f"/registry/pods/{namespace}/{pod}" for pod in pods]
+        done = subprocess.run([str(BINARY), "backdate", "--etcd", self.info["etcd"],
+                               "--created", created.strftime("%Y-%m-%dT%H:%M:%SZ"), *keys],
+                              capture_output=True, text=True, timeout=60, check=False)
+        if done.returncode != 0:
+            raise AssertionError(f"controlplane backdate exited with {done.returncode}: {done.stderr.strip()}")
 
     def audit(self) -> list[dict[str, Any]]:
         log = Path(self.info["audit_log"])
@@ -398,6 +409,19 @@ class Cluster(Namespace):
 
     def write_kubeconfig(self, path: Path, server: str | None = None) -> Path:
         return self.plane.write_function_kubeconfig(path, server)
+
+    # -- what no API request can set ------------------------------------------------------------
+
+    def backdate(self, pods: list[str], created: datetime) -> None:
+        """``pods`` created at ``created`` (a UTC datetime), as the API server serves them once its
+        watch cache has seen the write in etcd (ControlPlane.backdate)."""
+        created = created.replace(microsecond=0)  # the API's times are whole seconds
+        self.plane.backdate(self.namespace, pods, created)
+
+        def served() -> bool:
+            return all(self.core.read_namespaced_pod(pod, self.namespace).metadata.creation_timestamp == created for pod in pods)
+
+        self.wait_for(served, f"the API server to serve {len(pods)} pods created at {created.isoformat()}", timeout=30)
 
     # -- what the function asked, from the API server's audit log ---------------------------
 

@@ -5,6 +5,7 @@
 //	controlplane up --dir DIR             everything; writes DIR/ready.json once it all answers
 //	controlplane kube-apiserver ARGS      the upstream command, as `up` starts it
 //	controlplane kube-controller-manager ARGS
+//	controlplane backdate --etcd URL --created RFC3339 KEY...   (backdate.go)
 package main
 
 import (
@@ -18,7 +19,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: controlplane up --dir DIR | kube-apiserver ARGS | kube-controller-manager ARGS")
+		fmt.Fprintln(os.Stderr, "usage: controlplane up --dir DIR | kube-apiserver ARGS | kube-controller-manager ARGS | backdate ...")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -32,6 +33,8 @@ func main() {
 		cmd := controllermanager.NewControllerManagerCommand()
 		cmd.SetArgs(os.Args[2:])
 		os.Exit(cli.Run(cmd))
+	case "backdate":
+		backdate(os.Args[2:])
 	default:
 		fmt.Fprintf(os.Stderr, "controlplane: unknown subcommand %q\n", os.Args[1])
 		os.Exit(2)

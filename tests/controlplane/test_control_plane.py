@@ -7,9 +7,10 @@ import ipaddress
 import json
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
 import requests
 from kubernetes.client import V1Eviction, V1ObjectMeta, VersionApi
 
@@ -45,6 +46,26 @@ def test_evicted_pod_terminates_after_its_grace_period_and_is_replaced_by_a_read
     assert len(replacements) == 1
     kube.wait_for(lambda: kube.policy.read_namespaced_pod_disruption_budget("consumer", kube.namespace)
                   .status.disruptions_allowed == 1, "the budget's allowance to recover", timeout=30)
+
+
+def test_a_backdated_pod_is_served_with_its_old_creation_time_and_keeps_it_through_updates(kube):
+    pods = kube.deployment("consumer", replicas=2)
+    day_before = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=1)
+
+    kube.backdate(pods[:1], day_before)
+
+    listed = {p.metadata.name: p for p in kube.core.list_namespaced_pod(kube.namespace).items}
+    assert listed[pods[0]].metadata.creation_timestamp == day_before
+    assert listed[pods[1]].metadata.creation_timestamp > day_before + timedelta(hours=23)  # the other one untouched
+    kube.core.patch_namespaced_pod(pods[0], kube.namespace, {"metadata": {"labels": {"touched": "yes"}}})
+    patched = kube.core.read_namespaced_pod(pods[0], kube.namespace)
+    assert patched.metadata.labels["touched"] == "yes" and patched.metadata.creation_timestamp == day_before
+    assert patched.status.phase == "Running" and patched.metadata.uid == listed[pods[0]].metadata.uid
+
+
+def test_backdating_a_pod_that_does_not_exist_fails_and_says_which(kube):
+    with pytest.raises(AssertionError, match=f"backdate /registry/pods/{kube.namespace}/nope: no such key in etcd"):
+        kube.backdate(["nope"], datetime.now(timezone.utc) - timedelta(days=1))
 
 
 def test_a_pod_annotated_not_ready_runs_but_is_not_ready_until_the_annotation_goes(kube):

@@ -56,6 +56,7 @@ type readyInfo struct {
 	Version         string  `json:"version"`
 	Node            string  `json:"node"`
 	Cadvisor        string  `json:"cadvisor"` // the simulated kubelet's /metrics/cadvisor
+	Etcd            string  `json:"etcd"`     // etcd's own client URL (not --etcd-via's), for `backdate`
 	PID             int     `json:"pid"`
 	StartedSeconds  float64 `json:"started_seconds"`
 }
@@ -94,8 +95,9 @@ func up(args []string) {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	etcdServer, etcdURL := startEtcd(*dir, *etcdPort)
+	etcdServer, etcdOwnURL := startEtcd(*dir, *etcdPort)
 	defer etcdServer.Close()
+	etcdURL := etcdOwnURL
 	if *etcdVia != "" {
 		etcdURL = "http://" + *etcdVia
 	}
@@ -195,6 +197,7 @@ func up(args []string) {
 		AuditLog: filepath.Join(*dir, "audit.log"),
 		Version:  version.Get().GitVersion, Node: *nodeName, PID: os.Getpid(),
 		Cadvisor:       fmt.Sprintf("http://127.0.0.1:%d/metrics/cadvisor", kubelet.port()),
+		Etcd:           etcdOwnURL,
 		StartedSeconds: time.Since(started).Seconds(),
 	}
 	// From here on a kube-apiserver that exits is started again, as a kubelet restarts a static

@@ -1,6 +1,7 @@
 """The backtest against a real VictoriaMetrics, and a real Prometheus, holding a synthetic day with
 known skew episodes: it finds exactly those, respects the cooldown between them, and at any
-instant its verdict is the one the live function reaches on the same data."""
+instant its verdict is the one the live function reaches on the same data (on the real control
+plane, its pods backdated to before the day)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from rebalancer.tools.backtest_plot import plot
 from tests.conftest import AUTH, aligned_now
 from tests.metricsdata import MICROMETER_PARTITIONS, cpu_usage, partition_lag_with_assignment
 from tests.proxy import LoggingProxy
-from tests.standin.fixtures import seed_deployment
 
 NS = "posthog"
 BALANCED = [0.5, 0.5, 0.5, 0.5, 0.5, 0.5]
@@ -32,28 +32,30 @@ TARGET = {"name": "ingestion-consumer", "namespace": NS, "deployment": "ingestio
           "cooldown": "1h", "signals": {"cpu": {"threshold": 0.3}}}
 
 
-@pytest.fixture
-def day(standin, load_metrics):
-    """24 hours of per-pod CPU counters with the four EPISODES in VictoriaMetrics or Prometheus;
-    returns (day start, end, pods, the backend's URL).
-
-    The pods live in the stand-in, not on the real control plane: the live function is asked
-    about moments of the past day, so its pods must have existed then, and a real API server
-    sets creationTimestamp itself, to now."""
+def load_day(load_metrics, namespace: str, pods: list[str]) -> tuple[datetime, datetime, str]:
+    """24 hours of ``pods``' CPU counters with the four EPISODES in VictoriaMetrics or Prometheus,
+    ending now; returns (the day's start, its end, the backend's URL)."""
     end = aligned_now()
     start = end - 86400
-    pods = seed_deployment(standin, NS, "ingestion-consumer", replicas=6,
-                           now=datetime.fromtimestamp(start, timezone.utc))
     phases = [(start - 3600, dict(zip(pods, BALANCED, strict=True)))]
     for begin, finish in EPISODES:
         phases.append((start + begin.total_seconds(), dict(zip(pods, SKEWED, strict=True))))
         phases.append((start + finish.total_seconds(), dict(zip(pods, BALANCED, strict=True))))
-    backend = load_metrics(cpu_usage(NS, "ingestion-consumer", phases, start - 600, end, with_neighbours=False))
-    return datetime.fromtimestamp(start, timezone.utc), datetime.fromtimestamp(end, timezone.utc), pods, backend.url
+    backend = load_metrics(cpu_usage(namespace, "ingestion-consumer", phases, start - 600, end, with_neighbours=False))
+    return datetime.fromtimestamp(start, timezone.utc), datetime.fromtimestamp(end, timezone.utc), backend.url
 
 
-def run_backtest(url: str, start: datetime, end: datetime, step: str = "1m") -> backtest.Report:
-    settings = Settings(metrics_url=url, targets=[TARGET])
+@pytest.fixture
+def day(load_metrics):
+    """The day of six pods named as a ReplicaSet names them: (start, end, pods, the backend's URL).
+    The backtest asks Kubernetes nothing (what only it knows is assumed), so no cluster holds them."""
+    pods = [f"ingestion-consumer-6d5f8b7c9-{suffix}" for suffix in ("b2x7k", "f9q4m", "h3w8p", "k7z2r", "n4c6t", "v8j5d")]
+    start, end, url = load_day(load_metrics, NS, pods)
+    return start, end, pods, url
+
+
+def run_backtest(url: str, start: datetime, end: datetime, step: str = "1m", target: dict | None = None) -> backtest.Report:
+    settings = Settings(metrics_url=url, targets=[target or TARGET])
     return backtest.run(settings, settings.targets[0], "cpu", backtest.Period(start, end, parse_duration(step)), backtest.Assumed())
 
 
@@ -85,10 +87,16 @@ def test_the_backtest_finds_exactly_the_skew_episodes_and_respects_the_cooldown(
     assert len(report.actions) / report.days == pytest.approx(3.0, rel=0.01)
 
 
-def test_at_any_instant_the_backtest_decides_as_the_live_function_does(day, make_standin_client, clock):
-    start, end, _, url = day
-    report = run_backtest(url, start, end)
-    client = make_standin_client(url, [TARGET])
+def test_at_any_instant_the_backtest_decides_as_the_live_function_does(load_metrics, kube, make_client, clock):
+    """The live function on the real control plane, its clock at moments of the past day. Its pods
+    must have existed then: their creation is moved an hour before the day in etcd, since the API
+    server sets creationTimestamp to now (tests/controlplane/backdate.go)."""
+    pods = kube.deployment("ingestion-consumer", replicas=6)
+    start, end, url = load_day(load_metrics, kube.namespace, pods)
+    kube.backdate(pods, start - timedelta(hours=1))
+    in_this_namespace = {**TARGET, "namespace": kube.namespace}
+    report = run_backtest(url, start, end, target=in_this_namespace)
+    client = make_client(url, [in_this_namespace])
     by_time = {s.at: s for s in report.steps}
     acted = report.actions[0].at
     wanted = [acted, acted + timedelta(minutes=10), start + timedelta(hours=2, minutes=45),  # acting, held, held
