@@ -92,7 +92,8 @@ func up(args []string) {
 	}
 	started := time.Now()
 	must(os.MkdirAll(*dir, 0o700), "create the working directory")
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	// SIGHUP too (a closed terminal): every part is then stopped in order, not left to Pdeathsig.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer stop()
 
 	etcdServer, etcdOwnURL := startEtcd(*dir, *etcdPort)
