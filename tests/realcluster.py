@@ -23,7 +23,7 @@ import urllib.parse
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +157,7 @@ class ControlPlane(ServerProcess):
         the API server sets it to now on create and keeps it on update, so no API request can."""
         keys = [f"/registry/pods/{namespace}/{pod}" for pod in pods]
         done = subprocess.run([str(BINARY), "backdate", "--etcd", self.info["etcd"],
-                               "--created", created.strftime("%Y-%m-%dT%H:%M:%SZ"), *keys],
+                               "--created", created.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), *keys],
                               capture_output=True, text=True, timeout=60, check=False)
         if done.returncode != 0:
             raise AssertionError(f"controlplane backdate exited with {done.returncode}: {done.stderr.strip()}")

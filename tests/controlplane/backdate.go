@@ -47,7 +47,8 @@ func backdate(args []string) {
 	}
 }
 
-// backdateOne reads, rewrites and conditionally writes one key, again while another write wins.
+// backdateOne reads, rewrites and conditionally writes one key, reading it again whenever another
+// write got there first.
 func backdateOne(ctx context.Context, client *clientv3.Client, key string, created metav1.Time) error {
 	codec := protobuf.NewSerializer(scheme.Scheme, scheme.Scheme)
 	for {
