@@ -29,26 +29,30 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @functools.cache
+def before_the_first_freeze() -> None:
+    """What must happen in real time once, before freezegun first replaces datetime.datetime."""
+    import_every_pydantic_model()
+    make_a_certificate()
+
+
 def import_every_pydantic_model() -> None:
     """While frozen, freezegun puts its FakeDatetime in place of datetime.datetime, and pydantic
     cannot build a model over it (spulec/freezegun#480). Kubernetes' client models are pydantic
     models imported on first use, so a test's first read of, say, an Event list must not happen
-    while frozen: they are all imported (once, about 2 s) before the first freeze, as is the app."""
+    while frozen: they are all imported (about 2 s), as is the app."""
     import kubernetes.client
 
     import rebalancer.app  # noqa: F401  (and every module main.py imports)
 
     for name in dir(kubernetes.client):
         getattr(kubernetes.client, name)
-    certificate_builder_sees_the_real_datetime()
 
 
-@functools.cache
-def certificate_builder_sees_the_real_datetime() -> None:
+def make_a_certificate() -> None:
     """cryptography's certificate builder looks datetime.datetime up once, at its first use, and
     then holds every date to that class: a first certificate made while frozen (an admission
     webhook's, say) would make every later one, made in real time (a Kafka broker's), fail with
-    "'datetime' object is not an instance of 'FakeDatetime'". One is made before any freeze."""
+    "'datetime' object is not an instance of 'FakeDatetime'"."""
     self_signed_certificate()
 
 
@@ -67,7 +71,7 @@ class Clock:
         return datetime.now(timezone.utc)
 
     def at(self, moment: datetime, ticking: bool = True) -> None:
-        import_every_pydantic_model()
+        before_the_first_freeze()
         self.stop()
         self._freezer, self._ticking = freeze_time(moment, tick=ticking), ticking
         self._freezer.start()
