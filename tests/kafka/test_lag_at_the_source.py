@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
 
 import pytest
 
-from tests.conftest import AUTH
+from tests.conftest import AUTH, REPO
 from tests.kafkabroker import KafkaBroker, consumer_pod_template
 from tests.kafkascene import ALERT, decisions, evictions
 from tests.servers import wait_for
@@ -406,3 +408,18 @@ def test_broken_connections_to_the_brokers_are_503s_and_the_next_verification_re
         kube.apps.delete_namespaced_deployment("consumer", kube.namespace)
         broker.stop()
         fault_proxy.drop(route)
+
+
+@pytest.mark.parametrize("case", ["timed-out", "refused"])
+def test_a_client_let_go_with_requests_in_flight_never_aborts_the_process(kafka_broker, case):
+    """librdkafka aborts the whole process when a client is destroyed on its own threads, where a
+    garbage collection can run; a timed-out or refused read leaves just such garbage behind.
+    Run in a process of its own (collected_client.py), as an abort would end this one."""
+    bootstrap = kafka_broker.bootstrap if case == "timed-out" else f"127.0.0.1:{kafka_broker.sasl_port}"
+    argv = [sys.executable, "-X", "faulthandler", str(REPO / "tests" / "kafka" / "collected_client.py"), case,
+            bootstrap, f"collected-{uuid.uuid4().hex[:8]}", kafka_broker.user]
+    run = subprocess.run(argv, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                         timeout=60, check=False)
+    expected = "KafkaUnavailableError" if case == "timed-out" else "KafkaAccessError"
+    assert run.returncode == 0 and run.stdout.split() == [expected, "survived"], (
+        f"exit {run.returncode}\n{run.stdout}\n{run.stderr[-3000:]}")
