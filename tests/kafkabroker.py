@@ -174,7 +174,8 @@ class KafkaBroker(ServerProcess):
         except OSError:
             return False
         try:
-            return self._admin().list_topics(timeout=2).brokers is not None
+            with self._admin() as admin:
+                return admin.list_topics(timeout=2).brokers is not None
         except Exception:
             return False
 
@@ -182,29 +183,47 @@ class KafkaBroker(ServerProcess):
         gc.collect()  # librdkafka handles of finished calls go before the broker does
         super().stop()
 
+    # Every client here is used in a `with` block, which destroys it at the block's end on this
+    # thread. Left to the garbage collector (a failed call's traceback held in a cycle), a client
+    # can be destroyed on its own librdkafka thread, and librdkafka then aborts this process.
     def _admin(self) -> Any:
         from confluent_kafka.admin import AdminClient
 
         # librdkafka's informational lines (a freed handle's purged queue) are noise here.
         return AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 4})
 
+    def _committed(self, group_id: str, partitions: list[Any]) -> dict[int, int]:
+        """The group's committed offsets (-1001: none), through a Consumer that never joins the
+        group: an AdminClient's list_consumer_group_offsets can crash the process when the group's
+        coordinator is moving (see rebalancer/adapters/kafka.py)."""
+        from confluent_kafka import Consumer
+
+        with Consumer({"bootstrap.servers": self.bootstrap, "group.id": group_id, "enable.auto.commit": False,
+                       "log_level": 4}) as consumer:
+            return {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=ADMIN_TIMEOUT)}
+
+    def _partition_count(self, topic: str) -> int:
+        with self._admin() as admin:
+            return len(admin.list_topics(topic, timeout=5).topics[topic].partitions)
+
     # -- topics and groups ------------------------------------------------------------------
 
     def create_topic(self, name: str, partitions: int) -> str:
         from confluent_kafka.admin import NewTopic
 
-        admin = self._admin()  # held until its futures are done: a freed handle fails them
-        futures = admin.create_topics([NewTopic(name, partitions, 1)], request_timeout=ADMIN_TIMEOUT)
-        futures[name].result(timeout=ADMIN_TIMEOUT)
-        wait_for(lambda: len(self._admin().list_topics(name, timeout=5).topics[name].partitions) == partitions,
-                 f"topic {name} with {partitions} partitions", timeout=30)
+        with self._admin() as admin:  # held until its futures are done: a freed handle fails them
+            futures = admin.create_topics([NewTopic(name, partitions, 1)], request_timeout=ADMIN_TIMEOUT)
+            futures[name].result(timeout=ADMIN_TIMEOUT)
+        wait_for(lambda: self._partition_count(name) == partitions, f"topic {name} with {partitions} partitions",
+                 timeout=30)
         return name
 
     def group(self, group_id: str) -> Group:
         """The group as the brokers describe it: state, and each member's client.id, host and partitions."""
-        admin = self._admin()
-        description = admin.describe_consumer_groups([group_id], request_timeout=ADMIN_TIMEOUT)[group_id].result(
-            timeout=ADMIN_TIMEOUT)
+        with self._admin() as admin:
+            description = admin.describe_consumer_groups([group_id], request_timeout=ADMIN_TIMEOUT)[group_id].result(
+                timeout=ADMIN_TIMEOUT)
+
         def held(m: Any) -> list[Any]:
             return m.assignment.topic_partitions if m.assignment else []
 
@@ -240,23 +259,19 @@ class KafkaBroker(ServerProcess):
     def lag(self, group_id: str, topic: str) -> dict[int, int]:
         """Each partition's lag at the brokers: high watermark minus the committed offset (from the
         earliest offset when nothing was committed)."""
-        from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+        from confluent_kafka import TopicPartition
+
+        every = [TopicPartition(topic, p) for p in range(self._partition_count(topic))]
+        committed = self._committed(group_id, every)
+        high, low = self.high_watermarks(topic), self._earliest(every)
+        return {p: max(high[p] - (offset if offset >= 0 else low[p]), 0) for p, offset in committed.items()}
+
+    def _earliest(self, every: list[Any]) -> dict[int, int]:
         from confluent_kafka.admin import OffsetSpec
 
-        admin = self._admin()
-        count = len(admin.list_topics(topic, timeout=5).topics[topic].partitions)
-        every = [TopicPartition(topic, p) for p in range(count)]
-        committed = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group_id, every)],
-                                                      request_timeout=ADMIN_TIMEOUT)[group_id].result(timeout=ADMIN_TIMEOUT)
-        latest = admin.list_offsets({tp: OffsetSpec.latest() for tp in every}, request_timeout=ADMIN_TIMEOUT)
-        earliest = admin.list_offsets({tp: OffsetSpec.earliest() for tp in every}, request_timeout=ADMIN_TIMEOUT)
-        out = {}
-        for tp in committed.topic_partitions:
-            key = TopicPartition(topic, tp.partition)
-            high = latest[key].result(timeout=ADMIN_TIMEOUT).offset
-            start = tp.offset if tp.offset >= 0 else earliest[key].result(timeout=ADMIN_TIMEOUT).offset
-            out[tp.partition] = max(high - start, 0)
-        return out
+        with self._admin() as admin:
+            futures = admin.list_offsets({tp: OffsetSpec.earliest() for tp in every}, request_timeout=ADMIN_TIMEOUT)
+            return {tp.partition: future.result(timeout=ADMIN_TIMEOUT).offset for tp, future in futures.items()}
 
     def high_watermarks(self, topic: str) -> dict[int, int]:
         """Each partition's high watermark: the offset the next message will get. Its rate is the
@@ -264,11 +279,11 @@ class KafkaBroker(ServerProcess):
         from confluent_kafka import TopicPartition
         from confluent_kafka.admin import OffsetSpec
 
-        admin = self._admin()
-        count = len(admin.list_topics(topic, timeout=5).topics[topic].partitions)
-        latest = admin.list_offsets({TopicPartition(topic, p): OffsetSpec.latest() for p in range(count)},
-                                    request_timeout=ADMIN_TIMEOUT)
-        return {tp.partition: future.result(timeout=ADMIN_TIMEOUT).offset for tp, future in latest.items()}
+        count = self._partition_count(topic)
+        with self._admin() as admin:
+            latest = admin.list_offsets({TopicPartition(topic, p): OffsetSpec.latest() for p in range(count)},
+                                        request_timeout=ADMIN_TIMEOUT)
+            return {tp.partition: future.result(timeout=ADMIN_TIMEOUT).offset for tp, future in latest.items()}
 
     # -- load -----------------------------------------------------------------------------------
 

@@ -58,8 +58,8 @@ def brokers_assignment(log: str, group: str) -> dict[str, list[str]]:
     from confluent_kafka.admin import AdminClient
 
     bootstrap = re.search(r"Kafka broker on (127\.0\.0\.1:\d+)", log).group(1)
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
-    description = admin.describe_consumer_groups([group], request_timeout=15)[group].result(timeout=15)
+    with AdminClient({"bootstrap.servers": bootstrap, "log_level": 4}) as admin:  # destroyed here, on this thread
+        description = admin.describe_consumer_groups([group], request_timeout=15)[group].result(timeout=15)
     return {m.client_id: [f"{tp.topic}/{tp.partition}" for tp in sorted(m.assignment.topic_partitions, key=lambda tp: tp.partition)]
             for m in sorted(description.members, key=lambda m: m.client_id)}
 

@@ -18,13 +18,19 @@ import signal
 import sys
 import threading
 
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 from prometheus_client import start_http_server
 from prometheus_client.core import REGISTRY, GaugeMetricFamily
 
 TIMEOUT = 5.0
 admin = AdminClient({"bootstrap.servers": os.environ["BOOTSTRAP_SERVERS"]})
+# A group's committed offsets come from a Consumer with its id that never joins it: an
+# AdminClient's list_consumer_group_offsets can crash the process while the group's coordinator
+# moves (see rebalancer/adapters/kafka.py).
+committed_of = {group: Consumer({"bootstrap.servers": os.environ["BOOTSTRAP_SERVERS"], "group.id": group,
+                                 "enable.auto.commit": False})
+                for group in os.environ["GROUP"].split(",")}
 
 
 def partitions(topic: str) -> list[TopicPartition]:
@@ -54,9 +60,7 @@ class KafkaExporterShape:
                 current.add_metric([topic, str(p)], high[p])
                 oldest.add_metric([topic, str(p)], low[p])
             for group in os.environ["GROUP"].split(","):
-                request = [ConsumerGroupTopicPartitions(group, every)]
-                answer = admin.list_consumer_group_offsets(request, request_timeout=TIMEOUT)[group].result(timeout=TIMEOUT)
-                for tp in answer.topic_partitions:
+                for tp in committed_of[group].committed(every, timeout=TIMEOUT):
                     if tp.offset >= 0:
                         committed.add_metric([group, topic, str(tp.partition)], tp.offset)
                         lag.add_metric([group, topic, str(tp.partition)], max(high[tp.partition] - tp.offset, 0))
