@@ -410,16 +410,35 @@ def test_broken_connections_to_the_brokers_are_503s_and_the_next_verification_re
         fault_proxy.drop(route)
 
 
+def in_a_process_of_its_own(case: str, *args: str) -> subprocess.CompletedProcess:
+    """tests/kafka/process_crashes.py: what it checks, when it fails, kills the process."""
+    argv = [sys.executable, "-X", "faulthandler", str(REPO / "tests" / "kafka" / "process_crashes.py"), case, *args]
+    return subprocess.run(argv, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
 @pytest.mark.parametrize("case", ["timed-out", "refused"])
 def test_a_client_let_go_with_requests_in_flight_never_aborts_the_process(kafka_broker, case):
     """librdkafka aborts the whole process when a client is destroyed on its own threads, where a
-    garbage collection can run; a timed-out or refused read leaves just such garbage behind.
-    Run in a process of its own (collected_client.py), as an abort would end this one."""
+    garbage collection can run; a timed-out or refused read leaves just such garbage behind."""
     bootstrap = kafka_broker.bootstrap if case == "timed-out" else f"127.0.0.1:{kafka_broker.sasl_port}"
-    argv = [sys.executable, "-X", "faulthandler", str(REPO / "tests" / "kafka" / "collected_client.py"), case,
-            bootstrap, f"collected-{uuid.uuid4().hex[:8]}", kafka_broker.user]
-    run = subprocess.run(argv, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
-                         timeout=60, check=False)
+    run = in_a_process_of_its_own(case, bootstrap, f"collected-{uuid.uuid4().hex[:8]}", kafka_broker.user)
     expected = "KafkaUnavailableError" if case == "timed-out" else "KafkaAccessError"
     assert run.returncode == 0 and run.stdout.split() == [expected, "survived"], (
         f"exit {run.returncode}\n{run.stdout}\n{run.stderr[-3000:]}")
+
+
+def test_the_first_reads_on_a_broker_that_has_just_started_never_crash_the_process(tmp_path):
+    """A broker that has just started answers NOT_COORDINATOR while it makes and loads its offsets
+    topic; an AdminClient's list_consumer_group_offsets crashed the process on that answer
+    (librdkafka#5040), 4 times in 4 with 30 groups. A broker of this test's own, as the session's
+    has long settled."""
+    broker = KafkaBroker(tmp_path).start()
+    try:
+        run = in_a_process_of_its_own("fresh-broker", broker.bootstrap, f"fresh-{uuid.uuid4().hex[:8]}")
+    finally:
+        broker.stop()
+    assert run.returncode == 0 and run.stdout.split()[-1] == "survived", (
+        f"exit {run.returncode}\n{run.stdout}\n{run.stderr[-3000:]}")
+    outcomes = run.stdout.split()[:-2]
+    assert run.stdout.split()[-2] == "30" and set(outcomes) <= {"DEAD", "KafkaUnavailableError"}, run.stdout
