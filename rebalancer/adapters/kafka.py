@@ -168,11 +168,12 @@ class GroupReader:
         with self._lock:
             self._let_go()
 
-    def __del__(self) -> None:
+    def __del__(self, closer: _ClientCloser = _CLIENT_CLOSER) -> None:
         # A reader dropped with requests in flight (a refused read's exception can hold it in a
         # cycle) is collected wherever the collector runs: its clients are handed over, not destroyed.
+        # (``closer`` is bound here: at the interpreter's exit the module's names may be gone.)
         for client in getattr(self, "_clients", None) or ():
-            _CLIENT_CLOSER.close_later(client)
+            closer.close_later(client)
 
     # -- the clients -----------------------------------------------------------------------------
 
