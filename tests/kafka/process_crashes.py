@@ -35,29 +35,26 @@ def kept_in_a_cycle(value: object) -> None:
     cycle.append(cycle)  # only the garbage collector frees this
 
 
+def failed_then_dropped(reader: GroupReader) -> None:
+    """A read that fails, then its exception and the reader left to the garbage collector."""
+    try:
+        reader.read_group()
+    except Exception as e:
+        print(type(e).__name__, flush=True)
+        kept_in_a_cycle(e)
+    kept_in_a_cycle(reader)
+
+
 def timed_out(bootstrap: str, group: str) -> None:
     reader = GroupReader(Connection(bootstrap, 10.0), group)
     reader.read_group()  # connected: the next read's requests go out at once
     reader.connection = Connection(bootstrap, 0.0005)
-    try:
-        reader.read_group()
-    except Exception as e:
-        print(type(e).__name__, flush=True)
-        kept_in_a_cycle(e)
-    kept_in_a_cycle(reader)
-    del reader
+    failed_then_dropped(reader)
 
 
 def refused(bootstrap: str, group: str, user: str) -> None:
-    reader = GroupReader(Connection(bootstrap, 2.0, "SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-256", username=user,
-                                    password=lambda: "not-the-password"), group)
-    try:
-        reader.read_group()
-    except Exception as e:
-        print(type(e).__name__, flush=True)
-        kept_in_a_cycle(e)
-    kept_in_a_cycle(reader)
-    del reader
+    failed_then_dropped(GroupReader(Connection(bootstrap, 2.0, "SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-256",
+                                               username=user, password=lambda: "not-the-password"), group))
 
 
 def fresh_broker(bootstrap: str, prefix: str) -> None:
