@@ -196,11 +196,19 @@ class KafkaBroker(ServerProcess):
         """The group's committed offsets (-1001: none), through a Consumer that never joins the
         group: an AdminClient's list_consumer_group_offsets can crash the process when the group's
         coordinator is moving (see rebalancer/adapters/kafka.py)."""
-        from confluent_kafka import Consumer
+        from confluent_kafka import Consumer, KafkaException
 
         with Consumer({"bootstrap.servers": self.bootstrap, "group.id": group_id, "enable.auto.commit": False,
                        "log_level": 4}) as consumer:
-            return {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=ADMIN_TIMEOUT)}
+            deadline = time.monotonic() + ADMIN_TIMEOUT
+            while True:
+                try:
+                    return {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=ADMIN_TIMEOUT)}
+                except KafkaException as e:  # a coordinator still loading answers NOT_COORDINATOR: asked again
+                    if e.args[0].name() not in {"NOT_COORDINATOR", "COORDINATOR_LOAD_IN_PROGRESS"} or \
+                            time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
 
     def _partition_count(self, topic: str) -> int:
         with self._admin() as admin:
@@ -260,18 +268,17 @@ class KafkaBroker(ServerProcess):
         """Each partition's lag at the brokers: high watermark minus the committed offset (from the
         earliest offset when nothing was committed)."""
         from confluent_kafka import TopicPartition
-
-        every = [TopicPartition(topic, p) for p in range(self._partition_count(topic))]
-        committed = self._committed(group_id, every)
-        high, low = self.high_watermarks(topic), self._earliest(every)
-        return {p: max(high[p] - (offset if offset >= 0 else low[p]), 0) for p, offset in committed.items()}
-
-    def _earliest(self, every: list[Any]) -> dict[int, int]:
         from confluent_kafka.admin import OffsetSpec
 
         with self._admin() as admin:
-            futures = admin.list_offsets({tp: OffsetSpec.earliest() for tp in every}, request_timeout=ADMIN_TIMEOUT)
-            return {tp.partition: future.result(timeout=ADMIN_TIMEOUT).offset for tp, future in futures.items()}
+            count = len(admin.list_topics(topic, timeout=5).topics[topic].partitions)
+            every = [TopicPartition(topic, p) for p in range(count)]
+            futures = {name: admin.list_offsets({tp: spec for tp in every}, request_timeout=ADMIN_TIMEOUT)
+                       for name, spec in (("high", OffsetSpec.latest()), ("low", OffsetSpec.earliest()))}
+            committed = self._committed(group_id, every)  # while the offsets are on their way
+            high, low = ({tp.partition: f.result(timeout=ADMIN_TIMEOUT).offset for tp, f in futures[name].items()}
+                         for name in ("high", "low"))
+        return {p: max(high[p] - (offset if offset >= 0 else low[p]), 0) for p, offset in committed.items()}
 
     def high_watermarks(self, topic: str) -> dict[int, int]:
         """Each partition's high watermark: the offset the next message will get. Its rate is the
