@@ -274,12 +274,18 @@ def test_concurrent_deliveries_the_api_server_throttles_never_act_twice(victoria
     assert any(r.code == 429 for r in kube.requests()), "the API server throttled nothing: the test proved nothing"
     decided = [next(d for d in a.json()["decisions"] if d["target"] == "ingestion-consumer")
                for a in [*answers, after] if a.status_code == 200]
-    acted = [d for d in decided if d["outcome"] == "acted"]
-    assert len(acted) == 1, Counter((d["outcome"], d.get("code")) for d in decided)
+    # Exactly one delivery took the lock. It acted, or (seen in CI) the API server throttled every
+    # one of its evictions past their retries: then it says so, `blocked` with each pod `failed`
+    # on a 429, nothing is evicted, and the cooldown holds the next delivery all the same.
+    holders = [d for d in decided if d["outcome"] in ("acted", "blocked")]
+    assert len(holders) == 1, Counter((d["outcome"], d.get("code")) for d in decided)
+    holder = holders[0]
+    if holder["outcome"] == "blocked":
+        assert all(a["result"] == "failed" and "429" in a["detail"] for a in holder["actions"]), holder
     evicted = [name for name, code in evictions(kube) if code == 201]
-    assert sorted(evicted) == sorted({a["pod"] for a in acted[0]["actions"] if a["result"] == "evicted"})
+    assert sorted(evicted) == sorted({a["pod"] for a in holder["actions"] if a["result"] == "evicted"})
     assert len(evicted) == len(set(evicted)) and set(evicted) <= {pods[4], pods[0]}
     (entry,) = history(kube)
-    assert entry["outcome"] == "acted" and [(p["pod"], p["result"]) for p in entry["pods"]] == [
-        (a["pod"], a["result"]) for a in acted[0]["actions"]]
+    assert entry["outcome"] == holder["outcome"] and [(p["pod"], p["result"]) for p in entry["pods"]] == [
+        (a["pod"], a["result"]) for a in holder["actions"]]
     assert after.status_code == 200
