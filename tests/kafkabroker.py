@@ -210,9 +210,12 @@ class KafkaBroker(ServerProcess):
                         raise
                     time.sleep(0.1)
 
-    def _partition_count(self, topic: str) -> int:
-        with self._admin() as admin:
+    def _partition_count(self, topic: str, admin: Any = None) -> int:
+        """With the caller's client, or one of its own."""
+        if admin is not None:
             return len(admin.list_topics(topic, timeout=5).topics[topic].partitions)
+        with self._admin() as own:
+            return self._partition_count(topic, own)
 
     # -- topics and groups ------------------------------------------------------------------
 
@@ -271,8 +274,7 @@ class KafkaBroker(ServerProcess):
         from confluent_kafka.admin import OffsetSpec
 
         with self._admin() as admin:
-            count = len(admin.list_topics(topic, timeout=5).topics[topic].partitions)
-            every = [TopicPartition(topic, p) for p in range(count)]
+            every = [TopicPartition(topic, p) for p in range(self._partition_count(topic, admin))]
             futures = {name: admin.list_offsets({tp: spec for tp in every}, request_timeout=ADMIN_TIMEOUT)
                        for name, spec in (("high", OffsetSpec.latest()), ("low", OffsetSpec.earliest()))}
             committed = self._committed(group_id, every)  # while the offsets are on their way
@@ -286,9 +288,9 @@ class KafkaBroker(ServerProcess):
         from confluent_kafka import TopicPartition
         from confluent_kafka.admin import OffsetSpec
 
-        count = self._partition_count(topic)
         with self._admin() as admin:
-            latest = admin.list_offsets({TopicPartition(topic, p): OffsetSpec.latest() for p in range(count)},
+            latest = admin.list_offsets({TopicPartition(topic, p): OffsetSpec.latest()
+                                         for p in range(self._partition_count(topic, admin))},
                                         request_timeout=ADMIN_TIMEOUT)
             return {tp.partition: future.result(timeout=ADMIN_TIMEOUT).offset for tp, future in latest.items()}
 
