@@ -43,7 +43,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from rebalancer.core.groups import GroupSnapshot, Member, Offsets, TopicPartition
 from rebalancer.errors import KafkaAccessError, KafkaUnavailableError
@@ -58,6 +58,7 @@ _REFUSALS = {"TOPIC_AUTHORIZATION_FAILED", "GROUP_AUTHORIZATION_FAILED", "CLUSTE
 _COORDINATOR_MOVING = {"NOT_COORDINATOR", "COORDINATOR_LOAD_IN_PROGRESS", "COORDINATOR_NOT_AVAILABLE"}
 _GROUP_UNKNOWN = {"GROUP_ID_NOT_FOUND"}
 _POLL_SECONDS = 0.05
+_Answer = TypeVar("_Answer")
 
 
 @dataclass(frozen=True)
@@ -218,17 +219,16 @@ class GroupReader:
         from confluent_kafka import TopicCollection
 
         admin = clients.admin
-        while True:
+
+        def described() -> dict[Any, Any]:
             futures: dict[Any, concurrent.futures.Future[Any]] = {
                 "group": admin.describe_consumer_groups([self.group], request_timeout=_seconds(deadline))[self.group]}
             if self.topics:
                 futures.update(_topic_keys(admin.describe_topics(TopicCollection(list(self.topics)),
                                                                  request_timeout=_seconds(deadline))))
-            try:
-                done = self._wait(admin, futures, deadline, "the group's description")
-                break
-            except _CoordinatorMovingError:
-                time.sleep(min(0.2, deadline.left()))
+            return self._wait(admin, futures, deadline, "the group's description")
+
+        done = self._until_the_coordinator_answers(described, "the group's description", deadline)
         description = done.pop("group")
         if description is None:
             return GroupSnapshot(self.group, "DEAD", "", "", (), {})
@@ -265,22 +265,31 @@ class GroupReader:
         from confluent_kafka import KafkaException
 
         what = "the committed offsets"
-        while True:
+
+        def committed() -> list[Any]:
             try:
-                answered = consumer.committed(partitions, timeout=_seconds(deadline))
-                break
+                return consumer.committed(partitions, timeout=_seconds(deadline))  # type: ignore[no-any-return]
             except KafkaException as e:
-                failure = self._failure("committed", e, what, deadline)
-                if not isinstance(failure, _CoordinatorMovingError):
-                    raise failure from e
-                if deadline.left() <= 0:
-                    raise self._unanswered(what, deadline) from e
-                time.sleep(min(0.2, deadline.left()))  # the coordinator loading or moving: asked again
+                raise self._failure("committed", e, what, deadline) from e
+
+        answered = self._until_the_coordinator_answers(committed, what, deadline)
         for tp in answered:
             if tp.error is not None:
                 refused = KafkaException(tp.error)
                 raise self._failure(("committed", tp.topic, tp.partition), refused, what, deadline) from refused
         return {(tp.topic, tp.partition): tp.offset for tp in answered if tp.offset >= 0}
+
+    def _until_the_coordinator_answers(self, ask: Callable[[], _Answer], what: str, deadline: _Deadline) -> _Answer:
+        """``ask()``, asked again while the group's coordinator is loading or moving (a broker's
+        restart) and the timeout allows; then the timeout's answer."""
+        while True:
+            try:
+                return ask()
+            except _CoordinatorMovingError as e:
+                pause = min(0.2, deadline.left())
+                if pause <= 0:
+                    raise self._unanswered(what, deadline) from e
+                time.sleep(pause)
 
     def _wait(self, admin: Any, futures: Mapping[Any, concurrent.futures.Future[Any]], deadline: _Deadline,
               what: str) -> dict[Any, Any]:
