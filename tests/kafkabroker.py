@@ -108,7 +108,8 @@ class KafkaBroker(ServerProcess):
 
     user = "rebalancer"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, overrides: dict[str, str] | None = None) -> None:
+        self.overrides = overrides or {}  # server.properties lines of a test's own, after (so over) ours
         self.port, self.controller, self.sasl_port, self.tls_port = free_port(), free_port(), free_port(), free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
         # PROXIED: a PLAINTEXT listener that advertises ``proxied_at``; a test sets it to a fault
@@ -137,7 +138,8 @@ class KafkaBroker(ServerProcess):
         self.properties.write_text(SERVER_PROPERTIES.format(
             port=self.port, controller=self.controller, sasl_port=self.sasl_port, tls_port=self.tls_port, data=data,
             proxied_port=self.proxied_port, proxied_at=self.proxied_at,
-            user=self.user, password=self.password, keystore=keystore))
+            user=self.user, password=self.password, keystore=keystore)
+            + "".join(f"{key}={value}\n" for key, value in self.overrides.items()))
         scram = [arg for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512")
                  for arg in ("--add-scram", f"{mechanism}=[name={self.user},password={self.password}]")]
         # A fresh data dir each start: formatting is a second and a formatted one starts no faster.

@@ -212,6 +212,29 @@ def test_a_closed_port_is_a_503_that_says_so_and_nothing_is_done(scene, make_cli
     assert nothing_done(kube)
 
 
+def test_a_group_whose_coordinator_never_comes_is_a_503_at_its_timeout(scene, make_client, kube, tmp_path):
+    """A broker that cannot make its offsets topic (three replicas asked of one broker) has no
+    coordinator for any group. librdkafka looks for one again and again within the request's
+    timeout, which is what is left of the function's: a 503 that says what did not come, at the
+    timeout and not after it."""
+    group = scene(partitions=2, replicas=3)
+    broker = KafkaBroker(tmp_path, overrides={"offsets.topic.replication.factor": "3"}).start()
+    try:
+        client = make_client(NO_METRICS, [at_source(kube.namespace, group.group, broker.bootstrap, timeout="2s")],
+                             env_rebalancer_dry_run="false")
+        began = time.monotonic()
+        status, body = verify(client)
+        took = time.monotonic() - began
+    finally:
+        broker.stop()
+
+    assert status == 503 and body["outcome"] == "skipped", body
+    assert f"the brokers at {broker.bootstrap} did not answer with the group's description within 2s" \
+        in body["reason"], body["reason"]
+    assert took < 4, f"asked past its 2 s timeout: {took:.1f} s"
+    assert nothing_done(kube)
+
+
 @pytest.mark.parametrize(("listener", "mechanism"), [
     ("tls", "SCRAM-SHA-512"), ("tls", "PLAIN"), ("sasl", "SCRAM-SHA-256")])
 def test_sasl_and_tls_read_the_group_and_the_password_stays_out_of_every_answer(scene, make_client, kube, tmp_path,
